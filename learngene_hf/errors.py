@@ -1,0 +1,31 @@
+"""Exceptions raised by learngene-hf.
+
+Every error says what is wrong and what to do about it. They all derive from
+:class:`LearngeneError`, so callers can catch the whole family at once.
+"""
+
+from __future__ import annotations
+
+
+class LearngeneError(Exception):
+    """Base class of every error raised on purpose by learngene-hf."""
+
+
+class ConfigError(LearngeneError, ValueError):
+    """A configuration value or argument is invalid (bad width, layer index, label count...)."""
+
+
+class DataError(LearngeneError, ValueError):
+    """A dataset cannot be used as asked (missing column, too few images, bad class split...)."""
+
+
+class ArtifactError(LearngeneError):
+    """A saved learngene or run folder is missing files, corrupt, or inconsistent."""
+
+
+class IncompatibleLearngeneError(LearngeneError, ValueError):
+    """A learngene does not fit the model it should initialize (channel contract, shapes)."""
+
+
+class HubError(LearngeneError):
+    """A Hub operation failed: missing repo, unknown revision, gated or private repo..."""
