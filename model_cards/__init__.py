@@ -1,0 +1,1 @@
+"""Model card templates (Jinja + YAML front matter), installed as ``learngene_hf.model_cards``."""
