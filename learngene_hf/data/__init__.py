@@ -1,0 +1,24 @@
+"""Data layer of learngene-hf.
+
+* :func:`make_procedural_dataset`: the embedded default dataset (CIFAR-100 schema, rendered from a seed).
+* :func:`load_image_dataset` / :func:`load_tensors` / :func:`dataset_to_tensors`: any image
+  classification dataset that ``datasets`` loads (Hub id, imagefolder, parquet, ``save_to_disk``).
+* :class:`ClassSplit` / :func:`split_classes`: base / open-world / novel classes (64/16/20 by default).
+* :func:`make_task_stream`: the seeded N-way task stream of the collective model.
+* :func:`sample_episodes` / :func:`episode`: seeded N-way K-shot episodes for individual models.
+"""
+
+from .episodes import Episode, Task, episode, make_task_stream, sample_episodes
+from .procedural import GENERATOR_VERSION, class_names, default_cache_dir, make_procedural_dataset
+from .sources import dataset_to_tensors, load_image_dataset, load_tensors, validate_columns
+from .splits import ClassSplit, add_split_arguments, check_ways, parse_class_list, split_classes, split_from_args
+from .tensors import IMAGE_MEAN, IMAGE_STD, ImageTensors, normalize
+
+__all__ = [
+    "IMAGE_MEAN", "IMAGE_STD", "GENERATOR_VERSION",
+    "make_procedural_dataset", "class_names", "default_cache_dir",
+    "load_image_dataset", "load_tensors", "dataset_to_tensors", "validate_columns",
+    "ImageTensors", "normalize",
+    "ClassSplit", "split_classes", "parse_class_list", "check_ways", "add_split_arguments", "split_from_args",
+    "Task", "make_task_stream", "Episode", "sample_episodes", "episode",
+]

@@ -1,0 +1,272 @@
+"""Loading image-classification data: the embedded dataset, Hub ids, folders, parquet, save_to_disk."""
+
+from __future__ import annotations
+
+import glob
+import io
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..errors import DataError
+from .procedural import load_or_generate_arrays, make_procedural_dataset
+from .tensors import ImageTensors
+
+EMBEDDED = "embedded"
+
+
+def _describe_columns(ds: "datasets.Dataset") -> str:  # noqa: F821
+    return ", ".join(f"{name} ({type(feat).__name__})" for name, feat in ds.features.items())
+
+
+def _suggest(ds: "datasets.Dataset", want: str) -> str:  # noqa: F821
+    import datasets
+
+    if want == "image":
+        cands = [n for n, f in ds.features.items() if isinstance(f, datasets.Image)]
+        return f" Pass image_column={cands[0]!r} (--image-column {cands[0]})." if cands else ""
+    cands = [n for n, f in ds.features.items() if isinstance(f, datasets.ClassLabel)]
+    return f" Pass label_column={cands[0]!r} (--label-column {cands[0]})." if cands else ""
+
+
+def validate_columns(ds: "datasets.Dataset", image_column: str, label_column: str,  # noqa: F821
+                     split: str = "") -> None:
+    """Check that ``ds`` has an image column and an integer / ``ClassLabel`` label column.
+
+    Raises :class:`DataError` naming the missing or wrongly typed column and the columns ``ds`` has.
+    """
+    import datasets
+
+    where = f" in split {split!r}" if split else ""
+    if image_column not in ds.features:
+        raise DataError(f"image column {image_column!r} not found{where}; the dataset has columns: "
+                        f"{_describe_columns(ds)}.{_suggest(ds, 'image')}")
+    if label_column not in ds.features:
+        raise DataError(f"label column {label_column!r} not found{where}; the dataset has columns: "
+                        f"{_describe_columns(ds)}.{_suggest(ds, 'label')}")
+    img = ds.features[image_column]
+    if not isinstance(img, datasets.Image):
+        raise DataError(f"column {image_column!r}{where} is {img!r}, not an Image feature; choose the "
+                        f"image column with image_column=... (columns: {_describe_columns(ds)}), or cast it "
+                        f"with ds.cast_column({image_column!r}, datasets.Image()).")
+    lab = ds.features[label_column]
+    is_int = isinstance(lab, datasets.Value) and lab.dtype.startswith(("int", "uint"))
+    if not (isinstance(lab, datasets.ClassLabel) or is_int):
+        raise DataError(f"label column {label_column!r}{where} has type {lab!r}; it must be integer or "
+                        f"ClassLabel. Encode it first, e.g. ds = ds.class_encode_column({label_column!r}), "
+                        f"or choose another column with label_column=... (columns: {_describe_columns(ds)}).")
+
+
+def _is_save_to_disk_dir(path: Path) -> bool:
+    return (path / "dataset_dict.json").is_file() or (path / "state.json").is_file()
+
+
+def _load_raw(source: str) -> "datasets.Dataset | datasets.DatasetDict":  # noqa: F821
+    import datasets
+
+    path = Path(source).expanduser()
+    try:
+        if path.is_dir() and _is_save_to_disk_dir(path):
+            return datasets.load_from_disk(str(path))
+        if path.is_file() and path.suffix == ".parquet":
+            return datasets.load_dataset("parquet", data_files=str(path))
+        if any(ch in source for ch in "*?[") and glob.glob(source):
+            return datasets.load_dataset("parquet" if source.endswith(".parquet") else "imagefolder",
+                                         data_files=source)
+        if path.is_dir():
+            # datasets infers the builder (parquet, imagefolder, ...) and the splits from file names.
+            return datasets.load_dataset(str(path))
+        if path.exists():
+            raise DataError(f"{source} is a file but not a .parquet file; pass a parquet file, a folder "
+                            "(imagefolder / parquet / save_to_disk) or a Hub dataset id.")
+        if source.startswith((".", "/", "~")) or os.sep in source.strip("/").split("/", 1)[-1]:
+            raise DataError(f"{source} does not exist. Pass an existing folder or file, a Hub dataset id "
+                            "like 'uoft-cs/cifar100', or 'embedded'.")
+        return datasets.load_dataset(source)
+    except DataError:
+        raise
+    except Exception as err:  # datasets raises many types (FileNotFoundError, ConnectionError, ...)
+        raise DataError(f"could not load dataset {source!r}: {type(err).__name__}: {err}. Check the id or "
+                        "path; for a Hub id without a network connection, download it once while online "
+                        "(it is then cached) or pass a local copy.") from err
+
+
+def _labels(ds: "datasets.Dataset", label_column: str) -> np.ndarray:  # noqa: F821
+    """The label column as int64 numpy (respects a .select()/.filter() indices mapping)."""
+    if getattr(ds, "_indices", None) is not None:
+        return np.asarray(list(ds[label_column]), dtype=np.int64)
+    return np.asarray(ds.data.column(label_column).to_numpy(zero_copy_only=False), dtype=np.int64)
+
+
+EMBEDDED_OPTIONS = frozenset({"seed", "num_classes", "train_per_class", "test_per_class", "image_size", "cache_dir"})
+
+
+def _check_embedded_options(kwargs: dict) -> None:
+    unknown = sorted(set(kwargs) - EMBEDDED_OPTIONS)
+    if unknown:
+        raise DataError(f"unknown options {unknown} for the embedded dataset; it accepts {sorted(EMBEDDED_OPTIONS)}.")
+
+
+def _split_per_class(ds: "datasets.Dataset", label_column: str, test_fraction: float,  # noqa: F821
+                     seed: int) -> "datasets.DatasetDict":  # noqa: F821
+    """Seeded per-class train/test split: every class keeps ``round(test_fraction * n)`` (>= 1) test images."""
+    import datasets
+
+    labels = _labels(ds, label_column)
+    rng = np.random.default_rng([seed, 2718])
+    train_idx, test_idx = [], []
+    for c in np.unique(labels):
+        idx = np.flatnonzero(labels == c)
+        idx = idx[rng.permutation(len(idx))]
+        n_test = min(max(1, int(round(test_fraction * len(idx)))), len(idx) - 1) if len(idx) > 1 else 0
+        test_idx.extend(idx[:n_test].tolist())
+        train_idx.extend(idx[n_test:].tolist())
+    return datasets.DatasetDict({"train": ds.select(sorted(train_idx)), "test": ds.select(sorted(test_idx))})
+
+
+def load_image_dataset(source: str | None = None, *, image_column: str = "img", label_column: str = "fine_label",
+                       train_split: str = "train", test_split: str = "test", test_fraction: float = 1 / 7,
+                       split_seed: int = 0, **embedded_kwargs: Any) -> "datasets.DatasetDict":  # noqa: F821
+    """Load an image-classification dataset as a ``DatasetDict`` with ``train`` and ``test`` splits.
+
+    Args:
+        source: ``None`` or ``"embedded"`` for the procedural dataset (``embedded_kwargs`` go to
+            :func:`make_procedural_dataset`); otherwise a Hub dataset id (``"uoft-cs/cifar100"``),
+            an imagefolder or parquet folder, a parquet file or glob, or a ``save_to_disk`` folder.
+        image_column / label_column: column names; the label must be integer or ``ClassLabel``.
+        train_split / test_split: split names in the source; they become ``train`` / ``test``.
+        test_fraction / split_seed: when the source has a single split (or no ``test_split``),
+            a seeded per-class split with this fraction of every class in ``test``.
+
+    Raises:
+        DataError: the source cannot be loaded, or a column is missing or has the wrong type.
+    """
+    import datasets
+
+    if source is None or source == EMBEDDED:
+        _check_embedded_options(embedded_kwargs)
+        dsd = make_procedural_dataset(**embedded_kwargs)
+        source_name = EMBEDDED
+    else:
+        if embedded_kwargs:
+            raise DataError(f"options {sorted(embedded_kwargs)} only apply to the embedded dataset, not to "
+                            f"{source!r}; remove them.")
+        dsd = _load_raw(source)
+        source_name = source
+    if isinstance(dsd, datasets.Dataset):
+        dsd = datasets.DatasetDict({train_split: dsd})
+    if train_split not in dsd:
+        if len(dsd) == 1:
+            train_split = next(iter(dsd))
+        else:
+            raise DataError(f"split {train_split!r} not found in {source_name!r}; it has splits "
+                            f"{list(dsd)}. Pass train_split=... (--train-split).")
+    for name in (train_split, test_split):
+        if name in dsd:
+            validate_columns(dsd[name], image_column, label_column, split=name)
+    if test_split in dsd and test_split != train_split:
+        return datasets.DatasetDict({"train": dsd[train_split], "test": dsd[test_split]})
+    if not 0.0 < test_fraction < 1.0:
+        raise DataError(f"test_fraction={test_fraction} must be between 0 and 1 (exclusive).")
+    return _split_per_class(dsd[train_split], label_column, test_fraction, split_seed)
+
+
+def _class_names(ds: "datasets.Dataset", label_column: str, labels: np.ndarray) -> list[str]:  # noqa: F821
+    import datasets
+
+    feat = ds.features[label_column]
+    if isinstance(feat, datasets.ClassLabel):
+        return list(feat.names)
+    if len(labels) and labels.min() < 0:
+        raise DataError(f"label column {label_column!r} holds negative values (e.g. {int(labels.min())}); "
+                        "labels must be class ids 0..C-1. Drop unlabelled rows first (ds.filter(...)).")
+    count = int(labels.max()) + 1 if len(labels) else 0
+    return [str(i) for i in range(count)]
+
+
+def dataset_to_tensors(ds: "datasets.Dataset", image_column: str = "img",  # noqa: F821
+                       label_column: str = "fine_label", image_size: int | None = None) -> ImageTensors:
+    """Decode a ``datasets.Dataset`` into :class:`ImageTensors` (uint8 ``[N, 3, H, W]``, int64 labels).
+
+    Images are converted to RGB; with ``image_size`` every image is resized (bilinear, antialiased)
+    to ``image_size`` x ``image_size``. Without it all images must already share one size.
+    """
+    import datasets
+    from PIL import Image as PILImage
+
+    validate_columns(ds, image_column, label_column)
+    labels = _labels(ds, label_column)
+    names = _class_names(ds, label_column, labels)
+    raw = ds.cast_column(image_column, datasets.Image(decode=False))
+    arrays: list[np.ndarray] = []
+    first_size: tuple[int, int] | None = None
+    for row, item in enumerate(raw[image_column]):
+        data = item.get("bytes") if isinstance(item, dict) else None
+        path = item.get("path") if isinstance(item, dict) else None
+        try:
+            img = PILImage.open(io.BytesIO(data) if data is not None else path)
+            img = img.convert("RGB")
+        except Exception as err:
+            raise DataError(f"image {row} of column {image_column!r} cannot be decoded ({err}); remove or "
+                            "fix that row.") from err
+        if image_size is not None and img.size != (image_size, image_size):
+            img = img.resize((image_size, image_size), PILImage.BILINEAR, reducing_gap=None)
+        elif image_size is None:
+            if first_size is None:
+                first_size = img.size
+            elif img.size != first_size:
+                raise DataError(f"images have different sizes ({first_size} and {img.size} at row {row}); "
+                                "pass image_size=... (--image-size) to resize them all.")
+        arrays.append(np.asarray(img, dtype=np.uint8))
+    if arrays:
+        images = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
+    else:
+        size = image_size or 32
+        images = torch.zeros((0, 3, size, size), dtype=torch.uint8)
+    return ImageTensors(images, torch.from_numpy(labels), names)
+
+
+def _embedded_tensors(image_size: int | None, **kwargs: Any) -> tuple[ImageTensors, ImageTensors]:
+    kwargs = dict(kwargs)
+    _check_embedded_options(kwargs)
+    if image_size is not None:
+        kwargs.setdefault("image_size", image_size)
+    arrays = load_or_generate_arrays(**kwargs)
+    out = []
+    for split in ("train", "test"):
+        images = torch.from_numpy(np.ascontiguousarray(arrays[f"{split}_images"])).permute(0, 3, 1, 2).contiguous()
+        if image_size is not None and images.shape[-1] != image_size:
+            images = torch.nn.functional.interpolate(images.float(), size=(image_size, image_size),
+                                                     mode="bilinear", antialias=True, align_corners=False)
+            images = images.round().clamp(0, 255).to(torch.uint8)
+        labels = torch.from_numpy(np.asarray(arrays[f"{split}_labels"], dtype=np.int64))
+        out.append(ImageTensors(images, labels, list(arrays["class_names"])))
+    return out[0], out[1]
+
+
+def load_tensors(source: str | None = None, *, image_column: str = "img", label_column: str = "fine_label",
+                 image_size: int | None = None, train_split: str = "train", test_split: str = "test",
+                 **kwargs: Any) -> tuple[ImageTensors, ImageTensors]:
+    """``(train, test)`` :class:`ImageTensors` of a source (see :func:`load_image_dataset`).
+
+    For the embedded dataset the rendered pixels are cached on disk as safetensors, so a repeated
+    run starts in about a second; ``image_size`` then renders at that size (unless ``image_size`` is
+    also among the embedded options, in which case the rendered images are resized).
+    """
+    if source is None or source == EMBEDDED:
+        return _embedded_tensors(image_size, **kwargs)
+    dsd = load_image_dataset(source, image_column=image_column, label_column=label_column,
+                             train_split=train_split, test_split=test_split, **kwargs)
+    train = dataset_to_tensors(dsd["train"], image_column, label_column, image_size)
+    test = dataset_to_tensors(dsd["test"], image_column, label_column, image_size)
+    if train.image_size != test.image_size:
+        raise DataError(f"train images are {train.image_size} but test images are {test.image_size}; pass "
+                        "image_size=... (--image-size) to resize both.")
+    if len(test.class_names) != len(train.class_names):
+        names = train.class_names if len(train.class_names) > len(test.class_names) else test.class_names
+        train = ImageTensors(train.images, train.labels, list(names))
+        test = ImageTensors(test.images, test.labels, list(names))
+    return train, test
