@@ -1,0 +1,762 @@
+"""Collective training: a :class:`~learngene_hf.CollectiveModel` learns a stream of tasks with
+``accelerate``, grows on a schedule, optionally consolidates with EWC, records its gradients,
+scores the open world before every task, checkpoints after every task and resumes.
+
+Entry points: :func:`train_collective` and :func:`load_run`. A run folder holds::
+
+    model/                 save_pretrained of the final collective model
+    gradient_record.json   the GradientRecord
+    heatmap.png            layers x tasks heat map of the record
+    report.json            class split, task stream, accuracies, open-world AUROC, images/s, dataset
+    report.md              a short human-readable summary
+    run_config.json        the training config, class split and dataset description
+    checkpoint/            the state after the last finished task (used by resume)
+
+Determinism: every task starts by re-seeding all generators from ``(seed, task)`` and builds a fresh
+optimizer (it has a new head anyway), so a run stopped after any task and resumed ends with the
+same weights and record as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from .collective import COLLECTIVE_PRESETS, CollectiveConfig, CollectiveModel
+from .errors import ArtifactError, ConfigError
+from .ewc import EWC
+from .io import read_json, write_json_atomic, write_text_atomic
+from .openworld import auroc
+from .record import DEFAULT_THRESHOLDS, GradientRecord, GradientRecorder
+
+RUN_FORMAT = "learngene-hf/collective-run"
+RUN_VERSION = 1
+
+#: Defaults per model preset used by :meth:`CollectiveTrainingConfig.for_preset` and the example.
+#: "paper" is the paper's setting (50 five-way tasks, all 600 images per class, lr 1e-3);
+#: "small" finishes on 2 CPU cores in minutes; "tiny" is for tests.
+PRESET_TRAINING_DEFAULTS: dict[str, dict[str, Any]] = {
+    "paper": {"num_tasks": 50, "epochs_per_task": 10, "lr": 1e-3, "train_per_class": None, "test_per_class": None},
+    "small": {"num_tasks": 15, "epochs_per_task": 4, "lr": 0.03, "train_per_class": 120, "test_per_class": 40},
+    "tiny": {"num_tasks": 3, "epochs_per_task": 1, "lr": 0.05, "train_per_class": 20, "test_per_class": 10},
+}
+
+# fields that may differ between a run and its resumption
+_RESUME_FREE_FIELDS = ("stop_after_task", "eval_batch_size")
+
+
+@dataclass
+class CollectiveTrainingConfig:
+    """Everything that defines a collective training run (saved as ``run_config.json``).
+
+    Model and stream: ``preset`` (a :data:`~learngene_hf.collective.COLLECTIVE_PRESETS` name),
+    ``num_tasks`` tasks of ``ways`` classes drawn from the base classes, ``train_per_class`` /
+    ``test_per_class`` images per class (``None``: all), ``epochs_per_task`` epochs each.
+
+    Optimisation (the paper's SGD defaults): ``batch_size``, ``lr``, ``momentum``,
+    ``weight_decay``; ``mixed_precision`` "auto" (bf16 on GPUs that support it, else fp16; "no"
+    on CPU), or "no" / "fp16" / "bf16".
+
+    Growth: ``growth`` = "paper" (tasks 1..min(growth_until, num_tasks-1) widen one conv layer
+    each, round robin over the last ``growth_layers`` layers, which end at ``growth_factor`` times
+    their width), "none", or an explicit list of events ``{"task": t, "op": "widen", "layer":
+    name-or-index, "width": w}`` / ``{"task": t, "op": "deepen", "layer": name-or-index}``
+    applied at the start of task ``t`` (after its head is added).
+
+    Forgetting control: ``ewc_weight`` (0 = off); the Fisher is estimated at the end of each task
+    on ``ewc_batches`` batches of its training images.
+
+    Record: ``record_gradients``, ``thresholds``, ``heatmap_threshold`` (the threshold drawn).
+
+    Open world: before each task t >= 1, ``open_world_method`` ("energy" or "msp") scores the new
+    task's test images against up to ``open_world_known`` held-out test images of known classes.
+
+    Data: ``dataset`` (None = the embedded procedural dataset, else anything
+    ``learngene_hf.data.load_tensors`` accepts), ``image_column``, ``label_column``,
+    ``image_size``, ``embedded`` (extra keyword arguments for the embedded generator),
+    the class split (``split_seed`` and ``base`` / ``open_world`` / ``novel``: counts, class
+    lists or "0-5,8" strings; None = the 64/16/20 proportions).
+
+    ``stop_after_task``: stop (after checkpointing) once this many tasks are finished; for tests
+    and time budgets. Running again with resume continues the stream.
+    """
+
+    preset: str = "paper"
+    num_tasks: int = 50
+    ways: int = 5
+    epochs_per_task: int = 10
+    batch_size: int = 64
+    lr: float = 1e-3
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    train_per_class: int | None = None
+    test_per_class: int | None = None
+    growth: str | list = "paper"
+    growth_until: int = 20
+    growth_layers: int = 3
+    growth_factor: float = 2.0
+    ewc_weight: float = 0.0
+    ewc_batches: int = 8
+    thresholds: list[float] = field(default_factory=lambda: list(DEFAULT_THRESHOLDS))
+    heatmap_threshold: float = 5e-10
+    record_gradients: bool = True
+    seed: int = 0
+    mixed_precision: str = "auto"
+    dataset: str | None = None
+    image_column: str = "img"
+    label_column: str = "fine_label"
+    image_size: int | None = None
+    embedded: dict = field(default_factory=dict)
+    split_seed: int = 0
+    base: Any = None
+    open_world: Any = None
+    novel: Any = None
+    open_world_method: str = "energy"
+    open_world_known: int = 500
+    eval_batch_size: int = 256
+    stop_after_task: int | None = None
+
+    def __post_init__(self) -> None:
+        self.thresholds = [float(t) for t in self.thresholds]
+        self.validate()
+
+    @classmethod
+    def for_preset(cls, preset: str = "small", **overrides: Any) -> "CollectiveTrainingConfig":
+        """A config with the defaults of ``preset`` (see :data:`PRESET_TRAINING_DEFAULTS`);
+        ``overrides`` whose value is not None replace them."""
+        if preset not in PRESET_TRAINING_DEFAULTS:
+            raise ConfigError(f"Unknown preset {preset!r}; choose one of {sorted(PRESET_TRAINING_DEFAULTS)}.")
+        values = dict(PRESET_TRAINING_DEFAULTS[preset], preset=preset)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+    def validate(self) -> None:
+        """Raise :class:`ConfigError` naming the first bad field and how to fix it."""
+        if self.preset not in COLLECTIVE_PRESETS:
+            raise ConfigError(f"preset={self.preset!r} is unknown; choose one of {sorted(COLLECTIVE_PRESETS)}.")
+        for name in ("num_tasks", "ways", "epochs_per_task", "batch_size", "eval_batch_size", "ewc_batches", "growth_layers"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value <= 0:
+                raise ConfigError(f"{name} must be a positive integer, got {value!r}.")
+        if self.ways < 2:
+            raise ConfigError(f"ways must be at least 2 (a task needs two classes), got {self.ways}.")
+        for name in ("train_per_class", "test_per_class"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or value <= 0):
+                raise ConfigError(f"{name} must be a positive integer or None (all images), got {value!r}.")
+        if not self.lr > 0:
+            raise ConfigError(f"lr must be > 0, got {self.lr}.")
+        if not 0 <= self.momentum < 1:
+            raise ConfigError(f"momentum must be in [0, 1), got {self.momentum}.")
+        if self.weight_decay < 0 or self.ewc_weight < 0:
+            raise ConfigError("weight_decay and ewc_weight must be >= 0.")
+        if self.growth_factor < 1:
+            raise ConfigError(f"growth_factor must be >= 1 (growth never shrinks a layer), got {self.growth_factor}.")
+        if not (isinstance(self.growth, list) or self.growth in ("paper", "none")):
+            raise ConfigError(f"growth must be 'paper', 'none' or a list of events, got {self.growth!r}.")
+        if self.mixed_precision not in ("auto", "no", "fp16", "bf16"):
+            raise ConfigError(f"mixed_precision must be 'auto', 'no', 'fp16' or 'bf16', got {self.mixed_precision!r}.")
+        if self.open_world_method not in ("energy", "msp"):
+            raise ConfigError(f"open_world_method must be 'energy' or 'msp', got {self.open_world_method!r}.")
+        if self.heatmap_threshold not in self.thresholds:
+            raise ConfigError(f"heatmap_threshold {self.heatmap_threshold} must be one of thresholds {self.thresholds}.")
+        if self.stop_after_task is not None and (not isinstance(self.stop_after_task, int) or self.stop_after_task <= 0):
+            raise ConfigError(f"stop_after_task must be a positive number of tasks or None, got {self.stop_after_task!r}.")
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict of every field."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "CollectiveTrainingConfig":
+        """Inverse of :meth:`to_dict`; unknown keys raise :class:`ConfigError`."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"Unknown training config keys {unknown}; valid keys are {sorted(known)}.")
+        return cls(**data)
+
+
+@dataclass
+class CollectiveRun:
+    """A finished (or stopped) collective training run, as returned by :func:`train_collective`
+    and :func:`load_run`."""
+
+    model: CollectiveModel
+    record: GradientRecord
+    report: dict
+    split: Any
+    config: CollectiveTrainingConfig
+    run_dir: Path
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+def resolve_mixed_precision(value: str) -> str:
+    """"auto" -> "bf16" on a CUDA GPU that supports it, "fp16" on other CUDA GPUs, else "no"."""
+    if value != "auto":
+        return value
+    if torch.cuda.is_available():
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return "no"
+
+
+def task_seed(seed: int, task: int) -> int:
+    """The seed every generator is reset to at the start of ``task``."""
+    return (int(seed) * 1_000_003 + 7_919 * (int(task) + 1)) % (2**31 - 1)
+
+
+def plan_growth(config: CollectiveTrainingConfig, layer_names: Sequence[str], widths: Sequence[int]) -> list[dict]:
+    """The growth events of ``config`` for a model with ``layer_names`` / ``widths`` (initial).
+
+    Returns a list of ``{"task", "op", "layer", "width"}`` (``layer`` a stable name or an index).
+    """
+    if isinstance(config.growth, list):
+        events = []
+        for event in config.growth:
+            if not isinstance(event, dict) or event.get("op") not in ("widen", "deepen") or "layer" not in event:
+                raise ConfigError(f"Growth event {event!r} needs 'task', 'op' ('widen'/'deepen') and 'layer'.")
+            task = event.get("task")
+            if not isinstance(task, int) or not 0 <= task < config.num_tasks:
+                raise ConfigError(f"Growth event {event!r}: task must be in 0..{config.num_tasks - 1}.")
+            if event["op"] == "widen" and not isinstance(event.get("width"), int):
+                raise ConfigError(f"Growth event {event!r}: a widen event needs an integer 'width'.")
+            events.append({"task": task, "op": event["op"], "layer": event["layer"], "width": event.get("width")})
+        return sorted(events, key=lambda e: e["task"])
+    if config.growth == "none":
+        return []
+    count = min(config.growth_layers, len(layer_names))
+    targets = list(range(len(layer_names) - count, len(layer_names)))
+    tasks = list(range(1, min(config.growth_until, config.num_tasks - 1) + 1))
+    assigned: dict[int, list[int]] = {i: [] for i in targets}
+    for k, task in enumerate(tasks):
+        assigned[targets[k % count]].append(task)
+    events = []
+    for index, layer_tasks in assigned.items():
+        start = widths[index]
+        for j, task in enumerate(layer_tasks, start=1):
+            width = int(round(start + (config.growth_factor - 1.0) * start * j / len(layer_tasks)))
+            events.append({"task": task, "op": "widen", "layer": layer_names[index], "width": width})
+    return sorted(events, key=lambda e: e["task"])
+
+
+def _layer_index(model: CollectiveModel, layer: int | str) -> int:
+    if isinstance(layer, str):
+        if layer not in model.config.layer_names:
+            raise ConfigError(f"Growth names layer {layer!r}, which the model does not have ({model.config.layer_names}).")
+        return model.config.layer_names.index(layer)
+    return layer
+
+
+def apply_growth(model: CollectiveModel, events: Sequence[dict], task: int, generator: torch.Generator) -> list[dict]:
+    """Apply the events of ``task`` to ``model``; returns the growth-log entries they produced."""
+    before = len(model.config.growth_log)
+    for event in events:
+        if event["task"] != task:
+            continue
+        index = _layer_index(model, event["layer"])
+        if event["op"] == "widen":
+            if event["width"] > model.config.widths[index]:
+                model.widen(index, event["width"], generator=generator)
+        else:
+            model.deepen(index)
+    return [dict(e) for e in model.config.growth_log[before:]]
+
+
+def _load_data(config: CollectiveTrainingConfig, data):
+    from . import data as data_module
+
+    if data is not None:
+        train, test = data
+        description = {"source": "in-memory", "image_column": None, "label_column": None, "num_classes": len(train.class_names)}
+    else:
+        embedded = dict(config.embedded)
+        if config.dataset is None:
+            embedded.setdefault("train_per_class", config.train_per_class or 600)
+            embedded.setdefault("test_per_class", config.test_per_class or 100)
+        train, test = data_module.load_tensors(
+            config.dataset,
+            image_column=config.image_column,
+            label_column=config.label_column,
+            image_size=config.image_size,
+            **(embedded if config.dataset is None else {}),
+        )
+        description = {
+            "source": config.dataset if config.dataset is not None else "embedded:procedural",
+            "image_column": config.image_column,
+            "label_column": config.label_column,
+            "image_size": config.image_size,
+            "embedded": embedded if config.dataset is None else None,
+            "num_classes": len(train.class_names),
+        }
+    description["class_names"] = list(train.class_names)
+    description["image_shape"] = list(train.images.shape[1:])
+    return train, test, description
+
+
+def _class_arg(value):
+    from . import data as data_module
+
+    return data_module.parse_class_list(value) if isinstance(value, str) else value
+
+
+def _batches(images: torch.Tensor, labels: torch.Tensor, batch_size: int, shuffle: bool, seed: int | None = None) -> DataLoader:
+    generator = torch.Generator().manual_seed(seed) if shuffle else None
+    return DataLoader(TensorDataset(images, labels), batch_size=batch_size, shuffle=shuffle, generator=generator)
+
+
+def _inputs(images: torch.Tensor) -> torch.Tensor:
+    from .data import normalize
+
+    return normalize(images) if images.dtype == torch.uint8 else images.float()
+
+
+@torch.no_grad()
+def _gathered(accelerator, model: CollectiveModel, images, labels, batch_size: int, fn) -> tuple[torch.Tensor, torch.Tensor]:
+    loader = accelerator.prepare(_batches(images, labels, batch_size, shuffle=False))
+    outputs, targets = [], []
+    for x, y in loader:
+        out = fn(model, _inputs(x))
+        out, y = accelerator.gather_for_metrics((out.contiguous(), y.contiguous()))
+        outputs.append(out.cpu())
+        targets.append(y.cpu())
+    return torch.cat(outputs), torch.cat(targets)
+
+
+def evaluate_task(accelerator, model: CollectiveModel, images, labels, task_id: int, batch_size: int = 256) -> float:
+    """Accuracy of head ``task_id`` on ``images`` [N,3,H,W] / ``labels`` [N] (local ids), gathered
+    across processes."""
+    was_training = model.training
+    model.eval()
+    try:
+        preds, targets = _gathered(
+            accelerator, model, images, labels, batch_size, lambda m, x: m(pixel_values=x, task_id=task_id).logits.argmax(1)
+        )
+    finally:
+        model.train(was_training)
+    return float((preds == targets).float().mean())
+
+
+def open_world_auroc(accelerator, model: CollectiveModel, unknown_images, known_images, method: str = "energy", batch_size: int = 256) -> float:
+    """AUROC of ``model.unknown_score`` separating ``unknown_images`` [N_u,3,H,W] (classes not
+    learnt) from ``known_images`` [N_k,3,H,W] (held-out images of learnt classes)."""
+    was_training = model.training
+    model.eval()
+    try:
+        score = lambda m, x: m.unknown_score(x, method=method)  # noqa: E731
+        unknown, _ = _gathered(accelerator, model, unknown_images, torch.zeros(len(unknown_images), dtype=torch.long), batch_size, score)
+        known, _ = _gathered(accelerator, model, known_images, torch.zeros(len(known_images), dtype=torch.long), batch_size, score)
+    finally:
+        model.train(was_training)
+    return auroc(unknown, known)
+
+
+# ---------------------------------------------------------------------------------------------- checkpoint
+def _save_checkpoint(run_dir: Path, model: CollectiveModel, state: dict, ewc: EWC) -> None:
+    """Write ``checkpoint/`` atomically: a temp folder, then renames (old one removed last)."""
+    from safetensors.torch import save_file
+
+    final = run_dir / "checkpoint"
+    tmp = run_dir / ".checkpoint.tmp"
+    old = run_dir / ".checkpoint.old"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    _save_model(model, tmp / "model")
+    tensors = ewc.state_tensors()
+    if tensors:
+        save_file(tensors, str(tmp / "ewc.safetensors"))
+    write_json_atomic(tmp / "state.json", state)
+    if old.exists():
+        shutil.rmtree(old)
+    if final.exists():
+        os.replace(final, old)
+    os.replace(tmp, final)
+    if old.exists():
+        shutil.rmtree(old)
+
+
+def _checkpoint_dir(run_dir: Path) -> Path | None:
+    for name in ("checkpoint", ".checkpoint.old"):  # .old survives a kill between the two renames
+        folder = run_dir / name
+        if (folder / "state.json").is_file():
+            return folder
+    return None
+
+
+@contextlib.contextmanager
+def _quiet_transformers():
+    """Silence transformers' load reports and shard progress bars (restored afterwards)."""
+    from transformers import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
+def _save_model(model: CollectiveModel, folder: Path) -> None:
+    with _quiet_transformers():
+        model.save_pretrained(folder)
+
+
+def _load_model(folder: Path) -> CollectiveModel:
+    try:
+        with _quiet_transformers():
+            return CollectiveModel.from_pretrained(folder, dtype=torch.float32)
+    except Exception as err:  # noqa: BLE001 - report which folder is bad
+        raise ArtifactError(f"Cannot load the collective model from {folder} ({err}); re-run train_collective.") from err
+
+
+def _comparable(config_dict: dict) -> dict:
+    return {k: v for k, v in config_dict.items() if k not in _RESUME_FREE_FIELDS}
+
+
+# ---------------------------------------------------------------------------------------------- reports
+def _summarise(report: dict) -> None:
+    tasks = report["tasks"]
+    after = [t["accuracy_after"] for t in tasks]
+    end = [t["accuracy_end"] for t in tasks if t.get("accuracy_end") is not None]
+    aurocs = [t["open_world_auroc"] for t in tasks if t.get("open_world_auroc") is not None]
+    report["mean_accuracy_after"] = sum(after) / len(after) if after else None
+    report["mean_accuracy_end"] = sum(end) / len(end) if end else None
+    report["mean_forgetting"] = (
+        sum(t["accuracy_after"] - t["accuracy_end"] for t in tasks) / len(tasks) if end and len(end) == len(tasks) else None
+    )
+    report["mean_open_world_auroc"] = sum(aurocs) / len(aurocs) if aurocs else None
+    seconds = sum(t["train_seconds"] for t in tasks)
+    report["images_per_second"] = sum(t["train_images_seen"] for t in tasks) / seconds if seconds > 0 else None
+
+
+def _fmt(value, digits: int = 3) -> str:
+    return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
+
+
+def _report_markdown(report: dict) -> str:
+    lines = [
+        "# Collective training run",
+        "",
+        f"- Dataset: `{report['dataset']['source']}` ({report['dataset']['num_classes']} classes); "
+        f"{report['finished_tasks']}/{report['num_tasks']} tasks of {report['ways']} ways"
+        + ("" if report["complete"] else " (stopped early: run again to resume)"),
+        f"- Model: preset `{report['preset']}`, final conv widths {report['final_widths']}, "
+        f"{report['parameters']:,} parameters, {len(report['growth_log'])} growth events",
+        f"- Mean accuracy after learning each task: {_fmt(report['mean_accuracy_after'])}; at the end: "
+        f"{_fmt(report['mean_accuracy_end'])} (mean forgetting {_fmt(report['mean_forgetting'])})",
+        f"- Mean open-world AUROC ({report['open_world_method']}): {_fmt(report['mean_open_world_auroc'])}",
+        f"- Training throughput: {_fmt(report['images_per_second'], 1)} images/s on {report['num_processes']} "
+        f"process(es), device `{report['device']}`, mixed precision `{report['mixed_precision']}`",
+        "",
+        "| task | classes | acc. after | acc. end | open-world AUROC | growth |",
+        "| ---: | --- | ---: | ---: | ---: | --- |",
+    ]
+    for t in report["tasks"]:
+        growth = ", ".join(f"{g['op']} {g['name']} {g['old_width'] or ''}->{g['new_width']}" for g in t["growth"]) or ""
+        lines.append(
+            f"| {t['task']} | {t['classes']} | {_fmt(t['accuracy_after'])} | {_fmt(t.get('accuracy_end'))} | "
+            f"{_fmt(t.get('open_world_auroc'))} | {growth} |"
+        )
+    lines += ["", "Heat map of the gradient record: `heatmap.png`.", ""]
+    return "\n".join(lines)
+
+
+def _write_outputs(run_dir: Path, model: CollectiveModel, record: GradientRecord, report: dict, config: CollectiveTrainingConfig) -> None:
+    from .plots.heatmap import plot_gradient_heatmap
+
+    tmp = run_dir / ".model.tmp"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    _save_model(model, tmp)
+    if (run_dir / "model").exists():
+        shutil.rmtree(run_dir / "model")
+    os.replace(tmp, run_dir / "model")
+    record.save(run_dir / "gradient_record.json")
+    if record.epochs:
+        plot_gradient_heatmap(record, run_dir / "heatmap.png", "frac_above", config.heatmap_threshold)
+    write_json_atomic(run_dir / "report.json", report)
+    write_text_atomic(run_dir / "report.md", _report_markdown(report))
+
+
+# ---------------------------------------------------------------------------------------------- training
+def train_collective(
+    config: CollectiveTrainingConfig,
+    output_dir: str | os.PathLike,
+    *,
+    model: CollectiveModel | None = None,
+    data=None,
+    accelerator=None,
+    resume: bool = True,
+    progress: bool = True,
+) -> CollectiveRun:
+    """Train a collective model on a task stream and write the run folder (see module docstring).
+
+    Args:
+        config: the run's :class:`CollectiveTrainingConfig`.
+        output_dir: the run folder (created; only the main process writes).
+        model: a starting :class:`CollectiveModel` (default: a fresh one of ``config.preset``).
+        data: ``(train, test)`` :class:`~learngene_hf.data.ImageTensors` to use instead of loading
+            ``config.dataset``.
+        accelerator: an ``accelerate.Accelerator`` (default: one with ``config.mixed_precision``).
+        resume: continue from ``output_dir/checkpoint`` when it exists (same config required).
+        progress: show a tqdm bar per task (main process only).
+
+    Returns:
+        A :class:`CollectiveRun` (model in eval mode, on the CPU).
+    """
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+    from tqdm.auto import tqdm
+
+    from . import data as data_module
+
+    config.validate()
+    run_dir = Path(output_dir)
+    if accelerator is None:
+        accelerator = Accelerator(mixed_precision=resolve_mixed_precision(config.mixed_precision))
+    main = accelerator.is_main_process
+
+    train, test, dataset_description = _load_data(config, data)
+    split = data_module.split_classes(
+        len(train.class_names),
+        seed=config.split_seed,
+        base=_class_arg(config.base),
+        open_world=_class_arg(config.open_world),
+        novel=_class_arg(config.novel),
+    )
+    tasks = data_module.make_task_stream(
+        train,
+        test,
+        list(split.base),
+        config.num_tasks,
+        ways=config.ways,
+        seed=config.seed,
+        train_per_class=config.train_per_class,
+        test_per_class=config.test_per_class,
+    )
+    run_config = {
+        "format": RUN_FORMAT,
+        "version": RUN_VERSION,
+        "training": config.to_dict(),
+        "class_split": split.to_dict(),
+        "dataset": dataset_description,
+    }
+
+    # ------------------------------------------------------------------ start or resume
+    checkpoint = _checkpoint_dir(run_dir) if resume else None
+    ewc = EWC(config.ewc_weight)
+    if checkpoint is not None:
+        state = read_json(checkpoint / "state.json")
+        if _comparable(state["config"]) != _comparable(config.to_dict()):
+            raise ConfigError(
+                f"{run_dir} holds a run with a different config; resume it with the same options, pass "
+                "resume=False (--no-resume) to start over, or choose another output folder."
+            )
+        model = _load_model(checkpoint / "model")
+        record = GradientRecord.from_dict(state["record"])
+        report_tasks = list(state["tasks"])
+        events = state["growth_events"]
+        start_task = int(state["next_task"])
+        if (checkpoint / "ewc.safetensors").is_file():
+            from safetensors.torch import load_file
+
+            ewc.load_state_tensors(load_file(str(checkpoint / "ewc.safetensors")))
+    else:
+        set_seed(config.seed)
+        if model is None:
+            model = CollectiveModel(CollectiveConfig(preset=config.preset, image_size=int(train.images.shape[-1])))
+        if model.config.num_tasks:
+            raise ConfigError(
+                f"The starting model already has {model.config.num_tasks} task heads; give a model without heads "
+                "(train_collective adds one per task)."
+            )
+        record = GradientRecord(config.thresholds)
+        report_tasks = []
+        events = plan_growth(config, model.config.layer_names, model.config.widths)
+        start_task = 0
+    if main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(run_dir / "run_config.json", run_config)
+    model.to(accelerator.device)
+    model.train()
+    recorder = GradientRecorder(model, config.thresholds, record) if config.record_gradients else None
+    if recorder is None:
+        record.layer_names = list(model.config.layer_names)
+
+    stop = config.num_tasks if config.stop_after_task is None else min(config.num_tasks, config.stop_after_task)
+    for t in range(start_task, stop):
+        task = tasks[t]
+        seed_t = task_seed(config.seed, t)
+        set_seed(seed_t)
+        entry: dict[str, Any] = {"task": t, "classes": [int(c) for c in task.classes]}
+
+        # open world: how unknown are the new task's images to the model so far?
+        entry["open_world_auroc"] = None
+        if t > 0:
+            known = torch.cat([tasks[k].test_images for k in range(t)])
+            pick = torch.randperm(len(known), generator=torch.Generator().manual_seed(seed_t))[: config.open_world_known]
+            entry["open_world_auroc"] = open_world_auroc(
+                accelerator, model, task.test_images, known[pick], config.open_world_method, config.eval_batch_size
+            )
+
+        head = model.add_task(len(task.classes))
+        entry["growth"] = apply_growth(model, events, t, torch.Generator().manual_seed(seed_t + 1))
+        model.to(accelerator.device)
+        ewc.sync(model)
+        for index, h in enumerate(model.heads):
+            h.requires_grad_(index == head)
+        if recorder is not None:
+            recorder.begin_task(t)
+        params = [p for p in model.parameters() if p.requires_grad]
+        optimizer = torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+        loader = _batches(task.train_images, task.train_labels, config.batch_size, shuffle=True, seed=seed_t)
+        wrapped, optimizer, loader = accelerator.prepare(model, optimizer, loader)
+
+        bar = tqdm(
+            total=config.epochs_per_task * len(loader),
+            desc=f"task {t + 1}/{config.num_tasks}",
+            disable=not (progress and main),
+            leave=False,
+        )
+        losses, penalties = [], []
+        seen = 0
+        started = time.perf_counter()
+        for epoch in range(config.epochs_per_task):
+            loss_sum = torch.zeros((), device=accelerator.device)
+            penalty_sum = torch.zeros((), device=accelerator.device)
+            batches = 0
+            for x, y in loader:
+                out = wrapped(pixel_values=_inputs(x), labels=y, task_id=head)
+                loss = out.loss
+                if ewc.active:
+                    penalty = ewc.penalty(model)
+                    penalty_sum += penalty.detach()
+                    loss = loss + penalty
+                accelerator.backward(loss)
+                if recorder is not None:
+                    recorder.step()
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+                loss_sum += out.loss.detach().float()
+                batches += 1
+                seen += int(y.shape[0])
+                bar.update(1)
+            if recorder is not None:
+                recorder.end_epoch(t, epoch)
+            mean_loss = float(accelerator.reduce(loss_sum / max(batches, 1), "mean"))
+            losses.append(mean_loss)
+            penalties.append(float(accelerator.reduce(penalty_sum / max(batches, 1), "mean")))
+            bar.set_postfix(loss=f"{mean_loss:.3f}")
+        seconds = time.perf_counter() - started
+        bar.close()
+        if recorder is not None:
+            recorder.end_task(t)
+        entry["epoch_losses"] = losses
+        entry["epoch_ewc_penalties"] = penalties
+        entry["train_seconds"] = seconds
+        entry["train_images_seen"] = int(accelerator.reduce(torch.tensor(seen, device=accelerator.device), "sum"))
+        entry["accuracy_after"] = evaluate_task(accelerator, model, task.test_images, task.test_labels, head, config.eval_batch_size)
+        entry["accuracy_end"] = None
+        if config.ewc_weight > 0:
+            fisher_loader = accelerator.prepare(_batches(task.train_images, task.train_labels, config.batch_size, True, seed_t + 2))
+            fisher_batches = ((_inputs(x), y) for i, (x, y) in zip(range(config.ewc_batches), fisher_loader))
+            reduce = (lambda v: accelerator.reduce(v, "mean")) if accelerator.num_processes > 1 else None
+            ewc.consolidate(model, fisher_batches, head, reduce=reduce)
+        accelerator.free_memory()
+        del wrapped, optimizer, loader
+        for h in model.heads:
+            h.requires_grad_(True)
+        report_tasks.append(entry)
+
+        state = {
+            "next_task": t + 1,
+            "config": config.to_dict(),
+            "record": record.to_dict(),
+            "tasks": report_tasks,
+            "growth_events": events,
+        }
+        if main:
+            _save_checkpoint(run_dir, model, state, ewc)
+        accelerator.wait_for_everyone()
+
+    # ------------------------------------------------------------------ final evaluation and outputs
+    finished = len(report_tasks)
+    for t in range(finished):
+        report_tasks[t]["accuracy_end"] = evaluate_task(
+            accelerator, model, tasks[t].test_images, tasks[t].test_labels, t, config.eval_batch_size
+        )
+    accelerator.free_memory()
+    model.eval()
+    report = {
+        "format": RUN_FORMAT,
+        "version": RUN_VERSION,
+        "complete": finished == config.num_tasks,
+        "num_tasks": config.num_tasks,
+        "finished_tasks": finished,
+        "ways": config.ways,
+        "preset": config.preset,
+        "class_split": split.to_dict(),
+        "task_stream": [[int(c) for c in task.classes] for task in tasks],
+        "tasks": report_tasks,
+        "dataset": dataset_description,
+        "open_world_method": config.open_world_method,
+        "growth_log": [dict(e) for e in model.config.growth_log],
+        "final_widths": list(model.config.widths),
+        "layer_names": list(model.config.layer_names),
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "num_processes": accelerator.num_processes,
+        "device": str(accelerator.device),
+        "mixed_precision": str(accelerator.mixed_precision),
+    }
+    _summarise(report)
+    record.layer_names = list(model.config.layer_names)
+    model = model.to("cpu")
+    if main:
+        _write_outputs(run_dir, model, record, report, config)
+    accelerator.wait_for_everyone()
+    return CollectiveRun(model=model, record=record, report=report, split=split, config=config, run_dir=run_dir)
+
+
+def load_run(run_dir: str | os.PathLike) -> CollectiveRun:
+    """Load a run folder written by :func:`train_collective` (model in eval mode).
+
+    A missing or corrupt file raises :class:`ArtifactError` naming it and what to run.
+    """
+    from .data import ClassSplit
+
+    run_dir = Path(run_dir)
+    hint = "run examples/train_collective.py (or train_collective) with this output folder to (re)create it"
+    if not run_dir.is_dir():
+        raise ArtifactError(f"Run folder {run_dir} does not exist; {hint}.")
+    for name in ("run_config.json", "report.json", "gradient_record.json", "model"):
+        if not (run_dir / name).exists():
+            raise ArtifactError(f"{run_dir / name} is missing: the run did not finish writing its outputs; {hint}.")
+    try:
+        run_config = read_json(run_dir / "run_config.json")
+        report = read_json(run_dir / "report.json")
+        record = GradientRecord.load(run_dir / "gradient_record.json")
+    except ArtifactError as err:
+        raise ArtifactError(f"{err} ({hint})") from err
+    try:
+        config = CollectiveTrainingConfig.from_dict(run_config["training"])
+        split = ClassSplit.from_dict(run_config["class_split"])
+    except (KeyError, TypeError, ConfigError) as err:
+        raise ArtifactError(f"{run_dir / 'run_config.json'} is malformed ({err}); {hint}.") from err
+    model = _load_model(run_dir / "model")
+    model.eval()
+    return CollectiveRun(model=model, record=record, report=report, split=split, config=config, run_dir=run_dir)
