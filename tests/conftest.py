@@ -1,0 +1,97 @@
+"""Shared pytest fixtures. Each group below belongs to one part of the project; add new groups
+at the end under their own banner."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+# ==================================================================================================
+# Local Hub (learngene_hf.testing.hub): the real huggingface_hub / transformers clients against a
+# Hub-protocol server on 127.0.0.1. See /work/shared/HUB_TESTING.md.
+# ==================================================================================================
+
+HUB_TEST_TOKEN = "hf_test_alice"
+"""A token the ``hub_with_tokens`` server accepts, for user ``alice``."""
+
+
+def _isolate_hf_home(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Point every huggingface_hub cache/token path at ``home`` and unset the token env vars.
+
+    ``huggingface_hub`` reads ``HF_HOME`` when it is imported, so setting the variable is not
+    enough: the module-level path constants (and their copies in submodules) are patched too.
+    """
+    from huggingface_hub import constants
+
+    old_home = constants.HF_HOME
+    monkeypatch.setenv("HF_HOME", str(home))
+    for var in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_HUB_CACHE", "HF_XET_CACHE", "HF_ASSETS_CACHE"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
+    for name, module in list(sys.modules.items()):
+        if module is None or not (name == "huggingface_hub" or name.startswith("huggingface_hub.")):
+            continue
+        for attr, value in list(vars(module).items()):
+            if attr.isupper() and isinstance(value, str) and value.startswith(old_home):
+                monkeypatch.setattr(module, attr, str(home) + value[len(old_home):])
+
+
+@pytest.fixture
+def _quiet_hub_clients() -> Iterator[None]:
+    """No progress bars from huggingface_hub, only errors from transformers' logger."""
+    from huggingface_hub.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
+
+    bars_were_disabled = are_progress_bars_disabled()
+    disable_progress_bars()
+    tf_logging = None
+    if "transformers" in sys.modules or _importable("transformers"):
+        from transformers.utils import logging as tf_logging
+
+        old_verbosity = tf_logging.get_verbosity()
+        tf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        if not bars_were_disabled:
+            enable_progress_bars()
+        if tf_logging is not None:
+            tf_logging.set_verbosity(old_verbosity)
+
+
+def _importable(name: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(name) is not None
+
+
+@pytest.fixture
+def hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, _quiet_hub_clients: None) -> Iterator[str]:
+    """A fresh local Hub for this test; yields its endpoint (``http://127.0.0.1:PORT``).
+
+    huggingface_hub and transformers point at it, ``HF_HOME`` is a fresh temp folder (empty
+    cache, no stored token), ``HF_TOKEN`` is unset. Any non-empty token is accepted for private
+    repos; pushes without a token are allowed.
+    """
+    from learngene_hf.testing.hub import local_hub
+
+    _isolate_hf_home(tmp_path / "hf_home", monkeypatch)
+    with local_hub(tmp_path / "hub_root") as endpoint:
+        yield endpoint
+
+
+@pytest.fixture
+def hub_with_tokens(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, _quiet_hub_clients: None) -> Iterator[str]:
+    """Like ``hub`` but only ``HUB_TEST_TOKEN`` (user ``alice``) and ``hf_test_bob`` (``bob``) are
+    valid tokens, and writing needs a token."""
+    from learngene_hf.testing.hub import local_hub
+
+    _isolate_hf_home(tmp_path / "hf_home", monkeypatch)
+    tokens = {HUB_TEST_TOKEN: "alice", "hf_test_bob": "bob"}
+    with local_hub(tmp_path / "hub_root", tokens=tokens, allow_anonymous_write=False) as endpoint:
+        yield endpoint
+
+
+# ==================================================================================================

@@ -1,0 +1,401 @@
+"""The local Hub-protocol server, exercised with the real huggingface_hub and transformers clients."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+from huggingface_hub import (
+    HfApi,
+    ModelCard,
+    ModelCardData,
+    hf_hub_download,
+    metadata_update,
+    snapshot_download,
+)
+from huggingface_hub.errors import (
+    EntryNotFoundError,
+    GatedRepoError,
+    HfHubHTTPError,
+    RepositoryNotFoundError,
+    RevisionNotFoundError,
+)
+
+from learngene_hf.errors import HubError
+from learngene_hf.testing.hub import LocalHubServer, use_endpoint, validate_card_metadata
+
+HUB_TEST_TOKEN = "hf_test_alice"  # user "alice" on the hub_with_tokens server (tests/conftest.py)
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def _read(path: str) -> bytes:
+    return Path(path).read_bytes()
+
+
+# -- push and pull by branch, tag, commit sha --------------------------------------------------
+
+
+def test_download_by_branch_tag_and_sha_returns_the_bytes_of_that_revision(hub: str) -> None:
+    api = HfApi()
+    api.create_repo("org/versions")
+    first = api.upload_file(path_or_fileobj=b"version 1", path_in_repo="weights.bin", repo_id="org/versions")
+    api.create_tag("org/versions", tag="v1")
+    api.create_branch("org/versions", branch="stable")
+    second = api.upload_file(path_or_fileobj=b"version 2", path_in_repo="weights.bin", repo_id="org/versions")
+
+    assert first.oid != second.oid and len(first.oid) == 40
+    assert _read(hf_hub_download("org/versions", "weights.bin")) == b"version 2"
+    assert _read(hf_hub_download("org/versions", "weights.bin", revision="main")) == b"version 2"
+    assert _read(hf_hub_download("org/versions", "weights.bin", revision="v1")) == b"version 1"
+    assert _read(hf_hub_download("org/versions", "weights.bin", revision="stable")) == b"version 1"
+    assert _read(hf_hub_download("org/versions", "weights.bin", revision=first.oid)) == b"version 1"
+    assert api.model_info("org/versions").sha == second.oid
+    assert api.model_info("org/versions", revision="v1").sha == first.oid
+
+    refs = api.list_repo_refs("org/versions")
+    assert {(b.name, b.target_commit) for b in refs.branches} == {("main", second.oid), ("stable", first.oid)}
+    assert [(t.name, t.target_commit) for t in refs.tags] == [("v1", first.oid)]
+    titles = [c.title for c in api.list_repo_commits("org/versions")]
+    assert titles[-1] == "initial commit" and len(titles) == 3
+
+
+def test_commit_to_a_branch_leaves_main_alone(hub: str) -> None:
+    api = HfApi()
+    api.create_repo("org/branches")
+    api.upload_file(path_or_fileobj=b"main", path_in_repo="f.txt", repo_id="org/branches")
+    api.create_branch("org/branches", branch="dev")
+    api.upload_file(path_or_fileobj=b"dev", path_in_repo="f.txt", repo_id="org/branches", revision="dev")
+
+    assert _read(hf_hub_download("org/branches", "f.txt", revision="dev")) == b"dev"
+    assert _read(hf_hub_download("org/branches", "f.txt")) == b"main"
+    with pytest.raises(HfHubHTTPError) as err:
+        api.create_branch("org/branches", branch="dev")
+    assert err.value.response.status_code == 409
+    api.create_branch("org/branches", branch="dev", exist_ok=True)
+
+
+def test_snapshot_download_of_an_old_sha_has_the_old_files_only(hub: str, tmp_path: Path) -> None:
+    api = HfApi()
+    api.create_repo("org/snap")
+    folder = tmp_path / "model"
+    (folder / "sub dir").mkdir(parents=True)
+    (folder / "config.json").write_text('{"a": 1}')
+    (folder / "sub dir" / "w.bin").write_bytes(bytes(range(256)) * 10)
+    first = api.upload_folder(folder_path=folder, repo_id="org/snap")
+    api.upload_file(path_or_fileobj=b"late", path_in_repo="late.txt", repo_id="org/snap")
+
+    old = Path(snapshot_download("org/snap", revision=first.oid))
+    new = Path(snapshot_download("org/snap"))
+    assert (old / "sub dir" / "w.bin").read_bytes() == bytes(range(256)) * 10
+    assert json.loads((old / "config.json").read_text()) == {"a": 1}
+    assert not (old / "late.txt").exists()
+    assert (new / "late.txt").read_bytes() == b"late"
+    assert sorted(api.list_repo_files("org/snap")) == [".gitattributes", "config.json", "late.txt", "sub dir/w.bin"]
+    tree = {e.path: type(e).__name__ for e in api.list_repo_tree("org/snap", recursive=True)}
+    assert tree["sub dir"] == "RepoFolder" and tree["sub dir/w.bin"] == "RepoFile"
+    assert [e.path for e in api.list_repo_tree("org/snap", path_in_repo="sub dir")] == ["sub dir/w.bin"]
+
+
+def test_unchanged_file_upload_makes_no_new_commit(hub: str) -> None:
+    api = HfApi()
+    api.create_repo("org/same")
+    first = api.upload_file(path_or_fileobj=b"same", path_in_repo="f.txt", repo_id="org/same")
+    again = api.upload_file(path_or_fileobj=b"same", path_in_repo="f.txt", repo_id="org/same")
+    assert again.oid == first.oid
+    assert len(api.list_repo_commits("org/same")) == 2
+
+
+def test_stale_parent_commit_is_refused(hub: str) -> None:
+    api = HfApi()
+    api.create_repo("org/race")
+    base = api.model_info("org/race").sha
+    api.upload_file(path_or_fileobj=b"1", path_in_repo="f.txt", repo_id="org/race")
+    with pytest.raises(HfHubHTTPError) as err:
+        api.upload_file(path_or_fileobj=b"2", path_in_repo="f.txt", repo_id="org/race", parent_commit=base)
+    assert err.value.response.status_code == 412
+
+
+def test_create_pr_commits_to_a_pr_ref(hub: str) -> None:
+    api = HfApi()
+    api.create_repo("org/pr")
+    info = api.upload_file(path_or_fileobj=b"proposal", path_in_repo="f.txt", repo_id="org/pr", create_pr=True)
+    assert info.pr_revision == "refs/pr/1"
+    assert _read(hf_hub_download("org/pr", "f.txt", revision="refs/pr/1")) == b"proposal"
+    assert not api.file_exists("org/pr", "f.txt")
+
+
+def test_delete_file_and_delete_repo(hub: str) -> None:
+    api = HfApi()
+    api.create_repo("org/gone")
+    api.upload_file(path_or_fileobj=b"x", path_in_repo="a/x.txt", repo_id="org/gone")
+    api.delete_file("a/x.txt", repo_id="org/gone")
+    assert not api.file_exists("org/gone", "a/x.txt")
+    with pytest.raises(EntryNotFoundError):
+        api.delete_file("a/x.txt", repo_id="org/gone")
+    api.delete_repo("org/gone")
+    assert not api.repo_exists("org/gone")
+    with pytest.raises(RepositoryNotFoundError):
+        api.delete_repo("org/gone")
+    api.delete_repo("org/gone", missing_ok=True)
+
+
+# -- errors the client maps to exceptions ------------------------------------------------------
+
+
+def test_missing_repo_raises_repository_not_found(hub: str) -> None:
+    with pytest.raises(RepositoryNotFoundError):
+        hf_hub_download("org/nothing-here", "config.json")
+    with pytest.raises(RepositoryNotFoundError):
+        HfApi().model_info("org/nothing-here")
+    assert not HfApi().repo_exists("org/nothing-here")
+
+
+def test_missing_revision_raises_revision_not_found(hub: str) -> None:
+    api = HfApi()
+    api.create_repo("org/revs")
+    with pytest.raises(RevisionNotFoundError):
+        hf_hub_download("org/revs", ".gitattributes", revision="no-such-branch")
+    with pytest.raises(RevisionNotFoundError):
+        hf_hub_download("org/revs", ".gitattributes", revision="0" * 40)
+    with pytest.raises(RevisionNotFoundError):
+        snapshot_download("org/revs", revision="no-such-branch")
+    assert not api.revision_exists("org/revs", "no-such-branch")
+    with pytest.raises(RevisionNotFoundError):
+        api.upload_file(path_or_fileobj=b"x", path_in_repo="x", repo_id="org/revs", revision="no-such-branch")
+
+
+def test_missing_file_raises_entry_not_found(hub: str) -> None:
+    api = HfApi()
+    api.create_repo("org/files")
+    api.upload_file(path_or_fileobj=b"{}", path_in_repo="config.json", repo_id="org/files")
+    with pytest.raises(EntryNotFoundError):
+        hf_hub_download("org/files", "model.safetensors")
+    assert api.file_exists("org/files", "config.json")
+    assert not api.file_exists("org/files", "model.safetensors")
+
+
+# -- private, gated, tokens --------------------------------------------------------------------
+
+
+def test_private_repo_needs_a_token(hub: str) -> None:
+    api = HfApi()
+    api.create_repo("org/secret", private=True, token="any-token")
+    api.upload_file(path_or_fileobj=b"hidden", path_in_repo="f.txt", repo_id="org/secret", token="any-token")
+
+    # without a token first: once cached, a failed request falls back to the cached copy
+    with pytest.raises(RepositoryNotFoundError) as err:
+        hf_hub_download("org/secret", "f.txt", token=False)
+    assert err.value.response.status_code == 401
+    with pytest.raises(RepositoryNotFoundError):
+        api.model_info("org/secret", token=False)
+    assert not api.repo_exists("org/secret", token=False)
+    assert _read(hf_hub_download("org/secret", "f.txt", token="any-token")) == b"hidden"
+    assert api.model_info("org/secret", token="any-token").private is True
+
+
+def test_configured_tokens_decide_who_reads_and_writes(hub_with_tokens: str) -> None:
+    alice = HfApi(token=HUB_TEST_TOKEN)
+    bob = HfApi(token="hf_test_bob")
+    assert alice.whoami()["name"] == "alice"
+    alice.create_repo("alice/private-model", private=True)
+    alice.create_repo("alice/public-model")
+    alice.upload_file(path_or_fileobj=b"a", path_in_repo="f.txt", repo_id="alice/private-model")
+
+    with pytest.raises(RepositoryNotFoundError):  # bob may not even see it
+        bob.model_info("alice/private-model")
+    with pytest.raises(HfHubHTTPError) as err:  # a token the server does not know
+        HfApi(token="hf_wrong").model_info("alice/public-model")
+    assert err.value.response.status_code == 401
+    assert not isinstance(err.value, RepositoryNotFoundError)
+    with pytest.raises(HfHubHTTPError) as err:  # public repo, but only its owner writes
+        bob.upload_file(path_or_fileobj=b"b", path_in_repo="f.txt", repo_id="alice/public-model")
+    assert err.value.response.status_code == 403
+    with pytest.raises(HfHubHTTPError) as err:  # this server wants a token to create repos
+        HfApi(token=False).create_repo("anon/model")
+    assert err.value.response.status_code == 401
+    assert bob.create_repo("bob-model").repo_id == "bob/bob-model"  # no namespace: the token's user
+
+
+def test_gated_repo_serves_files_only_with_a_token(hub: str) -> None:
+    api = HfApi()
+    api.create_repo("org/gated")
+    api.upload_file(path_or_fileobj=b"g", path_in_repo="f.txt", repo_id="org/gated")
+    api.update_repo_settings("org/gated", gated="auto")
+
+    assert api.model_info("org/gated").gated == "auto"
+    with pytest.raises(GatedRepoError):
+        hf_hub_download("org/gated", "f.txt", token=False)
+    assert _read(hf_hub_download("org/gated", "f.txt", token="some-token")) == b"g"
+
+
+# -- model card metadata -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "front_matter, problem",
+    [
+        ("tags: not-a-list", '"tags" must be a list'),
+        ("tags: [ok, 3]", '"tags" must be a list'),
+        ("license: [mit]", '"license" must be a string'),
+        ("base_model: {a: 1}", '"base_model" must be a string or a list'),
+        ("- just\n- a list", "must be a YAML mapping"),
+        ("key: [unclosed", "Invalid YAML"),
+    ],
+)
+def test_validate_card_metadata_rejects_bad_front_matter(front_matter: str, problem: str) -> None:
+    errors, _ = validate_card_metadata(f"---\n{front_matter}\n---\n# Card\n")
+    assert errors and problem in errors[0]
+
+
+def test_validate_card_metadata_accepts_good_front_matter_and_warns_on_none() -> None:
+    good = "---\nlicense: mit\ntags: [learngene]\nbase_model: [a/b, c/d]\n---\ntext"
+    assert validate_card_metadata(good) == ([], [])
+    errors, warnings = validate_card_metadata("# no metadata")
+    assert errors == [] and warnings
+
+
+def test_hub_rejects_a_card_with_bad_metadata(hub: str) -> None:
+    api = HfApi()
+    api.create_repo("org/card")
+    bad = ModelCard("---\nlicense: [mit]\nbase_model: {a: 1}\n---\n# Card\n", ignore_metadata_errors=True)
+    with pytest.raises(ValueError, match="license"):
+        bad.push_to_hub("org/card")
+    with pytest.raises(ValueError, match="base_model"):
+        bad.validate()
+    with pytest.raises(ValueError, match="tags"):  # a plain upload of README.md is checked too
+        api.upload_file(path_or_fileobj=b"---\ntags: learngene\n---\n", path_in_repo="README.md", repo_id="org/card")
+    assert not api.file_exists("org/card", "README.md")
+
+    ModelCard.from_template(ModelCardData(license="mit", tags=["learngene"])).push_to_hub("org/card")
+    metadata_update("org/card", {"base_model": "org/collective"})
+    card = api.model_info("org/card").card_data
+    assert card.license == "mit" and card.base_model == "org/collective" and card.tags == ["learngene"]
+
+
+# -- transformers round trip -------------------------------------------------------------------
+
+
+def test_transformers_push_to_hub_then_from_pretrained_by_sha(hub: str) -> None:
+    import torch
+    from transformers import BertConfig, BertModel
+
+    config = BertConfig(vocab_size=32, hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=16, max_position_embeddings=16)
+    torch.manual_seed(0)
+    model = BertModel(config)
+    first = model.push_to_hub("org/tiny-bert")
+    with torch.no_grad():
+        model.embeddings.word_embeddings.weight.add_(1.0)
+    second = model.push_to_hub("org/tiny-bert")
+    assert first.oid != second.oid
+
+    old = BertModel.from_pretrained("org/tiny-bert", revision=first.oid)
+    new = BertModel.from_pretrained("org/tiny-bert")
+    diff = new.embeddings.word_embeddings.weight - old.embeddings.word_embeddings.weight
+    assert torch.allclose(diff, torch.ones_like(diff))
+    assert torch.equal(new.embeddings.word_embeddings.weight, model.embeddings.word_embeddings.weight)
+    assert old.config.hidden_size == 8
+
+
+# -- the server itself -------------------------------------------------------------------------
+
+
+def test_repos_survive_a_server_restart_on_the_same_root(tmp_path: Path) -> None:
+    with LocalHubServer(tmp_path) as server:
+        api = HfApi(endpoint=server.endpoint)
+        api.create_repo("org/kept")
+        sha = api.upload_file(path_or_fileobj=b"kept", path_in_repo="f.txt", repo_id="org/kept").oid
+    with LocalHubServer(tmp_path) as server:
+        info = HfApi(endpoint=server.endpoint).model_info("org/kept")
+        assert info.sha == sha and "f.txt" in [s.rfilename for s in info.siblings]
+
+
+def test_resolve_serves_ranges_and_hub_headers(tmp_path: Path) -> None:
+    with LocalHubServer(tmp_path) as server:
+        api = HfApi(endpoint=server.endpoint)
+        api.create_repo("org/range")
+        sha = api.upload_file(path_or_fileobj=b"0123456789", path_in_repo="d/n.txt", repo_id="org/range").oid
+        request = urllib.request.Request(f"{server.endpoint}/org/range/resolve/main/d%2Fn.txt",
+                                         headers={"Range": "bytes=3-5"})
+        with urllib.request.urlopen(request) as response:
+            assert response.status == 206 and response.read() == b"345"
+            assert response.headers["X-Repo-Commit"] == sha
+            assert response.headers["ETag"].startswith('"') and "X-Xet-Hash" not in response.headers
+        with pytest.raises(urllib.error.HTTPError) as err:
+            urllib.request.urlopen(f"{server.endpoint}/org/range/resolve/main/missing.txt")
+        err.value.close()
+        assert err.value.code == 404 and err.value.headers["X-Error-Code"] == "EntryNotFound"
+
+
+def test_bad_server_arguments_raise_hub_error(tmp_path: Path) -> None:
+    with pytest.raises(HubError, match="tokens"):
+        LocalHubServer(tmp_path, tokens={"": "alice"})
+    with pytest.raises(HubError, match="port"):
+        LocalHubServer(tmp_path, port=70000)
+    with pytest.raises(HubError, match="not running"):
+        LocalHubServer(tmp_path).endpoint
+    with pytest.raises(HubError, match="endpoint"):
+        with use_endpoint("127.0.0.1:8080"):
+            pass
+
+
+def test_use_endpoint_restores_the_client_settings() -> None:
+    from huggingface_hub import constants, hf_api
+
+    before = (constants.ENDPOINT, constants.HUGGINGFACE_CO_URL_TEMPLATE, hf_api.api.endpoint,
+              os.environ.get("HF_ENDPOINT"))
+    with use_endpoint("http://127.0.0.1:9/") as endpoint:
+        assert endpoint == "http://127.0.0.1:9"
+        assert constants.ENDPOINT == endpoint and hf_api.api.endpoint == endpoint
+        assert constants.HUGGINGFACE_CO_URL_TEMPLATE.startswith(endpoint + "/")
+        assert os.environ["HF_ENDPOINT"] == endpoint
+    after = (constants.ENDPOINT, constants.HUGGINGFACE_CO_URL_TEMPLATE, hf_api.api.endpoint,
+             os.environ.get("HF_ENDPOINT"))
+    assert after == before
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_cli_starts_and_answers(tmp_path: Path) -> None:
+    port = _free_port()
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "NO_PROXY": "127.0.0.1,localhost"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "learngene_hf.testing.hub", "--root", str(tmp_path / "root"),
+         "--port", str(port), "--token", "hf_cli:carol", "--quiet"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    endpoint = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                urllib.request.urlopen(f"{endpoint}/api/models/carol/none")
+            except urllib.error.HTTPError as err:
+                err.close()
+                assert err.code == 404 and err.headers["X-Error-Code"] == "RepoNotFound"
+                break
+            except urllib.error.URLError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail(f"the CLI server did not start: {proc.communicate(timeout=5)}")
+                time.sleep(0.1)
+        HfApi(endpoint=endpoint, token="hf_cli").create_repo("cli-model")
+        with urllib.request.urlopen(f"{endpoint}/api/models/carol/cli-model") as response:
+            info = json.loads(response.read())
+        assert info["id"] == "carol/cli-model" and len(info["sha"]) == 40
+        assert (tmp_path / "root" / "repos" / "models" / "carol" / "cli-model" / "repo.json").is_file()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        proc.stdout.close()
+        proc.stderr.close()
