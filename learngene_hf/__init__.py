@@ -10,6 +10,7 @@ from __future__ import annotations
 from transformers import AutoConfig, AutoModel, AutoModelForImageClassification
 
 from .collective import COLLECTIVE_PRESETS, CollectiveConfig, CollectiveModel
+from .individual import IndividualConfig, IndividualModel
 from .errors import (
     ArtifactError,
     ConfigError,
@@ -29,11 +30,14 @@ def _register(config_cls, model_cls) -> None:
 
 
 _register(CollectiveConfig, CollectiveModel)
+_register(IndividualConfig, IndividualModel)
 
 __all__ = [
     "COLLECTIVE_PRESETS",
     "CollectiveConfig",
     "CollectiveModel",
+    "IndividualConfig",
+    "IndividualModel",
     "LearngeneError",
     "ConfigError",
     "DataError",
