@@ -13,17 +13,27 @@ for ``j = 0 .. len(config.layers) - 1``.
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
+import shutil
+import tempfile
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Sequence
 
 import torch
 
 from .collective import CollectiveModel
-from .errors import ConfigError
+from .errors import ArtifactError, ConfigError, HubError
 from .layers import BLOCK_TENSOR_NAMES
 
 FORMAT_NAME = "learngene-hf"
 FORMAT_VERSION = 1
+CONFIG_NAME = "learngene_config.json"
+WEIGHTS_NAME = "learngene.safetensors"
+CARD_NAME = "README.md"
+POSITIONS = ("input", "middle", "output", "whole")
+_FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 
 
 @dataclass
@@ -99,6 +109,50 @@ class LearngeneConfig:
             for name in BLOCK_TENSOR_NAMES:
                 shapes[f"blocks.{j}.{name}"] = per_block[name]
         return shapes
+
+    def validate(self, where: str = "learngene config") -> None:
+        """Check the format, the layer rows and the channel contract; raise :class:`ArtifactError`.
+
+        ``where`` names the file or object in the message.
+        """
+        if self.format != FORMAT_NAME:
+            raise ArtifactError(f"{where} has format {self.format!r}, not {FORMAT_NAME!r}: this is not a learngene. Check the path or repo id.")
+        try:
+            version = int(self.format_version)
+        except (TypeError, ValueError):
+            raise ArtifactError(f"{where} has an unreadable format_version {self.format_version!r}; re-save the learngene.") from None
+        if version > FORMAT_VERSION:
+            raise ArtifactError(
+                f"{where} uses learngene format version {version}, newer than this learngene-hf supports ({FORMAT_VERSION}); "
+                "upgrade learngene-hf (pip install -U learngene-hf)."
+            )
+        if version < 1:
+            raise ArtifactError(f"{where} has an invalid format_version {version}; re-save the learngene.")
+        if not isinstance(self.layers, list) or not self.layers:
+            raise ArtifactError(f"{where} lists no inherited layers; re-extract the learngene with the Inheritor.")
+        for j, layer in enumerate(self.layers):
+            missing = [key for key in ("name", "in_channels", "out_channels", "kernel_size") if key not in layer]
+            if missing:
+                raise ArtifactError(f"{where}: layer {j} lacks {missing}; the config is damaged, re-save the learngene.")
+            for key in ("in_channels", "out_channels", "kernel_size"):
+                if not isinstance(layer[key], int) or layer[key] <= 0:
+                    raise ArtifactError(f"{where}: layer {j} ({layer['name']}) has {key}={layer[key]!r}; it must be a positive integer.")
+        for j in range(len(self.layers) - 1):
+            out, nxt = self.layers[j]["out_channels"], self.layers[j + 1]["in_channels"]
+            if out != nxt:
+                raise ArtifactError(
+                    f"{where}: layer {j} ({self.layers[j]['name']}) writes {out} channels but layer {j + 1} "
+                    f"({self.layers[j + 1]['name']}) reads {nxt}; the inherited blocks do not chain. Re-extract the learngene."
+                )
+        if self.in_channels != self.layers[0]["in_channels"] or self.out_channels != self.layers[-1]["out_channels"]:
+            raise ArtifactError(
+                f"{where}: channel contract {self.in_channels}->{self.out_channels} does not match the layers "
+                f"({self.layers[0]['in_channels']}->{self.layers[-1]['out_channels']}); the config was edited or damaged, re-save it."
+            )
+        if self.position not in POSITIONS:
+            raise ArtifactError(f"{where}: position {self.position!r} is not one of {list(POSITIONS)}; re-save the learngene.")
+        if not isinstance(self.input_stride, int) or self.input_stride < 1:
+            raise ArtifactError(f"{where}: input_stride {self.input_stride!r} must be a positive integer; re-save the learngene.")
 
 
 class Learngene:
@@ -197,3 +251,278 @@ class Learngene:
     def num_bytes(self) -> int:
         """Bytes of all stored tensors (parameters and BatchNorm buffers)."""
         return sum(t.numel() * t.element_size() for t in self.tensors.values())
+
+    # ------------------------------------------------------------------ validation
+    def validate(self, where: str = "learngene") -> None:
+        """Check the config and that the tensors match it (names, shapes, dtypes).
+
+        Raises :class:`ArtifactError` naming every mismatch and what to do.
+        """
+        self.config.validate(where)
+        _check_tensor_table(
+            {name: (tuple(t.shape), t.dtype) for name, t in self.tensors.items()}, self.config, where
+        )
+
+    # ------------------------------------------------------------------ saving
+    def _safetensors_metadata(self) -> dict[str, str]:
+        cfg = self.config
+        return {
+            "format": FORMAT_NAME,
+            "format_version": str(cfg.format_version),
+            "layers": json.dumps(cfg.layer_names),
+            "in_channels": str(cfg.in_channels),
+            "out_channels": str(cfg.out_channels),
+            "position": cfg.position,
+        }
+
+    def save_pretrained(self, save_directory: str | os.PathLike, *, repo_id: str | None = None, model_card: bool = True) -> Path:
+        """Write ``learngene.safetensors``, ``learngene_config.json`` and ``README.md`` to ``save_directory``.
+
+        All files are first written to a temporary folder next to the target and then moved into
+        place one by one, so an interrupted save never leaves a half-written file. ``repo_id`` is
+        used in the model card's usage snippet. Returns the folder.
+        """
+        from safetensors.torch import save_file
+
+        from .card import learngene_card
+
+        self.validate("learngene to save")
+        target = Path(save_directory)
+        if target.exists() and not target.is_dir():
+            raise ArtifactError(f"{target} exists and is not a folder; choose another output directory.")
+        target.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+        try:
+            tensors = {name: t.detach().to("cpu").contiguous() for name, t in self.tensors.items()}
+            save_file(tensors, str(staging / WEIGHTS_NAME), metadata=self._safetensors_metadata())
+            (staging / CONFIG_NAME).write_text(json.dumps(self.config.to_dict(), indent=2) + "\n", encoding="utf-8")
+            names = [WEIGHTS_NAME, CONFIG_NAME]
+            if model_card:
+                learngene_card(self, repo_id=repo_id).save(staging / CARD_NAME)
+                names.append(CARD_NAME)
+            for name in names:
+                os.replace(staging / name, target / name)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        return target
+
+    def push_to_hub(
+        self,
+        repo_id: str,
+        *,
+        revision: str | None = None,
+        private: bool = False,
+        token: str | None = None,
+        commit_message: str = "Upload learngene",
+        create_pr: bool = False,
+    ):
+        """Create ``repo_id`` if needed and upload the learngene (safetensors, config, model card).
+
+        ``revision`` names a branch (created from ``main`` when it does not exist). Returns the
+        :class:`huggingface_hub.CommitInfo` (``.oid`` is the commit sha).
+        """
+        from huggingface_hub import HfApi
+
+        api = HfApi(token=token)
+        try:
+            api.create_repo(repo_id, private=private, exist_ok=True)
+            if revision not in (None, "main"):
+                api.create_branch(repo_id, branch=revision, exist_ok=True)
+            with tempfile.TemporaryDirectory(prefix="learngene-push-") as folder:
+                self.save_pretrained(folder, repo_id=repo_id)
+                return api.upload_folder(
+                    repo_id=repo_id,
+                    folder_path=folder,
+                    revision=revision,
+                    commit_message=commit_message,
+                    create_pr=create_pr,
+                )
+        except Exception as err:  # noqa: BLE001 - translated below, others re-raised
+            raise _hub_error(err, repo_id, revision, pushing=True) from err
+
+    # ------------------------------------------------------------------ loading
+    @classmethod
+    def from_pretrained(
+        cls,
+        repo_id_or_dir: str | os.PathLike,
+        revision: str | None = None,
+        token: str | None = None,
+        cache_dir: str | os.PathLike | None = None,
+        *,
+        force_download: bool = False,
+        local_files_only: bool = False,
+    ) -> "Learngene":
+        """Load a learngene from a local folder or a Hub repo, validating everything.
+
+        Only JSON and safetensors are read (never pickles). Checks the format and its version,
+        the channel contract, and that tensor names, shapes and dtypes match the config. From the
+        Hub, the resolved commit is recorded in ``config.source["pulled"]`` (``repo_id``,
+        ``revision``, ``commit_sha``) so descendants can name the exact version.
+
+        Raises:
+            ArtifactError: missing, truncated or inconsistent files.
+            HubError: missing repo, unknown revision, gated or private repo without access.
+        """
+        path = Path(repo_id_or_dir)
+        if path.is_dir():
+            return cls._load_folder(path, str(path))
+        text = str(repo_id_or_dir)
+        if path.exists() or text.startswith((".", "/", "~")) or text.count("/") > 1:
+            raise ArtifactError(f"{text} is not a folder holding a learngene; check the path (or give a Hub repo id like 'org/name').")
+        from huggingface_hub import snapshot_download
+
+        try:
+            folder = Path(
+                snapshot_download(
+                    text,
+                    revision=revision,
+                    token=token,
+                    cache_dir=cache_dir,
+                    allow_patterns=[CONFIG_NAME, WEIGHTS_NAME, CARD_NAME],
+                    force_download=force_download,
+                    local_files_only=local_files_only,
+                )
+            )
+        except Exception as err:  # noqa: BLE001 - translated below, others re-raised
+            raise _hub_error(err, text, revision) from err
+        learngene = cls._load_folder(folder, f"{text}@{revision or 'main'}", hub=True)
+        learngene.config.source["pulled"] = {"repo_id": text, "revision": revision or "main", "commit_sha": folder.name}
+        return learngene
+
+    @classmethod
+    def _load_folder(cls, folder: Path, where: str, hub: bool = False) -> "Learngene":
+        from safetensors import SafetensorError, safe_open
+
+        redo = "re-download it with force_download=True" if hub else "re-save it with save_pretrained"
+        config_path, weights_path = folder / CONFIG_NAME, folder / WEIGHTS_NAME
+        for needed in (config_path, weights_path):
+            if not needed.is_file():
+                raise ArtifactError(
+                    f"{where} has no {needed.name}: it is not a learngene (or the upload was incomplete). "
+                    "Check the path / repo id, or re-save the learngene."
+                )
+        try:
+            data = json.loads(config_path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise ArtifactError(f"{where}: {CONFIG_NAME} is not valid JSON ({err}); it is truncated or corrupt, {redo}.") from err
+        if not isinstance(data, dict):
+            raise ArtifactError(f"{where}: {CONFIG_NAME} does not hold a JSON object; {redo}.")
+        try:
+            config = LearngeneConfig.from_dict(data)
+        except TypeError as err:
+            raise ArtifactError(f"{where}: {CONFIG_NAME} lacks required fields ({err}); {redo}.") from err
+        config.validate(f"{where}: {CONFIG_NAME}")
+        try:
+            with safe_open(str(weights_path), framework="pt") as handle:
+                metadata = handle.metadata() or {}
+                table = {}
+                for name in handle.keys():
+                    piece = handle.get_slice(name)
+                    table[name] = (tuple(piece.get_shape()), _DTYPES.get(piece.get_dtype(), piece.get_dtype()))
+                _check_metadata(metadata, config, f"{where}: {WEIGHTS_NAME}")
+                _check_tensor_table(table, config, f"{where}: {WEIGHTS_NAME}")
+                tensors = {name: handle.get_tensor(name) for name in handle.keys()}
+        except SafetensorError as err:
+            raise ArtifactError(
+                f"{where}: {WEIGHTS_NAME} is truncated or corrupt ({err}); {redo}."
+            ) from err
+        return cls(config, tensors)
+
+
+_DTYPES = {
+    "F32": torch.float32,
+    "F16": torch.float16,
+    "BF16": torch.bfloat16,
+    "F64": torch.float64,
+    "I64": torch.int64,
+    "I32": torch.int32,
+    "U8": torch.uint8,
+    "I8": torch.int8,
+    "BOOL": torch.bool,
+}
+
+
+def _check_metadata(metadata: dict[str, str], config: LearngeneConfig, where: str) -> None:
+    if metadata.get("format") != FORMAT_NAME:
+        raise ArtifactError(
+            f"{where} has safetensors metadata format {metadata.get('format')!r}, not {FORMAT_NAME!r}: it was not written "
+            "by learngene-hf. Re-save the learngene with Learngene.save_pretrained."
+        )
+    try:
+        version = int(metadata.get("format_version", ""))
+    except ValueError:
+        raise ArtifactError(f"{where} has no readable format_version in its metadata; re-save the learngene.") from None
+    if version > FORMAT_VERSION:
+        raise ArtifactError(f"{where} uses format version {version}, newer than supported ({FORMAT_VERSION}); upgrade learngene-hf.")
+    if "layers" in metadata:
+        try:
+            names = json.loads(metadata["layers"])
+        except json.JSONDecodeError:
+            raise ArtifactError(f"{where}: the 'layers' metadata is not JSON; the file is corrupt, re-save the learngene.") from None
+        if names != config.layer_names:
+            raise ArtifactError(
+                f"{where} holds layers {names} but {CONFIG_NAME} describes {config.layer_names}: the config does not match "
+                "the tensors. Keep the two files from the same save (re-save or re-download both)."
+            )
+
+
+def _check_tensor_table(table: dict[str, tuple[tuple[int, ...], Any]], config: LearngeneConfig, where: str) -> None:
+    """Compare ``{name: (shape, dtype)}`` with ``config.expected_tensor_shapes()``; raise on mismatch."""
+    expected = config.expected_tensor_shapes()
+    missing = sorted(set(expected) - set(table))
+    unexpected = sorted(set(table) - set(expected))
+    problems = []
+    if missing:
+        problems.append(f"missing tensors {missing}")
+    if unexpected:
+        problems.append(f"unexpected tensors {unexpected}")
+    for name in sorted(set(expected) & set(table)):
+        shape, dtype = table[name]
+        if tuple(shape) != tuple(expected[name]):
+            problems.append(f"{name} has shape {list(shape)}, expected {list(expected[name])}")
+        if name.endswith("num_batches_tracked"):
+            if dtype != torch.int64:
+                problems.append(f"{name} has dtype {dtype}, expected torch.int64")
+        elif dtype not in _FLOAT_DTYPES:
+            problems.append(f"{name} has dtype {dtype}, expected a floating point dtype")
+    if problems:
+        raise ArtifactError(
+            f"{where} does not match its config: " + "; ".join(problems)
+            + ". The config and the tensors come from different learngenes or were edited: re-save or re-download both files."
+        )
+
+
+def _hub_error(err: Exception, repo_id: str, revision: str | None, pushing: bool = False) -> Exception:
+    """Translate a huggingface_hub exception into a :class:`HubError` that says what to do."""
+    from huggingface_hub import errors as hub_errors
+
+    if isinstance(err, (ArtifactError, ConfigError)):
+        return err
+    rev = revision or "main"
+    if isinstance(err, hub_errors.GatedRepoError):
+        return HubError(
+            f"{repo_id} is a gated repo: accept its conditions on the Hub page, then pass token=... "
+            "(or log in with `hf auth login`)."
+        )
+    if isinstance(err, hub_errors.RevisionNotFoundError):
+        return HubError(f"Revision {rev!r} does not exist in {repo_id}; check the branch, tag or commit sha (the default is 'main').")
+    if isinstance(err, hub_errors.RepositoryNotFoundError):
+        return HubError(
+            f"Repo {repo_id} was not found on the Hub (nor as a local folder), or it is private and no valid token "
+            "was given. Check the repo id / path, "
+            "or pass token=... (or log in with `hf auth login`) for a private repo."
+        )
+    if isinstance(err, (hub_errors.EntryNotFoundError, hub_errors.RemoteEntryNotFoundError)):
+        return HubError(f"{repo_id}@{rev} lacks a learngene file ({err}); is it a learngene repo? Push one with Learngene.push_to_hub.")
+    if isinstance(err, hub_errors.LocalEntryNotFoundError):
+        return HubError(
+            f"{repo_id}@{rev} is not in the local cache and the Hub could not be reached; check the network / HF_ENDPOINT, "
+            "or drop local_files_only / HF_HUB_OFFLINE."
+        )
+    if isinstance(err, hub_errors.HfHubHTTPError):
+        status = getattr(getattr(err, "response", None), "status_code", None)
+        if status in (401, 403):
+            action = "write access (a token with write permission)" if pushing else "access"
+            return HubError(f"The Hub refused {action} to {repo_id} (HTTP {status}); pass token=... with the right permissions.")
+        return HubError(f"The Hub request for {repo_id}@{rev} failed ({err}); check the repo id, the token and the endpoint.")
+    return err
