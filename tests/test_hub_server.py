@@ -102,6 +102,23 @@ def test_snapshot_download_of_an_old_sha_has_the_old_files_only(hub: str, tmp_pa
     tree = {e.path: type(e).__name__ for e in api.list_repo_tree("org/snap", recursive=True)}
     assert tree["sub dir"] == "RepoFolder" and tree["sub dir/w.bin"] == "RepoFile"
     assert [e.path for e in api.list_repo_tree("org/snap", path_in_repo="sub dir")] == ["sub dir/w.bin"]
+    expanded = {e.path: e for e in api.list_repo_tree("org/snap", recursive=True, expand=True)}
+    assert expanded["late.txt"].last_commit.title == "Upload late.txt with huggingface_hub"
+    assert expanded["config.json"].last_commit.oid == first.oid
+    infos = api.get_paths_info("org/snap", ["config.json", "sub dir", "absent"], revision=first.oid)
+    assert [(i.path, type(i).__name__) for i in infos] == [("config.json", "RepoFile"), ("sub dir", "RepoFolder")]
+
+
+def test_datasets_load_dataset_reads_a_dataset_repo(hub: str, tmp_path: Path) -> None:
+    import datasets
+
+    datasets.Dataset.from_dict({"x": [1, 2, 3], "label": [0, 1, 0]}).to_parquet(tmp_path / "train.parquet")
+    api = HfApi()
+    api.create_repo("org/tiny-data", repo_type="dataset")
+    api.upload_file(path_or_fileobj=tmp_path / "train.parquet", path_in_repo="data/train-00000-of-00001.parquet",
+                    repo_id="org/tiny-data", repo_type="dataset")
+    loaded = datasets.load_dataset("org/tiny-data", split="train", cache_dir=str(tmp_path / "ds_cache"))
+    assert loaded["x"][:] == [1, 2, 3] and loaded.column_names == ["x", "label"]
 
 
 def test_unchanged_file_upload_makes_no_new_commit(hub: str) -> None:

@@ -871,7 +871,8 @@ class LocalHubServer:
         httpd.daemon_threads = True
         httpd.hub = self  # type: ignore[attr-defined]
         self._httpd = httpd
-        self._thread = threading.Thread(target=httpd.serve_forever, name="local-hub", daemon=True)
+        self._thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05},
+                                        name="local-hub", daemon=True)
         self._thread.start()
         return self
 
@@ -937,6 +938,15 @@ def use_endpoint(endpoint: str) -> Iterator[str]:
             patch(module, "ENDPOINT", endpoint)
     if getattr(hf_api, "api", None) is not None:
         patch(hf_api.api, "endpoint", endpoint)
+    hffs_module = sys.modules.get("huggingface_hub.hf_file_system")
+    if hffs_module is not None:  # its module-level instance captured the endpoint at import
+        patch(hffs_module.hffs, "endpoint", endpoint)
+        patch(hffs_module.hffs._api, "endpoint", endpoint)
+        hffs_module.HfFileSystem.clear_instance_cache()
+    datasets_config = sys.modules.get("datasets.config")
+    if datasets_config is not None:  # datasets copies HF_ENDPOINT at import
+        patch(datasets_config, "HF_ENDPOINT", endpoint)
+        patch(datasets_config, "HUB_DATASETS_URL", endpoint + "/datasets/{repo_id}/resolve/{revision}/{path}")
     old_env = {k: os.environ.get(k) for k in ("HF_ENDPOINT", "NO_PROXY", "no_proxy")}
     no_proxy = ",".join(filter(None, [os.environ.get("NO_PROXY"), "127.0.0.1", "localhost", host]))
     os.environ.update({"HF_ENDPOINT": endpoint, "NO_PROXY": no_proxy, "no_proxy": no_proxy})
@@ -958,6 +968,9 @@ def use_endpoint(endpoint: str) -> Iterator[str]:
         if proxied:
             _http.close_session()
         _reset_transformers_api()
+        hffs_module = sys.modules.get("huggingface_hub.hf_file_system")
+        if hffs_module is not None:
+            hffs_module.HfFileSystem.clear_instance_cache()
 
 
 def _reset_transformers_api() -> None:
