@@ -276,3 +276,356 @@ def probe_learngene(
         return build_individual(learngene, ways, architecture_of=architecture_of, **individual_overrides)
 
     return [run_method_on_episode(builder, episode, cfg, seed) for episode in episodes]
+
+
+# ---------------------------------------------------------------------- comparisons over episodes
+#: Learning rates tried by :func:`tune_lr` (on open-world episodes only).
+DEFAULT_LR_GRID: tuple[float, ...] = (2e-3, 5e-3, 1e-2, 2e-2, 5e-2)
+
+_EMBEDDED_SOURCES = (None, "embedded", "embedded:procedural")
+
+
+@dataclass
+class Method:
+    """One way to build the individual model of an episode.
+
+    ``builder(num_labels)`` returns a fresh model; ``lr`` overrides ``FewShotConfig.lr`` (``None``:
+    keep it); ``description`` goes into the results.
+    """
+
+    name: str
+    builder: Callable[[int], IndividualModel]
+    lr: float | None = None
+    description: str = ""
+
+
+def _as_method(method: Any) -> Method:
+    if isinstance(method, Method):
+        return method
+    try:
+        name, builder, lr = method
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"A method is a Method or a (name, builder, lr) tuple, got {method!r}.") from err
+    return Method(str(name), builder, lr)
+
+
+def _progress(iterable, enabled: bool, total: int, desc: str):
+    if not enabled:
+        return iterable
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, total=total, desc=desc, leave=False)
+
+
+def run_episodes(
+    methods: Sequence[Any],
+    episodes: Sequence[Any],
+    cfg: FewShotConfig,
+    accelerator: Any | None = None,
+    progress: bool = True,
+    seed: int = 0,
+) -> list[dict[str, Any]]:
+    """Train and evaluate every method on every episode; returns one row per episode.
+
+    Episode ``i`` (position in ``episodes``) runs on process ``i % num_processes`` of
+    ``accelerator`` (``None``: this process runs all). Rows are gathered on every process
+    (``accelerate.utils.gather_object``) and returned sorted by episode index, each episode exactly
+    once: ``{"index", "seed", "classes", "accuracy": {method: float}}``.
+    """
+    methods = [_as_method(m) for m in methods]
+    if not methods:
+        raise ConfigError("run_episodes needs at least one method.")
+    names = [m.name for m in methods]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"Method names must be distinct, got {names}.")
+    rank, world = 0, 1
+    if accelerator is not None:
+        rank, world = int(accelerator.process_index), int(accelerator.num_processes)
+        if accelerator.device.type != "cpu" and cfg.device is None:
+            cfg = FewShotConfig(**{**cfg.to_dict(), "device": str(accelerator.device)})
+    mine = [ep for i, ep in enumerate(episodes) if i % world == rank]
+    rows = []
+    for ep in _progress(mine, progress and rank == 0, len(mine), "episodes"):
+        accuracy = {}
+        for method in methods:
+            run_cfg = cfg if method.lr is None else FewShotConfig(**{**cfg.to_dict(), "lr": float(method.lr)})
+            accuracy[method.name] = run_method_on_episode(method.builder, ep, run_cfg, seed)
+        rows.append({"index": int(ep.index), "seed": int(getattr(ep, "seed", 0)), "classes": [int(c) for c in ep.classes],
+                     "accuracy": accuracy})
+    if world > 1:
+        from accelerate.utils import gather_object
+
+        rows = list(gather_object(rows))
+    rows.sort(key=lambda r: r["index"])
+    indices = [r["index"] for r in rows]
+    expected = sorted(int(ep.index) for ep in episodes)
+    if indices != expected:
+        raise ConfigError(f"Gathered episodes {indices} differ from the episodes run {expected}; every episode must run exactly once.")
+    return rows
+
+
+def tune_lr(
+    builder: Callable[[int], IndividualModel],
+    open_world_episodes: Sequence[Any],
+    grid: Sequence[float] = DEFAULT_LR_GRID,
+    cfg: FewShotConfig | None = None,
+    accelerator: Any | None = None,
+    seed: int = 0,
+    progress: bool = False,
+) -> tuple[float, dict[float, float]]:
+    """Pick the learning rate with the best mean query accuracy on ``open_world_episodes``.
+
+    Never pass novel-class episodes here: that would tune on the test classes. Returns
+    ``(best_lr, {lr: mean accuracy})``; ties go to the smaller learning rate.
+    """
+    cfg = cfg or FewShotConfig()
+    grid = sorted({float(lr) for lr in grid})
+    if not grid or not open_world_episodes:
+        raise ConfigError("tune_lr needs a non-empty lr grid and at least one open-world episode.")
+    methods = [Method(f"lr={lr:g}", builder, lr) for lr in grid]
+    rows = run_episodes(methods, open_world_episodes, cfg, accelerator, progress, seed)
+    means = {lr: sum(r["accuracy"][m.name] for r in rows) / len(rows) for lr, m in zip(grid, methods)}
+    best = max(grid, key=lambda lr: (means[lr], -lr))
+    return best, means
+
+
+def _dataset_kwargs(description: dict[str, Any]) -> tuple[str | None, dict[str, Any]]:
+    source = description.get("source")
+    kwargs: dict[str, Any] = {}
+    if source in _EMBEDDED_SOURCES:
+        source = None
+        kwargs.update(description.get("embedded") or {})
+    else:
+        kwargs.update(image_column=description.get("image_column") or "img",
+                      label_column=description.get("label_column") or "fine_label")
+    if description.get("image_size") is not None:
+        kwargs["image_size"] = description["image_size"]
+    return source, kwargs
+
+
+def load_fewshot_data(
+    learngene: Any | None = None,
+    dataset: str | None = None,
+    *,
+    image_column: str = "img",
+    label_column: str = "fine_label",
+    image_size: int | None = None,
+    novel_classes: Sequence[int] | None = None,
+    open_world_classes: Sequence[int] | None = None,
+) -> tuple[Any, list[int], list[int]]:
+    """``(images, novel_classes, open_world_classes)`` for few-shot episodes.
+
+    Without ``dataset`` the learngene's ``config.task_stream["dataset"]`` names the data (the
+    embedded dataset when it says nothing); without ``novel_classes`` / ``open_world_classes``
+    the learngene's class split gives them. Episodes are drawn from the training images of those
+    classes (the collective model never trained on them).
+    """
+    from .data import ClassSplit, load_tensors, split_classes
+
+    stream = dict(getattr(getattr(learngene, "config", None), "task_stream", None) or {})
+    if dataset is None and stream.get("dataset"):
+        source, kwargs = _dataset_kwargs(stream["dataset"])
+        if image_size is not None:
+            kwargs["image_size"] = image_size
+    else:
+        source = dataset
+        kwargs = {} if dataset in _EMBEDDED_SOURCES else {"image_column": image_column, "label_column": label_column}
+        if image_size is not None:
+            kwargs["image_size"] = image_size
+    if source == "in-memory":
+        raise DataError("The learngene was trained on in-memory data that cannot be reloaded; pass --dataset (dataset=...) "
+                        "and --novel-classes (novel_classes=...).")
+    train, _ = load_tensors(source, **kwargs)
+    split = ClassSplit.from_dict(stream["split"]) if stream.get("split") else None
+    if split is None and (novel_classes is None or open_world_classes is None):
+        split = split_classes(train.num_classes)
+    novel = [int(c) for c in (novel_classes if novel_classes is not None else split.novel)]
+    open_world = [int(c) for c in (open_world_classes if open_world_classes is not None else split.open_world)]
+    overlap = sorted(set(novel) & set(open_world))
+    if overlap:
+        raise DataError(f"Classes {overlap} are both novel and open-world; learning rates would be tuned on test classes. "
+                        "Give disjoint class lists.")
+    return train, novel, open_world
+
+
+def comparison_methods(
+    learngene: Any,
+    *,
+    compare: bool = False,
+    collective_run: str | None = None,
+    freeze_learngene: bool = False,
+    **individual_overrides: Any,
+) -> list[Method]:
+    """The methods compared by :func:`compare_methods`.
+
+    Always ``learngene`` (the given learngene inherited) and ``scratch`` (the same architecture,
+    random init). With ``compare=True``, from the collective run (``collective_run``, default the
+    learngene's ``config.source["run_dir"]``) and with ``k`` = the learngene's number of layers:
+    ``whole`` (every conv layer), ``last_k`` (the paper's choice), ``first_k`` and ``worst_k`` (the
+    block the learngene's criterion ranks worst). Each inherited variant's scratch twin is not
+    needed: ``scratch`` is the reference for the given learngene's architecture.
+    """
+    def from_lg(lg: Any) -> Callable[[int], IndividualModel]:
+        return lambda n: IndividualModel.from_learngene(lg, n, freeze_learngene=freeze_learngene, **individual_overrides)
+
+    methods = [
+        Method("learngene", from_lg(learngene), description=f"inherits {learngene.config.layer_names} ({learngene.config.position})"),
+        Method("scratch", lambda n: IndividualModel(IndividualConfig.for_learngene(learngene, n, **individual_overrides)),
+               description="same architecture as 'learngene', random initialization"),
+    ]
+    if not compare:
+        return methods
+    from .criterion import DEFAULT_CRITERION, first_block, paper_block, rank_blocks
+    from .learngene import Learngene
+    from .training import load_run
+
+    run_dir = collective_run or (learngene.config.source or {}).get("run_dir")
+    if not run_dir:
+        raise ConfigError("--compare needs the collective run the learngene came from: pass --collective-run RUN_DIR "
+                          "(collective_run=...); this learngene does not record config.source['run_dir'].")
+    run = load_run(run_dir)
+    model = run.model
+    n, k = model.config.num_layers, learngene.config.num_layers
+    selection = dict(learngene.config.selection or {})
+    criterion = selection.get("criterion") or DEFAULT_CRITERION
+    blocks = {"whole": (list(range(n)), "every conv layer of the collective model"),
+              f"last_{k}": (paper_block(n, k), f"the paper's choice: the last {k} conv layers"),
+              f"first_{k}": (first_block(n, k), f"the first {k} conv layers")}
+    if run.record is not None and n > k:
+        from .criterion import layer_scores
+
+        try:
+            scores = layer_scores(run.record, criterion, threshold=selection.get("threshold"))
+            ranking = rank_blocks([scores.get(name, float("nan")) for name in model.config.layer_names], k)
+            blocks[f"worst_{k}"] = (ranking[-1]["layers"], f"the block the {criterion!r} criterion ranks worst")
+        except Exception as err:  # noqa: BLE001 - reported, the other methods still run
+            blocks[f"worst_{k}"] = None
+            selection["_worst_error"] = str(err)
+    source = {"run_dir": str(run_dir)}
+    for name, entry in blocks.items():
+        if entry is None:
+            continue
+        layers, description = entry
+        lg = Learngene.from_collective(model, layers, source=dict(source), task_stream=dict(learngene.config.task_stream or {}),
+                                       preprocessing=dict(learngene.config.preprocessing or {}))
+        methods.append(Method(name, from_lg(lg), description=f"{description}: {lg.config.layer_names}"))
+    return methods
+
+
+def compare_methods(
+    learngene: Any,
+    episodes: Sequence[Any],
+    cfg: FewShotConfig,
+    *,
+    methods: Sequence[Method] | None = None,
+    compare: bool = False,
+    collective_run: str | None = None,
+    tune_lr_episodes: Sequence[Any] | None = None,
+    lr_grid: Sequence[float] = DEFAULT_LR_GRID,
+    accelerator: Any | None = None,
+    seed: int = 0,
+    progress: bool = True,
+    **individual_overrides: Any,
+) -> dict[str, Any]:
+    """Run the learngene, scratch (and with ``compare`` the other blocks) on identical episodes.
+
+    With ``tune_lr_episodes`` (open-world episodes, never novel ones) every method, scratch
+    included, first gets its learning rate picked from ``lr_grid``. Returns the results dict that
+    ``results.json`` holds: ``setting``, ``config``, ``learngene``, ``methods`` (per method:
+    ``description``, ``lr``, ``lr_search``, ``parameters``, ``accuracies`` (episode order),
+    ``mean``, ``ci95``, ``diff_vs_scratch`` {``mean``, ``ci95``}) and ``episodes`` (per episode:
+    ``index``, ``seed``, ``classes``, ``accuracy`` per method).
+    """
+    from .stats import mean_ci, paired_difference
+
+    if methods is None:
+        methods = comparison_methods(learngene, compare=compare, collective_run=collective_run, **individual_overrides)
+    methods = [_as_method(m) for m in methods]
+    if not episodes:
+        raise ConfigError("compare_methods needs at least one episode.")
+    searches: dict[str, dict[str, float] | None] = {}
+    if tune_lr_episodes:
+        tuned = []
+        for method in methods:
+            best, means = tune_lr(method.builder, tune_lr_episodes, lr_grid, cfg, accelerator, seed + 1, progress=False)
+            searches[method.name] = {f"{lr:g}": acc for lr, acc in means.items()}
+            tuned.append(Method(method.name, method.builder, best, method.description))
+        methods = tuned
+    rows = run_episodes(methods, episodes, cfg, accelerator, progress, seed)
+    ways = len(episodes[0].classes)
+    summary: dict[str, Any] = {}
+    scratch = [r["accuracy"]["scratch"] for r in rows] if any(m.name == "scratch" for m in methods) else None
+    for method in methods:
+        accs = [r["accuracy"][method.name] for r in rows]
+        mean, half = mean_ci(accs)
+        entry: dict[str, Any] = {
+            "description": method.description,
+            "lr": float(method.lr if method.lr is not None else cfg.lr),
+            "lr_search": searches.get(method.name),
+            "accuracies": accs,
+            "mean": mean,
+            "ci95": _finite(half),
+        }
+        with torch.random.fork_rng(devices=[]):
+            model = method.builder(ways)
+        entry["parameters"] = sum(p.numel() for p in model.parameters())
+        entry["inherited_parameters"] = model.num_inherited_parameters() if model.has_learngene else 0
+        if scratch is not None and method.name != "scratch":
+            d_mean, d_half = paired_difference(accs, scratch)
+            entry["diff_vs_scratch"] = {"mean": d_mean, "ci95": _finite(d_half)}
+        summary[method.name] = entry
+    shots = int(episodes[0].support_labels.shape[0]) // max(ways, 1)
+    queries = int(episodes[0].query_labels.shape[0]) // max(ways, 1)
+    lg = learngene.config
+    return {
+        "setting": {"episodes": len(rows), "ways": ways, "shots": shots, "queries": queries, "seed": seed,
+                    "lr_tuned_on": "open-world classes" if tune_lr_episodes else None,
+                    "lr_tuning_episodes": len(tune_lr_episodes or [])},
+        "config": cfg.to_dict(),
+        "learngene": {"layers": lg.layer_names, "position": lg.position, "source": dict(lg.source or {}),
+                      "sizes": dict(lg.sizes or {})},
+        "methods": summary,
+        "episodes": rows,
+    }
+
+
+def _finite(value: float) -> float | None:
+    return float(value) if math.isfinite(value) else None
+
+
+def format_table(results: dict[str, Any]) -> str:
+    """A markdown table: method, lr, mean accuracy +/- 95% CI, paired difference to scratch (points)."""
+    s = results["setting"]
+    lines = [
+        f"{s['ways']}-way {s['shots']}-shot, {s['queries']} queries per class, {s['episodes']} episodes "
+        f"(accuracy in %, mean +/- 95% CI)",
+        "",
+        "| method | lr | accuracy | vs scratch | parameters |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+
+    def pm(mean: float, half: float | None) -> str:
+        return f"{100 * mean:.1f} +/- {100 * half:.1f}" if half is not None else f"{100 * mean:.1f}"
+
+    for name, m in results["methods"].items():
+        diff = m.get("diff_vs_scratch")
+        vs = ("+" if diff["mean"] >= 0 else "") + pm(diff["mean"], diff["ci95"]) if diff else "-"
+        lines.append(f"| {name} | {m['lr']:g} | {pm(m['mean'], m['ci95'])} | {vs} | {m['parameters']:,} |")
+    return "\n".join(lines)
+
+
+def write_results(results: dict[str, Any], output_dir: str, plot: bool = True) -> dict[str, str]:
+    """Write ``results.json``, ``results.md`` (the table) and ``accuracy.png`` (atomically) to
+    ``output_dir``; returns their paths."""
+    from pathlib import Path
+
+    from .io import write_json_atomic, write_text_atomic
+
+    out = Path(output_dir)
+    paths = {"results": str(write_json_atomic(out / "results.json", results)),
+             "table": str(write_text_atomic(out / "results.md", format_table(results) + "\n"))}
+    if plot:
+        from .plots.accuracy import plot_method_accuracy
+
+        paths["plot"] = plot_method_accuracy(results, out / "accuracy.png")
+    return paths

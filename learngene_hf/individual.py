@@ -491,8 +491,8 @@ def resolve_learngene(
     """Return ``(learngene, origin)`` for a ``Learngene``, a local folder or a Hub repo id.
 
     ``origin`` holds ``repo_id``, ``revision`` and ``commit_sha`` as far as they are known (from
-    the loaded learngene's ``origin`` / ``repo_id`` / ``revision`` / ``commit_sha`` attributes,
-    else from the reference given).
+    ``learngene.config.source["pulled"]``, written when it was pulled from the Hub, else from the
+    reference given).
     """
     if isinstance(learngene_or_ref, (str, os.PathLike)):
         try:
@@ -514,7 +514,8 @@ def resolve_learngene(
                 f"Expected a Learngene, a local folder or a Hub repo id, got {type(learngene_or_ref).__name__}."
             )
         origin = {"repo_id": None, "revision": revision, "commit_sha": None}
-    known = dict(getattr(learngene, "origin", None) or {})
+    known = dict((getattr(learngene.config, "source", None) or {}).get("pulled") or {})
+    known.update(getattr(learngene, "origin", None) or {})
     for key in ("repo_id", "revision", "commit_sha"):
         value = known.get(key, getattr(learngene, key, None))
         if value is not None:

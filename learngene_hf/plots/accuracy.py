@@ -1,0 +1,45 @@
+"""Few-shot accuracy figure: mean accuracy with 95% CI per method, and paired differences to scratch."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from . import save_figure
+
+
+def plot_method_accuracy(results: dict[str, Any], path: str | os.PathLike) -> str:
+    """Two panels from a :func:`learngene_hf.fewshot.compare_methods` results dict, written to ``path`` (PNG).
+
+    Left: mean query accuracy (%) per method with its 95% CI and the per-episode accuracies as
+    dots. Right: paired difference to scratch (points) with its 95% CI (zero line drawn).
+    Returns the path.
+    """
+    from matplotlib.figure import Figure
+
+    methods = results["methods"]
+    names = list(methods)
+    fig = Figure(figsize=(4 + 1.2 * len(names), 4))
+    ax_acc, ax_diff = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1, 1]})
+    for i, name in enumerate(names):
+        m = methods[name]
+        ci = 100 * (m["ci95"] or 0.0)
+        ax_acc.bar(i, 100 * m["mean"], yerr=ci, capsize=4, color="tab:gray" if name == "scratch" else "tab:blue", alpha=0.8)
+        accs = [100 * a for a in m["accuracies"]]
+        ax_acc.scatter([i] * len(accs), accs, s=8, color="black", alpha=0.4, zorder=3)
+    ax_acc.set_xticks(range(len(names)), names, rotation=30, ha="right")
+    ax_acc.set_ylabel("query accuracy (%)")
+    ax_acc.set_title("mean +/- 95% CI")
+    diffs = [(n, methods[n]["diff_vs_scratch"]) for n in names if methods[n].get("diff_vs_scratch")]
+    for i, (name, d) in enumerate(diffs):
+        colour = "tab:green" if d["mean"] >= 0 else "tab:red"
+        ax_diff.errorbar(i, 100 * d["mean"], yerr=100 * (d["ci95"] or 0.0), fmt="o", capsize=4, color=colour)
+    ax_diff.axhline(0.0, color="black", linewidth=0.8)
+    ax_diff.set_xticks(range(len(diffs)), [n for n, _ in diffs], rotation=30, ha="right")
+    ax_diff.set_xlim(-0.5, max(len(diffs), 1) - 0.5)
+    ax_diff.set_ylabel("paired difference to scratch (points)")
+    ax_diff.set_title("vs scratch, same episodes")
+    s = results.get("setting", {})
+    fig.suptitle(f"{s.get('ways', '?')}-way {s.get('shots', '?')}-shot, {s.get('episodes', '?')} episodes")
+    fig.tight_layout()
+    return save_figure(fig, path)
