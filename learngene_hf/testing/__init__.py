@@ -3,8 +3,19 @@
 ``learngene_hf.testing.hub`` holds a local server that speaks the Hugging Face Hub protocol
 (:class:`~learngene_hf.testing.hub.LocalHubServer`, :func:`~learngene_hf.testing.hub.local_hub`,
 :func:`~learngene_hf.testing.hub.use_endpoint`), so pushes and pulls can be tested offline.
+The names are re-exported here lazily, so ``python -m learngene_hf.testing.hub`` runs cleanly.
 """
 
-from .hub import LocalHubServer, local_hub, use_endpoint
+from __future__ import annotations
+
+from typing import Any
 
 __all__ = ["LocalHubServer", "local_hub", "use_endpoint"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in __all__:
+        from . import hub
+
+        return getattr(hub, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
