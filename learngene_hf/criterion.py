@@ -125,7 +125,8 @@ def layer_scores(
 def rank_blocks(scores: Sequence[float], k: int = DEFAULT_K) -> list[dict[str, Any]]:
     """Rank every block of ``k`` contiguous layers by the mean of its layers' ``scores``.
 
-    Returns dicts ``{"rank", "layers", "score"}`` best first (lowest score; ties: the earlier block);
+    Returns dicts ``{"rank", "layers", "score"}`` best first (lowest score; ties to 10 significant
+    digits: the earlier block);
     blocks containing a NaN score come last with ``score`` NaN.
     """
     n = len(scores)
@@ -136,7 +137,8 @@ def rank_blocks(scores: Sequence[float], k: int = DEFAULT_K) -> list[dict[str, A
         part = [float(s) for s in scores[start : start + k]]
         score = float(np.mean(part)) if all(math.isfinite(s) for s in part) else float("nan")
         blocks.append((start, score))
-    blocks.sort(key=lambda item: (not math.isfinite(item[1]), item[1] if math.isfinite(item[1]) else 0.0, item[0]))
+    # scores equal to 10 significant digits are ties (float noise must not decide): the earlier block wins
+    blocks.sort(key=lambda item: (not math.isfinite(item[1]), float(f"{item[1]:.10g}") if math.isfinite(item[1]) else 0.0, item[0]))
     return [{"rank": r + 1, "layers": list(range(s, s + k)), "score": score} for r, (s, score) in enumerate(blocks)]
 
 

@@ -1,0 +1,286 @@
+"""The Inheritor: choose, extract and share a collective model's learngene.
+
+Typical use::
+
+    inheritor = Inheritor.from_run("runs/collective")      # model, gradient record, open-world data
+    selection = inheritor.select()                          # "validated" by default
+    print(selection.table(), selection.reason)
+    learngene = inheritor.extract()                         # only the chosen blocks
+    inheritor.save_pretrained("runs/learngene")             # + layer_ranking.png
+    inheritor.push_to_hub("me/my-learngene")                # pushes the learngene, never the whole model
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+from .collective import CollectiveModel
+from .criterion import (
+    DEFAULT_CRITERION,
+    DEFAULT_K,
+    Selection,
+    layer_scores,
+    select_layers,
+    validated_selection,
+)
+from .errors import ConfigError, DataError
+from .learngene import Learngene
+from .record import GradientRecord
+
+_EMBEDDED_SOURCES = (None, "embedded", "embedded:procedural")
+
+
+class Inheritor:
+    """Ranks a collective model's conv layers, selects the learngene and extracts / saves / pushes it.
+
+    Args:
+        collective_model: the trained :class:`~learngene_hf.CollectiveModel`.
+        record: its :class:`~learngene_hf.record.GradientRecord` (needed by the criteria; without
+            it only ``"paper"`` / explicit layers / probes of the paper and first blocks work).
+        probe_data: labelled images for the validated selection's probes
+            (:class:`~learngene_hf.data.ImageTensors`); only ``open_world_classes`` are used.
+        open_world_classes: the open-world class ids (never the novel classes).
+        source: extra ``LearngeneConfig.source`` entries (``repo_id``, ``revision``, ``run_dir``...).
+        task_stream: ``LearngeneConfig.task_stream`` (dataset, split, num_tasks, ways, classes).
+        preprocessing: ``LearngeneConfig.preprocessing`` (image size, mean, std).
+    """
+
+    def __init__(
+        self,
+        collective_model: CollectiveModel,
+        record: GradientRecord | None = None,
+        *,
+        probe_data: Any | None = None,
+        open_world_classes: Sequence[int] | None = None,
+        source: dict[str, Any] | None = None,
+        task_stream: dict[str, Any] | None = None,
+        preprocessing: dict[str, Any] | None = None,
+    ):
+        if not isinstance(collective_model, CollectiveModel):
+            raise ConfigError(
+                f"Inheritor needs a CollectiveModel, got {type(collective_model).__name__}; load one with "
+                "CollectiveModel.from_pretrained(...) or Inheritor.from_run(run_dir)."
+            )
+        if record is not None and not isinstance(record, GradientRecord):
+            raise ConfigError(f"record must be a GradientRecord (or None), got {type(record).__name__}; load it with GradientRecord.load(path).")
+        self.model = collective_model
+        self.record = record
+        self.probe_data = probe_data
+        self.open_world_classes = [int(c) for c in open_world_classes] if open_world_classes is not None else []
+        self.source = dict(source or {})
+        self.task_stream = dict(task_stream or {})
+        if preprocessing is None:
+            from .data import IMAGE_MEAN, IMAGE_STD
+
+            preprocessing = {"image_size": int(collective_model.config.image_size), "mean": list(IMAGE_MEAN), "std": list(IMAGE_STD)}
+        self.preprocessing = dict(preprocessing)
+        self.selection: Selection | None = None
+        self.learngene: Learngene | None = None
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_run(cls, run_dir: str | os.PathLike, *, load_probe_data: bool = True) -> "Inheritor":
+        """Build an Inheritor from a collective run folder written by ``train_collective``.
+
+        The open-world probe data is reloaded from the run's dataset description and class split
+        (``load_probe_data=False`` skips it: the validated selection then falls back to the
+        criterion and says so).
+        """
+        from .training import load_run
+
+        run = load_run(run_dir)
+        report = run.report
+        dataset = dict(report.get("dataset") or {})
+        split = run.split
+        stream = report.get("task_stream") or []
+        task_stream = {
+            "dataset": {k: v for k, v in dataset.items() if k != "class_names"},
+            "split": split.to_dict(),
+            "num_tasks": int(report.get("finished_tasks", report.get("num_tasks", len(stream)))),
+            "ways": int(report.get("ways", 0)),
+            "classes": sorted({int(c) for task in stream for c in task}),
+        }
+        probe_data = None
+        if load_probe_data and split.open_world:
+            probe_data = _reload_probe_data(dataset, run.run_dir)
+        return cls(
+            run.model,
+            run.record,
+            probe_data=probe_data,
+            open_world_classes=list(split.open_world),
+            source={"run_dir": str(Path(run.run_dir).resolve())},
+            task_stream=task_stream,
+        )
+
+    # ------------------------------------------------------------------ ranking and selection
+    @property
+    def layer_names(self) -> list[str]:
+        return list(self.model.config.layer_names)
+
+    def scores(self, criterion: str = DEFAULT_CRITERION, *, threshold: float | None = None, from_task: int | None = None) -> dict[str, float]:
+        """``{layer_name: score}`` of every conv layer by ``criterion`` (lower = better)."""
+        if self.record is None:
+            raise ConfigError("This Inheritor has no gradient record; pass record=... (GradientRecord.load(path)) to rank layers.")
+        return layer_scores(self.record, criterion, threshold=threshold, from_task=from_task)
+
+    def select(
+        self,
+        strategy: str = "validated",
+        *,
+        k: int = DEFAULT_K,
+        criterion: str = DEFAULT_CRITERION,
+        layers: Sequence[int] | None = None,
+        threshold: float | None = None,
+        from_task: int | None = None,
+        top: int = 2,
+        probe_episodes: int = 4,
+        probe_epochs: int = 15,
+        probe_ways: int = 5,
+        probe_shots: int = 5,
+        probe_queries: int = 15,
+        probe_lr: float = 5e-3,
+        seed: int = 0,
+        device: str | None = None,
+    ) -> Selection:
+        """Choose the learngene's layers; returns (and remembers) a :class:`Selection`.
+
+        Strategies: ``"validated"`` (default: the ``top`` blocks by ``criterion``, the paper's
+        block and the first block are each probed on ``probe_episodes`` ``probe_ways``-way
+        ``probe_shots``-shot episodes of the open-world classes, ``probe_epochs`` epochs at
+        ``probe_lr``; the best mean accuracy wins), ``"criterion"``, ``"paper"``, or ``"layers"``
+        with ``layers=[...]`` (an explicit list also implies ``"layers"``).
+        """
+        if layers is not None and strategy == "validated":
+            strategy = "layers"
+        if strategy != "validated":
+            selection = select_layers(
+                self.layer_names, self.record, strategy, criterion=criterion, k=k, layers=layers, threshold=threshold, from_task=from_task
+            )
+        else:
+            probe, settings, why_not = self._probe(probe_episodes, probe_epochs, probe_ways, probe_shots, probe_queries, probe_lr, seed, device)
+            selection = validated_selection(
+                self.layer_names,
+                probe,
+                self.record,
+                criterion=criterion,
+                k=k,
+                top=top,
+                threshold=threshold,
+                from_task=from_task,
+                probe_settings=settings,
+                no_probe_reason=why_not,
+            )
+        self.selection = selection
+        self.learngene = None
+        return selection
+
+    def _probe(self, episodes: int, epochs: int, ways: int, shots: int, queries: int, lr: float, seed: int, device: str | None):
+        """The probe callable of the validated selection, its settings, and why it is ``None``."""
+        settings = {
+            "classes": "open_world",
+            "open_world_classes": list(self.open_world_classes),
+            "episodes": int(episodes),
+            "ways": int(ways),
+            "shots": int(shots),
+            "queries": int(queries),
+            "epochs": int(epochs),
+            "lr": float(lr),
+            "seed": int(seed),
+        }
+        if episodes < 1:
+            raise ConfigError(f"probe_episodes must be >= 1, got {episodes}; use strategy='criterion' to skip the probes.")
+        if not self.open_world_classes:
+            return None, settings, "the run has no open-world classes"
+        if self.probe_data is None:
+            return None, settings, "no open-world images were given (pass probe_data=... or use Inheritor.from_run)"
+        if len(self.open_world_classes) < ways:
+            return None, settings, f"only {len(self.open_world_classes)} open-world classes for {ways}-way probes"
+        from .data import sample_episodes
+        from .fewshot import FewShotConfig, probe_learngene
+
+        try:
+            episode_list = sample_episodes(self.probe_data, self.open_world_classes, episodes, ways=ways, shots=shots, queries=queries, seed=seed)
+        except DataError as err:
+            return None, settings, f"the open-world images cannot fill the probe episodes ({err})"
+        cfg = FewShotConfig(lr=lr, epochs=epochs, device=device)
+
+        def probe(layers: list[int]) -> list[float]:
+            learngene = self._extract(layers, selection=None)
+            return probe_learngene(learngene, episode_list, cfg, seed=seed)
+
+        return probe, settings, None
+
+    # ------------------------------------------------------------------ extraction and sharing
+    def _extract(self, layers: Sequence[int], selection: Selection | None) -> Learngene:
+        return Learngene.from_collective(
+            self.model,
+            layers,
+            source=dict(self.source),
+            selection=selection.to_dict() if selection is not None else {},
+            task_stream=dict(self.task_stream),
+            preprocessing=dict(self.preprocessing),
+        )
+
+    def extract(self, layers: Sequence[int] | None = None) -> Learngene:
+        """The learngene: the selected blocks' tensors and a config holding the selection.
+
+        ``layers`` overrides the selection with an explicit list; without it the last
+        :meth:`select` result is used (running the default ``select()`` first if there is none).
+        """
+        if layers is not None:
+            self.select("layers", layers=layers)
+        elif self.selection is None:
+            self.select()
+        self.learngene = self._extract(self.selection.layers, self.selection)
+        return self.learngene
+
+    def save_pretrained(self, save_directory: str | os.PathLike, *, repo_id: str | None = None, plot: bool = True) -> Path:
+        """Save the learngene (extracting it if needed) and, with ``plot``, ``layer_ranking.png``."""
+        learngene = self.learngene or self.extract()
+        folder = learngene.save_pretrained(save_directory, repo_id=repo_id)
+        if plot and self.selection is not None:
+            from .plots.ranking import plot_layer_ranking
+
+            plot_layer_ranking(self.selection, folder / "layer_ranking.png")
+        return folder
+
+    def push_to_hub(
+        self,
+        repo_id: str,
+        *,
+        revision: str | None = None,
+        private: bool = False,
+        token: str | None = None,
+        commit_message: str = "Upload learngene",
+    ):
+        """Push the learngene subset (never the whole collective model) to ``repo_id``.
+
+        Returns the :class:`huggingface_hub.CommitInfo`.
+        """
+        learngene = self.learngene or self.extract()
+        return learngene.push_to_hub(repo_id, revision=revision, private=private, token=token, commit_message=commit_message)
+
+
+def _reload_probe_data(dataset: dict[str, Any], run_dir: Path):
+    """The training images of the run's dataset (the open-world classes are picked later)."""
+    from .data import load_tensors
+
+    source = dataset.get("source")
+    if source == "in-memory":
+        return None
+    kwargs: dict[str, Any] = {}
+    if source in _EMBEDDED_SOURCES:
+        source = None
+        kwargs.update(dataset.get("embedded") or {})
+    else:
+        kwargs.update(image_column=dataset.get("image_column") or "img", label_column=dataset.get("label_column") or "fine_label")
+    try:
+        train, _ = load_tensors(source, image_size=dataset.get("image_size"), **kwargs)
+    except Exception as err:  # noqa: BLE001 - any loader failure becomes a clear DataError
+        raise DataError(
+            f"Could not reload the dataset of the run {run_dir} ({dataset.get('source')}): {err}. Make it available again, "
+            "or pass load_probe_data=False (the selection then falls back to the criterion)."
+        ) from err
+    return train

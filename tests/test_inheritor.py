@@ -1,0 +1,138 @@
+"""The Inheritor: selection on a collective model, extraction, saving with the plot, pushing."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from huggingface_hub import HfApi
+
+from learngene_hf import CollectiveConfig, CollectiveModel
+from learngene_hf.data import ImageTensors
+from learngene_hf.errors import ConfigError
+from learngene_hf.inheritor import Inheritor
+from learngene_hf.learngene import Learngene
+from learngene_hf.record import GradientRecord
+
+NAMES = ["conv0", "conv1", "conv2", "conv3"]
+
+
+def tiny_model() -> CollectiveModel:
+    torch.manual_seed(0)
+    return CollectiveModel(CollectiveConfig(preset="tiny", task_num_labels=[5], image_size=16))
+
+
+def tiny_record(tasks: int = 3) -> GradientRecord:
+    """conv3's gradient scale fluctuates across tasks; the other layers are steady."""
+    epochs, changes = [], {}
+    wobble = [1.0, 4.0, 0.25]
+    for t in range(tasks):
+        layers = {}
+        for i, name in enumerate(NAMES):
+            factor = wobble[t % 3] if name == "conv3" else 1.0
+            rms = 10.0 ** (-2 - i / 2) * factor
+            layers[name] = {"frac_above": [1.0, 0.9 - 0.2 * i], "mean_abs": 0.7 * rms, "rms": rms}
+        epochs.append({"task": t, "epoch": 0, "batches": 2, "layers": layers})
+        changes[str(t)] = {name: 0.1 * (i + 1) for i, name in enumerate(NAMES)}
+    return GradientRecord([5e-10, 1e-4], NAMES, epochs, changes)
+
+
+def tiny_images(classes: int = 10, per_class: int = 8, size: int = 16) -> ImageTensors:
+    generator = torch.Generator().manual_seed(0)
+    labels = torch.arange(classes).repeat_interleave(per_class)
+    base = torch.randint(0, 256, (classes, 3, size, size), generator=generator)
+    noise = torch.randint(-20, 21, (len(labels), 3, size, size), generator=generator)
+    images = (base[labels] + noise).clamp(0, 255).to(torch.uint8)
+    return ImageTensors(images, labels, [f"c{i}" for i in range(classes)])
+
+
+PROBE = dict(probe_episodes=2, probe_epochs=1, probe_ways=3, probe_shots=2, probe_queries=2)
+
+
+def test_validated_selection_probes_candidates_on_open_world_classes_only(monkeypatch):
+    import learngene_hf.fewshot as fewshot
+
+    seen_classes = []
+    real_probe = fewshot.probe_learngene
+
+    def spy(learngene, episodes, cfg, seed=0, **kw):
+        seen_classes.extend(c for e in episodes for c in e.classes)
+        return real_probe(learngene, episodes, cfg, seed, **kw)
+
+    monkeypatch.setattr(fewshot, "probe_learngene", spy)
+    inheritor = Inheritor(tiny_model(), tiny_record(), probe_data=tiny_images(), open_world_classes=[5, 6, 7, 8])
+    selection = inheritor.select(k=2, criterion="stability", **PROBE)
+    assert selection.strategy == "validated"
+    assert set(seen_classes) <= {5, 6, 7, 8}
+    layers = [c["layers"] for c in selection.candidates]
+    assert [2, 3] in layers and [0, 1] in layers  # the paper's and the first block are always candidates
+    assert all(len(c["accuracies"]) == 2 for c in selection.candidates)
+    best = max(c["mean"] for c in selection.candidates)
+    assert next(c for c in selection.candidates if c["layers"] == selection.layers)["mean"] == best
+    assert selection.probe["open_world_classes"] == [5, 6, 7, 8] and selection.probe["episodes"] == 2
+
+
+def test_without_open_world_data_the_selection_falls_back_to_the_criterion():
+    inheritor = Inheritor(tiny_model(), tiny_record(), open_world_classes=[5, 6, 7])
+    selection = inheritor.select(k=2, criterion="stability")
+    assert selection.strategy == "criterion"
+    assert selection.layers == [0, 1]  # conv3 is unstable; equal scores: the earlier block wins
+    assert "probe_data" in selection.reason
+
+
+def test_extract_copies_the_selected_blocks_and_stores_the_selection():
+    model = tiny_model()
+    inheritor = Inheritor(model, tiny_record(), task_stream={"num_tasks": 3, "ways": 5})
+    inheritor.select("paper", k=2, criterion="paper", threshold=1e-4)
+    learngene = inheritor.extract()
+    assert learngene.config.layer_names == ["conv2", "conv3"]
+    assert torch.equal(learngene.tensors["blocks.1.conv.weight"], model.blocks[3].conv.weight)
+    assert learngene.config.selection["strategy"] == "paper"
+    assert learngene.config.selection["scores"]["conv0"] == pytest.approx(0.9)
+    assert learngene.config.task_stream == {"num_tasks": 3, "ways": 5}
+    assert learngene.config.preprocessing["image_size"] == 16
+    json.dumps(learngene.config.to_dict(), allow_nan=False)
+
+
+def test_explicit_layers_override_the_selection():
+    learngene = Inheritor(tiny_model()).extract(layers=[1, 2])
+    assert learngene.config.layer_names == ["conv1", "conv2"]
+    assert learngene.config.selection["strategy"] == "layers"
+
+
+def test_inheritor_rejects_wrong_inputs_with_a_fix():
+    with pytest.raises(ConfigError, match="CollectiveModel"):
+        Inheritor(torch.nn.Linear(2, 2))
+    with pytest.raises(ConfigError, match="gradient record"):
+        Inheritor(tiny_model()).select("criterion")
+    other = tiny_record()
+    other.layer_names = ["a", "b", "c", "d"]
+    for entry in other.epochs:
+        entry["layers"] = {new: v for new, v in zip(other.layer_names, entry["layers"].values())}
+    with pytest.raises(ConfigError, match="same collective run"):
+        Inheritor(tiny_model(), other).select("criterion")
+
+
+def test_save_pretrained_writes_the_learngene_and_the_ranking_plot(tmp_path):
+    inheritor = Inheritor(tiny_model(), tiny_record(), probe_data=tiny_images(), open_world_classes=[5, 6, 7, 8])
+    inheritor.select(k=2, **PROBE)
+    folder = inheritor.save_pretrained(tmp_path / "lg")
+    assert (folder / "layer_ranking.png").stat().st_size > 1000
+    loaded = Learngene.from_pretrained(folder)
+    assert loaded.config.selection["candidates"] and loaded.config.selection["reason"].startswith("strategy 'validated'")
+
+
+def test_push_to_hub_pushes_only_the_learngene(hub):
+    model = tiny_model()
+    inheritor = Inheritor(model, tiny_record())
+    inheritor.select("criterion", k=2)
+    commit = inheritor.push_to_hub("me/tiny-learngene")
+    files = set(HfApi().list_repo_files("me/tiny-learngene"))
+    assert {"learngene.safetensors", "learngene_config.json", "README.md"} <= files
+    assert not any(f.endswith(("model.safetensors", "config.json")) and f != "learngene_config.json" for f in files)
+    pulled = Learngene.from_pretrained("me/tiny-learngene", revision=commit.oid)
+    assert set(pulled.tensors) == {f"blocks.{j}.{n}" for j in range(2) for n in
+                                   ("conv.weight", "bn.weight", "bn.bias", "bn.running_mean", "bn.running_var", "bn.num_batches_tracked")}
+    assert pulled.num_parameters() < sum(p.numel() for p in model.parameters())
