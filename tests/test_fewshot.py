@@ -1,0 +1,179 @@
+"""Few-shot trainer, episode runner, lr tuning and examples/few_shot.py on 2 CPU processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from learngene_hf.collective import CollectiveConfig, CollectiveModel
+from learngene_hf.data import ClassSplit, load_tensors, sample_episodes
+from learngene_hf.errors import ConfigError, DataError
+from learngene_hf.fewshot import (
+    FewShotConfig,
+    Method,
+    compare_methods,
+    format_table,
+    probe_learngene,
+    reestimate_batchnorm,
+    run_episodes,
+    train_individual,
+    tune_lr,
+    write_results,
+)
+from learngene_hf.individual import IndividualConfig, IndividualModel
+from learngene_hf.learngene import Learngene
+
+REPO = Path(__file__).resolve().parents[1]
+EMBEDDED = {"num_classes": 10, "train_per_class": 12, "test_per_class": 2, "image_size": 16}
+SPLIT = {"base": [0, 1, 2, 3, 4], "open_world": [5, 6], "novel": [7, 8, 9]}
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    os.environ.setdefault("LEARNGENE_HF_CACHE", str(tmp_path_factory.mktemp("cache")))
+    train, _ = load_tensors(None, **EMBEDDED)
+    return train
+
+
+def tiny_learngene(layers=(2, 3)) -> Learngene:
+    torch.manual_seed(0)
+    model = CollectiveModel(CollectiveConfig(preset="tiny", task_num_labels=[3]))
+    for block in model.blocks:
+        block.bn.running_mean.uniform_(-1, 1)
+    stream = {"dataset": {"source": "embedded:procedural", "embedded": dict(EMBEDDED), "num_classes": 10},
+              "split": dict(SPLIT), "num_tasks": 1, "ways": 3, "classes": [0, 1, 2]}
+    return Learngene.from_collective(model, list(layers), task_stream=stream,
+                                     preprocessing={"image_size": 16, "mean": [0.5] * 3, "std": [0.5] * 3})
+
+
+FAST = FewShotConfig(epochs=2, batch_size=8, device="cpu")
+
+
+def test_training_is_deterministic_per_seed(data):
+    ep = sample_episodes(data, SPLIT["novel"], 1, ways=3, shots=2, queries=2)[0]
+    lg = tiny_learngene()
+    runs = []
+    for _ in range(2):
+        torch.manual_seed(5)
+        model = IndividualModel.from_learngene(lg, 3)
+        train_individual(model, ep.support_images, ep.support_labels, FAST, seed=11)
+        runs.append(model.state_dict())
+    assert all(torch.equal(runs[0][k], runs[1][k]) for k in runs[0])
+
+
+def test_bn_reestimation_replaces_the_collective_statistics(data):
+    lg = tiny_learngene()
+    images = torch.randn(12, 3, 16, 16)
+    model = IndividualModel.from_learngene(lg, 3)
+    inherited = model.blocks[2].bn
+    collective_mean = lg.block_state_dict(0)["bn.running_mean"]
+    stem_mean = model.blocks[0].bn.running_mean.clone()
+    reestimate_batchnorm(model, images, batch_size=12)
+    assert torch.equal(model.blocks[0].bn.running_mean, stem_mean)  # fresh layers untouched
+    with torch.no_grad():
+        model.train()
+        pre_bn = model.blocks[2].conv(torch.nn.functional.max_pool2d(model.blocks[1](model.blocks[0](images)), 2))
+    assert torch.allclose(inherited.running_mean, pre_bn.mean((0, 2, 3)), atol=1e-5)
+    assert not torch.allclose(inherited.running_mean, collective_mean)
+
+    kept = IndividualModel.from_learngene(lg, 3)
+    train_individual(kept, images.new_zeros(4, 3, 16, 16).to(torch.uint8), torch.tensor([0, 1, 2, 0]),
+                     FewShotConfig(epochs=0, bn_reestimate=False), seed=0)
+    assert torch.equal(kept.blocks[2].bn.running_mean, collective_mean)
+
+
+def test_bad_labels_give_a_clear_error():
+    model = IndividualModel(IndividualConfig(widths=[4], pool=[True], head_hidden=[], num_labels=2))
+    with pytest.raises(DataError, match="num_labels=4"):
+        train_individual(model, torch.zeros(2, 3, 8, 8, dtype=torch.uint8), torch.tensor([0, 3]), FAST, seed=0)
+
+
+def test_learngene_and_scratch_see_identical_episodes_and_fresh_init(data, monkeypatch):
+    import learngene_hf.fewshot as fewshot
+
+    lg = tiny_learngene()
+    episodes = sample_episodes(data, SPLIT["novel"], 3, ways=3, shots=2, queries=2)
+    seen: dict[str, list] = {"learngene": [], "scratch": []}
+    real_train = fewshot.train_individual
+
+    def spy(model, images, labels, cfg, seed):
+        name = "learngene" if model.has_learngene else "scratch"
+        seen[name].append((images.clone(), labels.clone(), seed, model.blocks[0].conv.weight.detach().clone()))
+        return real_train(model, images, labels, cfg, seed)
+
+    monkeypatch.setattr(fewshot, "train_individual", spy)
+    results = compare_methods(lg, episodes, FAST, progress=False)
+    assert [r["index"] for r in results["episodes"]] == [0, 1, 2]
+    for a, b in zip(seen["learngene"], seen["scratch"]):
+        assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) and a[2] == b[2]
+        assert torch.equal(a[3], b[3])  # the fresh stem starts from the same draw
+    assert len({s[2] for s in seen["scratch"]}) == 3  # but every episode has its own seed
+    m = results["methods"]
+    assert set(m) == {"learngene", "scratch"} and len(m["learngene"]["accuracies"]) == 3
+    assert "diff_vs_scratch" in m["learngene"] and "diff_vs_scratch" not in m["scratch"]
+    assert m["learngene"]["inherited_parameters"] > 0 == m["scratch"]["inherited_parameters"]
+    assert "| learngene |" in format_table(results)
+
+
+def test_probe_learngene_returns_one_accuracy_per_episode(data):
+    lg = tiny_learngene()
+    episodes = sample_episodes(data, SPLIT["open_world"], 2, ways=2, shots=2, queries=3)
+    probes = probe_learngene(lg, episodes, FAST)
+    scratch = probe_learngene(None, episodes, FAST, architecture_of=lg)
+    assert len(probes) == len(scratch) == 2
+    assert all(0.0 <= p <= 1.0 and p * 6 == round(p * 6) for p in probes + scratch)
+
+
+def test_tune_lr_picks_the_best_mean_on_open_world_episodes(data, monkeypatch):
+    import learngene_hf.fewshot as fewshot
+
+    episodes = sample_episodes(data, SPLIT["open_world"], 2, ways=2, shots=2, queries=2)
+    monkeypatch.setattr(fewshot, "run_method_on_episode", lambda builder, ep, cfg, seed=0: 1.0 - abs(cfg.lr - 0.01))
+    best, means = tune_lr(lambda n: None, episodes, grid=(0.001, 0.01, 0.1), cfg=FAST)
+    assert best == 0.01 and set(means) == {0.001, 0.01, 0.1}
+
+
+def test_run_episodes_rejects_duplicate_method_names(data):
+    ep = sample_episodes(data, SPLIT["novel"], 1, ways=2, shots=1, queries=1)
+    with pytest.raises(ConfigError, match="distinct"):
+        run_episodes([("a", None, None), ("a", None, None)], ep, FAST)
+
+
+def test_write_results_writes_json_table_and_plot(tmp_path, data):
+    lg = tiny_learngene()
+    episodes = sample_episodes(data, SPLIT["novel"], 2, ways=2, shots=1, queries=2)
+    results = compare_methods(lg, episodes, FewShotConfig(epochs=1, device="cpu"), progress=False)
+    paths = write_results(results, tmp_path / "out")
+    assert json.loads(Path(paths["results"]).read_text())["setting"]["episodes"] == 2
+    assert Path(paths["plot"]).stat().st_size > 1000 and "scratch" in Path(paths["table"]).read_text()
+
+
+def test_example_without_a_learngene_says_what_to_run(tmp_path):
+    proc = subprocess.run([sys.executable, str(REPO / "examples" / "few_shot.py"), "--learngene", str(tmp_path / "none")],
+                          capture_output=True, text=True, cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert proc.returncode == 2 and "extract_learngene.py" in proc.stderr
+
+
+def test_example_on_two_cpu_processes_runs_every_episode_once(tmp_path, data):
+    folder = tiny_learngene().save_pretrained(tmp_path / "lg")
+    out = tmp_path / "few_shot"
+    env = {**os.environ, "PYTHONPATH": str(REPO), "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+           "--mixed_precision", "no", "--dynamo_backend", "no", str(REPO / "examples" / "few_shot.py"),
+           "--learngene", str(folder), "--episodes", "5", "--ways", "2", "--shots", "2", "--queries", "2",
+           "--epochs", "1", "--output-dir", str(out), "--no-progress"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    results = json.loads((out / "results.json").read_text())
+    assert [e["index"] for e in results["episodes"]] == [0, 1, 2, 3, 4]
+    assert results["setting"]["processes"] == 2
+    for e in results["episodes"]:
+        assert set(e["classes"]) <= set(SPLIT["novel"])
+    assert len(results["methods"]["learngene"]["accuracies"]) == 5
+    assert (out / "accuracy.png").is_file() and "| learngene |" in proc.stdout
