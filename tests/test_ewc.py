@@ -1,0 +1,84 @@
+"""EWC: the penalty follows growth, changes the loss, and reduces forgetting of the first task."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from learngene_hf import CollectiveConfig, CollectiveModel
+from learngene_hf.data import ImageTensors
+from learngene_hf.ewc import EWC
+from learngene_hf.training import CollectiveTrainingConfig, train_collective
+
+
+def _stream_data(n_classes: int = 15, per: int = 40, test: int = 20, size: int = 16) -> tuple[ImageTensors, ImageTensors]:
+    g = torch.Generator().manual_seed(0)
+    colors = torch.rand(n_classes, 3, 1, 1, generator=g)
+    freq = torch.randint(1, 4, (n_classes,), generator=g).float()
+
+    def make(k: int) -> ImageTensors:
+        labels = torch.arange(n_classes).repeat_interleave(k)
+        rows = torch.arange(size).float().view(1, 1, size, 1)
+        phase = torch.rand(len(labels), 1, 1, 1, generator=g) * 6
+        stripes = (torch.sin(rows * freq[labels].view(-1, 1, 1, 1) + phase) > 0).float()
+        images = colors[labels] * 220 + stripes * 30 + torch.rand(len(labels), 3, size, size, generator=g) * 30
+        return ImageTensors(images.clamp(0, 255).to(torch.uint8).contiguous(), labels, [f"c{i}" for i in range(n_classes)])
+
+    return make(per), make(test)
+
+
+def _batches(model: CollectiveModel, n: int = 2):
+    gen = torch.Generator().manual_seed(1)
+    return [(torch.randn(8, 3, 16, 16, generator=gen), torch.randint(0, 3, (8,), generator=gen)) for _ in range(n)]
+
+
+def test_penalty_is_zero_until_consolidated_then_grows_with_drift():
+    torch.manual_seed(0)
+    model = CollectiveModel(CollectiveConfig(preset="tiny"))
+    model.add_task(3)
+    ewc = EWC(10.0)
+    assert float(ewc.penalty(model)) == 0.0
+    ewc.consolidate(model, _batches(model), task_id=0)
+    assert float(ewc.penalty(model)) == pytest.approx(0.0, abs=1e-12)
+    with torch.no_grad():
+        for p in model.blocks[0].parameters():
+            p.add_(0.1)
+    assert float(ewc.penalty(model)) > 0.0
+    assert all(not name.startswith("head") for name in ewc.fisher)
+
+
+def test_growth_reanchors_changed_parameters_and_zero_pads_their_fisher():
+    torch.manual_seed(0)
+    model = CollectiveModel(CollectiveConfig(preset="tiny"))
+    model.add_task(3)
+    ewc = EWC(1.0)
+    ewc.consolidate(model, _batches(model), task_id=0)
+    old = ewc.fisher["conv1.conv.weight"].clone()
+    model.widen(1, 12, generator=torch.Generator().manual_seed(0))
+    model.deepen(1)  # inserts a layer: stable names keep conv2/conv3 matched
+    ewc.sync(model)
+    new = ewc.fisher["conv1.conv.weight"]
+    assert new.shape[0] == 12
+    torch.testing.assert_close(new[:8], old)
+    assert torch.all(new[8:] == 0)
+    assert float(ewc.penalty(model)) == pytest.approx(0.0, abs=1e-10)  # growth preserves the anchor
+
+
+def test_ewc_changes_the_loss_and_reduces_forgetting_of_the_first_task(tmp_path):
+    data = _stream_data()
+    results = {}
+    for weight in (0.0, 50.0):
+        config = CollectiveTrainingConfig.for_preset(
+            "tiny", num_tasks=3, epochs_per_task=5, lr=0.03, train_per_class=40, test_per_class=20,
+            growth="none", ewc_weight=weight, record_gradients=False,
+            base=list(range(15)), open_world=[], novel=[],
+        )
+        run = train_collective(config, tmp_path / f"ewc{weight}", data=data, resume=False, progress=False)
+        results[weight] = run.report["tasks"]
+    off, on = results[0.0], results[50.0]
+    assert off[0]["epoch_losses"] == on[0]["epoch_losses"]  # identical until EWC has a task to protect
+    assert off[1]["epoch_losses"] != on[1]["epoch_losses"]
+    assert all(p == 0.0 for p in off[1]["epoch_ewc_penalties"]) and on[1]["epoch_ewc_penalties"][-1] > 0
+    drop_off = off[0]["accuracy_after"] - off[0]["accuracy_end"]
+    drop_on = on[0]["accuracy_after"] - on[0]["accuracy_end"]
+    assert drop_on < drop_off
