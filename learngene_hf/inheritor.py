@@ -195,8 +195,11 @@ class Inheritor:
             return None, settings, "the run has no open-world classes"
         if self.probe_data is None:
             return None, settings, "no open-world images were given (pass probe_data=... or use Inheritor.from_run)"
-        if len(self.open_world_classes) < ways:
-            return None, settings, f"only {len(self.open_world_classes)} open-world classes for {ways}-way probes"
+        if len(self.open_world_classes) < 2:
+            return None, settings, f"only {len(self.open_world_classes)} open-world class(es); a probe needs at least 2"
+        if len(self.open_world_classes) < ways:  # fewer open-world classes than ways: use them all
+            ways = len(self.open_world_classes)
+            settings["ways"] = ways
         from .data import sample_episodes
         from .fewshot import FewShotConfig, probe_learngene
 

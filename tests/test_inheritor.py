@@ -136,3 +136,51 @@ def test_push_to_hub_pushes_only_the_learngene(hub):
     assert set(pulled.tensors) == {f"blocks.{j}.{n}" for j in range(2) for n in
                                    ("conv.weight", "bn.weight", "bn.bias", "bn.running_mean", "bn.running_var", "bn.num_batches_tracked")}
     assert pulled.num_parameters() < sum(p.numel() for p in model.parameters())
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """A 3-task collective run on a small embedded dataset (about 10 s on 2 CPU cores)."""
+    from learngene_hf.training import CollectiveTrainingConfig, train_collective
+
+    config = CollectiveTrainingConfig(
+        preset="tiny", num_tasks=3, ways=3, epochs_per_task=1, batch_size=16, growth="none", image_size=16,
+        embedded={"num_classes": 12, "train_per_class": 12, "test_per_class": 4}, base="0-5", open_world="6-9", novel="10-11",
+    )
+    run_dir = tmp_path_factory.mktemp("run")
+    train_collective(config, run_dir, progress=False)
+    return run_dir
+
+
+def test_from_run_probes_open_world_classes_and_records_the_run(tiny_run, tmp_path):
+    inheritor = Inheritor.from_run(tiny_run)
+    assert inheritor.open_world_classes == [6, 7, 8, 9]
+    selection = inheritor.select(k=2, probe_episodes=2, probe_epochs=1, probe_shots=2, probe_queries=2)
+    assert selection.strategy == "validated" and selection.probe["ways"] == 4  # capped at the 4 open-world classes
+    learngene = inheritor.extract()
+    assert learngene.config.source["run_dir"] == str(tiny_run.resolve())
+    stream = learngene.config.task_stream
+    assert stream["split"]["novel"] == [10, 11] and stream["num_tasks"] == 3 and stream["ways"] == 3
+    assert set(stream["classes"]) <= set(range(6))
+
+
+def test_example_script_extracts_and_pushes_to_a_hub_endpoint(tiny_run, tmp_path, hub, capsys):
+    import runpy
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "examples" / "extract_learngene.py"
+    argv = [str(script), str(tiny_run), "--strategy", "paper", "--k", "2", "--output-dir", str(tmp_path / "out"),
+            "--push-to-hub", "me/example-lg", "--hub-endpoint", hub]
+    old = sys.argv
+    sys.argv = argv
+    try:
+        with pytest.raises(SystemExit) as info:
+            runpy.run_path(str(script), run_name="__main__")
+    finally:
+        sys.argv = old
+    assert info.value.code == 0
+    out = capsys.readouterr().out
+    assert "Chosen layers [2, 3]" in out and "Pushed to me/example-lg" in out
+    assert Learngene.from_pretrained("me/example-lg").config.layer_names == ["conv2", "conv3"]
+    assert (tmp_path / "out" / "layer_ranking.png").exists()
