@@ -177,3 +177,25 @@ def test_example_on_two_cpu_processes_runs_every_episode_once(tmp_path, data):
         assert set(e["classes"]) <= set(SPLIT["novel"])
     assert len(results["methods"]["learngene"]["accuracies"]) == 5
     assert (out / "accuracy.png").is_file() and "| learngene |" in proc.stdout
+
+
+def test_compare_adds_blocks_of_the_collective_run_and_tunes_lr_on_open_world(tmp_path, data):
+    from learngene_hf.fewshot import load_fewshot_data
+    from learngene_hf.inheritor import Inheritor
+    from learngene_hf.training import CollectiveTrainingConfig, train_collective
+
+    cfg = CollectiveTrainingConfig.for_preset(
+        "tiny", num_tasks=2, ways=2, epochs_per_task=1, train_per_class=10, test_per_class=2,
+        embedded={k: v for k, v in EMBEDDED.items() if k != "image_size"}, image_size=16, growth="none", **SPLIT)
+    train_collective(cfg, tmp_path / "run", progress=False)
+    lg = Inheritor.from_run(tmp_path / "run").extract([2, 3])
+    images, novel, open_world = load_fewshot_data(lg)
+    assert novel == SPLIT["novel"] and open_world == SPLIT["open_world"]
+    episodes = sample_episodes(images, novel, 2, ways=2, shots=2, queries=2)
+    tune = sample_episodes(images, open_world, 1, ways=2, shots=2, queries=2, seed=5)
+    results = compare_methods(lg, episodes, FewShotConfig(epochs=1, device="cpu"), compare=True, tune_lr_episodes=tune,
+                              lr_grid=(0.01, 0.05), progress=False)
+    methods = results["methods"]
+    assert list(methods) == ["learngene", "scratch", "whole", "last_2", "first_2", "worst_2"]
+    assert all(set(m["lr_search"]) == {"0.01", "0.05"} and m["lr"] in (0.01, 0.05) for m in methods.values())
+    assert results["setting"]["lr_tuned_on"] == "open-world classes"
