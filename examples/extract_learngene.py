@@ -32,6 +32,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--probe-episodes", type=int, default=4, help="open-world probe episodes per candidate (default 4)")
     parser.add_argument("--probe-epochs", type=int, default=15, help="epochs of each probe (default 15)")
     parser.add_argument("--probe-shots", type=int, default=5, help="shots of each probe episode (default 5)")
+    parser.add_argument("--probe-queries", type=int, default=15, help="query images per class of each probe episode (default 15)")
     parser.add_argument("--probe-ways", type=int, default=5, help="ways of each probe episode (default 5; capped at the open-world classes)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--push-to-hub", metavar="ORG/NAME", default=None, help="push the learngene (only it) to this repo")
@@ -51,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         selection = inheritor.select(
             args.strategy, k=args.k, criterion=args.criterion, threshold=args.threshold, from_task=args.from_task,
-            probe_episodes=args.probe_episodes, probe_epochs=args.probe_epochs, probe_shots=args.probe_shots, probe_ways=args.probe_ways, seed=args.seed,
+            probe_episodes=args.probe_episodes, probe_epochs=args.probe_epochs, probe_shots=args.probe_shots, probe_ways=args.probe_ways, probe_queries=args.probe_queries, seed=args.seed,
         )
     print(f"Layer ranking by '{selection.criterion}' (lower = more stable):" if selection.criterion else "No gradient record: no ranking.")
     print(selection.table())
