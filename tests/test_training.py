@@ -1,0 +1,185 @@
+"""Collective training end to end: outputs, growth, resume, load_run, and a real 2-process launch."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from learngene_hf.data import ImageTensors
+from learngene_hf.errors import ArtifactError, ConfigError
+from learngene_hf.record import GradientRecord
+from learngene_hf.training import (
+    CollectiveTrainingConfig,
+    load_run,
+    plan_growth,
+    train_collective,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _data(n_classes: int = 12, per: int = 24, test: int = 10, size: int = 16) -> tuple[ImageTensors, ImageTensors]:
+    g = torch.Generator().manual_seed(0)
+    colors = torch.rand(n_classes, 3, 1, 1, generator=g) * 200
+
+    def make(k: int) -> ImageTensors:
+        labels = torch.arange(n_classes).repeat_interleave(k)
+        images = colors[labels] + torch.rand(len(labels), 3, size, size, generator=g) * 55
+        return ImageTensors(images.clamp(0, 255).to(torch.uint8), labels, [f"c{i}" for i in range(n_classes)])
+
+    return make(per), make(test)
+
+
+def _config(**overrides) -> CollectiveTrainingConfig:
+    values = dict(num_tasks=3, epochs_per_task=2, train_per_class=20, test_per_class=10,
+                  base=list(range(10)), open_world=[10, 11], novel=[])
+    values.update(overrides)
+    return CollectiveTrainingConfig.for_preset("tiny", **values)
+
+
+def test_three_task_run_writes_every_output_and_reloads(tmp_path):
+    run = train_collective(_config(), tmp_path / "run", data=_data(), progress=False)
+    folder = tmp_path / "run"
+    for name in ("model/config.json", "model/model.safetensors", "gradient_record.json", "report.json",
+                 "report.md", "heatmap.png", "run_config.json", "checkpoint/state.json"):
+        assert (folder / name).is_file(), name
+    assert (folder / "heatmap.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    report = json.loads((folder / "report.json").read_text())
+    assert report["complete"] and report["finished_tasks"] == 3
+    assert [len(c) for c in report["task_stream"]] == [5, 5, 5]
+    assert report["class_split"]["open_world"] == [10, 11]
+    assert report["tasks"][0]["open_world_auroc"] is None
+    assert all(0.0 <= t["open_world_auroc"] <= 1.0 for t in report["tasks"][1:])
+    assert all(0.0 <= t["accuracy_after"] <= 1.0 and 0.0 <= t["accuracy_end"] <= 1.0 for t in report["tasks"])
+    assert report["images_per_second"] > 0
+    assert report["dataset"]["num_classes"] == 12
+    names, tasks, array = run.record.matrix("frac_above", threshold=5e-10)
+    assert tasks == [0, 1, 2] and array.shape == (4, 3)
+    assert len(run.record.epochs) == 3 * 2
+
+    again = load_run(folder)
+    assert not again.model.training
+    assert again.config == run.config
+    assert again.split.open_world == [10, 11]
+    assert again.record.to_dict() == run.record.to_dict()
+    for a, b in zip(again.model.state_dict().values(), run.model.state_dict().values()):
+        torch.testing.assert_close(a, b)
+
+
+def test_paper_growth_plan_doubles_the_last_three_layers_round_robin():
+    config = CollectiveTrainingConfig.for_preset("paper", num_tasks=50)
+    widths = [64, 64, 64, 64, 128, 128, 128, 256, 256, 256, 256, 256, 256]
+    names = [f"conv{i}" for i in range(13)]
+    events = plan_growth(config, names, widths)
+    assert [e["task"] for e in events] == list(range(1, 21))
+    assert [e["layer"] for e in events[:4]] == ["conv10", "conv11", "conv12", "conv10"]
+    final = {e["layer"]: e["width"] for e in events}
+    assert final == {"conv10": 512, "conv11": 512, "conv12": 512}
+    short = plan_growth(CollectiveTrainingConfig.for_preset("paper", num_tasks=4), names, widths)
+    assert [e["task"] for e in short] == [1, 2, 3]
+    assert {e["layer"]: e["width"] for e in short} == {"conv10": 512, "conv11": 512, "conv12": 512}
+
+
+def test_growth_happens_during_training_and_is_logged(tmp_path):
+    growth = [{"task": 1, "op": "widen", "layer": "conv3", "width": 24},
+              {"task": 2, "op": "deepen", "layer": "conv1"}]
+    run = train_collective(_config(growth=growth), tmp_path / "run", data=_data(), progress=False)
+    log = run.model.config.growth_log
+    assert [(e["op"], e["name"], e["old_width"], e["new_width"], e["task"]) for e in log] == [
+        ("widen", "conv3", 16, 24, 1), ("deepen", "conv4", None, 8, 2)]
+    assert run.model.config.widths == [8, 8, 8, 16, 24]
+    assert run.record.layer_names == ["conv0", "conv1", "conv4", "conv2", "conv3"]
+    _, _, array = run.record.matrix("mean_abs")
+    assert torch.isnan(torch.tensor(array[2, :2])).all() and not torch.isnan(torch.tensor(array[2, 2]))
+    assert run.report["tasks"][1]["growth"][0]["new_width"] == 24
+    assert load_run(tmp_path / "run").model.config.widths == [8, 8, 8, 16, 24]
+
+
+def test_interrupted_then_resumed_run_equals_uninterrupted(tmp_path):
+    data = _data()
+    config = _config(ewc_weight=5.0, growth=[{"task": 2, "op": "widen", "layer": "conv2", "width": 12}])
+    full = train_collective(config, tmp_path / "full", data=data, progress=False)
+
+    stopped = train_collective(_config(ewc_weight=5.0, stop_after_task=2,
+                                       growth=[{"task": 2, "op": "widen", "layer": "conv2", "width": 12}]),
+                               tmp_path / "cut", data=data, progress=False)
+    assert stopped.report["finished_tasks"] == 2 and not stopped.report["complete"]
+    state = json.loads((tmp_path / "cut" / "checkpoint" / "state.json").read_text())
+    assert state["next_task"] == 2
+    resumed = train_collective(config, tmp_path / "cut", data=data, progress=False)
+    assert resumed.report["complete"]
+    for (name, a), b in zip(full.model.state_dict().items(), resumed.model.state_dict().values()):
+        torch.testing.assert_close(a, b, msg=name)
+    assert resumed.record.to_dict() == full.record.to_dict()
+    keep = ("accuracy_after", "accuracy_end", "open_world_auroc", "epoch_losses")
+    assert [{k: t[k] for k in keep} for t in resumed.report["tasks"]] == [{k: t[k] for k in keep} for t in full.report["tasks"]]
+    assert not list((tmp_path / "cut").glob(".*tmp*"))
+
+
+def test_resume_with_a_different_config_is_refused(tmp_path):
+    data = _data()
+    train_collective(_config(stop_after_task=1), tmp_path / "run", data=data, progress=False)
+    with pytest.raises(ConfigError, match="different config"):
+        train_collective(_config(lr=0.5), tmp_path / "run", data=data, progress=False)
+
+
+def test_load_run_reports_missing_and_corrupt_files(tmp_path):
+    with pytest.raises(ArtifactError, match="does not exist"):
+        load_run(tmp_path / "nowhere")
+    train_collective(_config(num_tasks=2, epochs_per_task=1), tmp_path / "run", data=_data(), progress=False)
+    (tmp_path / "run" / "report.json").write_text("{truncated")
+    with pytest.raises(ArtifactError, match="report.json.*train_collective"):
+        load_run(tmp_path / "run")
+    os.remove(tmp_path / "run" / "gradient_record.json")
+    with pytest.raises(ArtifactError, match="gradient_record.json is missing"):
+        load_run(tmp_path / "run")
+
+
+def test_config_round_trip_and_clear_errors():
+    config = _config(growth=[{"task": 1, "op": "deepen", "layer": "conv0"}])
+    assert CollectiveTrainingConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
+    with pytest.raises(ConfigError, match="ways must be at least 2"):
+        _config(ways=1)
+    with pytest.raises(ConfigError, match="mixed_precision"):
+        _config(mixed_precision="fp8")
+    with pytest.raises(ConfigError, match="Unknown training config keys"):
+        CollectiveTrainingConfig.from_dict({"num_taks": 3})
+    with pytest.raises(ConfigError, match="task must be in"):
+        plan_growth(_config(growth=[{"task": 9, "op": "widen", "layer": "conv0", "width": 9}]), ["conv0"], [8])
+
+
+@pytest.mark.skipif(shutil.which("accelerate") is None and not (Path(sys.executable).parent / "accelerate").exists(),
+                    reason="the accelerate launcher is not installed")
+def test_two_cpu_processes_produce_the_same_record_shape(tmp_path):
+    launcher = str(Path(sys.executable).parent / "accelerate")
+    common = ["--preset", "tiny", "--num-tasks", "3", "--epochs-per-task", "1", "--images-per-class", "12",
+              "--test-per-class", "6", "--no-progress", "--seed", "3"]
+    env = dict(os.environ, ACCELERATE_USE_CPU="1", LEARNGENE_HF_CACHE=str(tmp_path / "cache"),
+               PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    two = subprocess.run(
+        [launcher, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
+         "--dynamo_backend", "no", str(REPO / "examples" / "train_collective.py"), "--output-dir", str(tmp_path / "two"), *common],
+        env=env, capture_output=True, text=True, timeout=300)
+    assert two.returncode == 0, two.stderr[-3000:]
+    one = subprocess.run([sys.executable, str(REPO / "examples" / "train_collective.py"), "--output-dir", str(tmp_path / "one"), *common],
+                         env=env, capture_output=True, text=True, timeout=300)
+    assert one.returncode == 0, one.stderr[-3000:]
+    report_two = json.loads((tmp_path / "two" / "report.json").read_text())
+    report_one = json.loads((tmp_path / "one" / "report.json").read_text())
+    assert report_two["num_processes"] == 2 and report_one["num_processes"] == 1
+    assert report_two["task_stream"] == report_one["task_stream"]
+    rec_two = GradientRecord.load(tmp_path / "two" / "gradient_record.json")
+    rec_one = GradientRecord.load(tmp_path / "one" / "gradient_record.json")
+    for stat, thr in [("frac_above", 5e-10), ("rms", None), ("rel_weight_change", None)]:
+        names2, tasks2, a2 = rec_two.matrix(stat, thr)
+        names1, tasks1, a1 = rec_one.matrix(stat, thr)
+        assert (names2, tasks2, a2.shape) == (names1, tasks1, a1.shape)
+    # every test image is evaluated exactly once across the two processes
+    assert report_two["tasks"][0]["train_images_seen"] >= report_one["tasks"][0]["train_images_seen"]
