@@ -1,0 +1,340 @@
+"""The whole learngene pipeline in one call: collective model -> learngene -> Hub -> few-shot.
+
+:func:`run_pipeline` chains the library's stages exactly as a user would run the examples one by
+one, and writes everything under one output folder::
+
+    OUTPUT_DIR/
+      collective/            train_collective: model, gradient record, heat map, report
+      learngene/             the selected learngene (learngene.safetensors, config, model card,
+                             layer_ranking.png)
+      hub/                   the local Hub server's storage (when no endpoint is given)
+      few_shot_{K}shot/      results.json, results.md, accuracy.png for every K in ``shots``
+      summary.json           the numbers of every stage
+      summary.md             the tables, also printed at the end
+
+Every stage is resumable: the collective run continues from its checkpoint, and a rerun of the
+same command redoes only the (quick) later stages.
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from .errors import ConfigError
+
+DEFAULT_REPO_ID = "demo/learngene-embedded"
+
+
+@dataclass
+class PipelineConfig:
+    """Settings of :func:`run_pipeline` (the defaults finish on 2 CPU cores in about 15 minutes).
+
+    Collective stage: ``preset``, ``dataset`` (None: the embedded procedural dataset),
+    ``image_column``, ``label_column``, ``image_size``, ``num_tasks``, ``epochs_per_task``,
+    ``images_per_class`` (None: the preset's defaults, see ``training.PRESET_TRAINING_DEFAULTS``).
+    Learngene stage: ``strategy`` ("validated", "criterion", "paper"), ``criterion``, ``k``,
+    ``layers`` (explicit, overrides the strategy), ``probe_episodes``.
+    Hub stage: ``repo_id``, ``hub_endpoint`` (None: a local Hub server storing under
+    ``OUTPUT_DIR/hub``; a URL: that server, e.g. ``https://huggingface.co``), ``token``.
+    Few-shot stage: ``shots`` (one comparison per value), ``episodes``, ``ways``, ``queries``,
+    ``epochs``, ``lr``, ``batch_size``, ``tune_lr`` (every method's lr picked on open-world
+    episodes), ``tune_episodes``, ``compare`` (also the whole backbone, last-k, first-k and
+    worst-k blocks).
+    """
+
+    output_dir: str = "runs/pipeline"
+    seed: int = 0
+    # collective
+    preset: str = "small"
+    dataset: str | None = None
+    image_column: str = "img"
+    label_column: str = "fine_label"
+    image_size: int | None = None
+    num_tasks: int | None = None
+    epochs_per_task: int | None = None
+    images_per_class: int | None = None
+    # learngene
+    strategy: str = "validated"
+    criterion: str | None = None
+    k: int = 3
+    layers: list[int] | None = None
+    probe_episodes: int = 4
+    # hub
+    repo_id: str = DEFAULT_REPO_ID
+    hub_endpoint: str | None = None
+    token: str | None = None
+    # few-shot
+    shots: list[int] = field(default_factory=lambda: [5, 10])
+    episodes: int = 20
+    ways: int = 5
+    queries: int = 15
+    epochs: int = 30
+    lr: float = 5e-3
+    batch_size: int = 32
+    tune_lr: bool = True
+    tune_episodes: int = 4
+    lr_grid: list[float] | None = None
+    compare: bool = True
+
+    def __post_init__(self) -> None:
+        if not self.shots or any(int(s) <= 0 for s in self.shots):
+            raise ConfigError(f"shots must be a non-empty list of positive integers, got {self.shots!r}.")
+        for name in ("episodes", "ways", "queries", "epochs", "batch_size", "k", "probe_episodes", "tune_episodes"):
+            if int(getattr(self, name)) <= 0:
+                raise ConfigError(f"{name} must be positive, got {getattr(self, name)!r}.")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _train(cfg: PipelineConfig, out: Path, accelerator, progress: bool):
+    from .training import CollectiveTrainingConfig, train_collective
+
+    config = CollectiveTrainingConfig.for_preset(
+        cfg.preset,
+        dataset=cfg.dataset,
+        image_column=cfg.image_column,
+        label_column=cfg.label_column,
+        image_size=cfg.image_size,
+        num_tasks=cfg.num_tasks,
+        epochs_per_task=cfg.epochs_per_task,
+        train_per_class=cfg.images_per_class,
+        seed=cfg.seed,
+    )
+    return train_collective(config, out / "collective", accelerator=accelerator, resume=True, progress=progress)
+
+
+def _select_and_save(cfg: PipelineConfig, out: Path, device: str) -> tuple[Any, Any]:
+    from .criterion import DEFAULT_CRITERION
+    from .inheritor import Inheritor
+
+    inheritor = Inheritor.from_run(out / "collective")
+    selection = inheritor.select(
+        cfg.strategy,
+        k=cfg.k,
+        criterion=cfg.criterion or DEFAULT_CRITERION,
+        layers=cfg.layers,
+        probe_episodes=cfg.probe_episodes,
+        seed=cfg.seed,
+        device=device,
+    )
+    inheritor.save_pretrained(out / "learngene", repo_id=cfg.repo_id)
+    return inheritor.learngene, selection
+
+
+def _share(cfg: PipelineConfig, out: Path, learngene) -> tuple[Any, dict[str, Any]]:
+    """Push the learngene to the Hub and pull it back by commit sha; returns the pulled copy."""
+    from huggingface_hub import HfApi
+
+    from .learngene import Learngene
+
+    start = time.perf_counter()
+    commit = learngene.push_to_hub(cfg.repo_id, token=cfg.token, commit_message="Learngene from learngene-hf's pipeline")
+    push_s = time.perf_counter() - start
+    sha = commit.oid
+    start = time.perf_counter()
+    pulled = Learngene.from_pretrained(cfg.repo_id, revision=sha, token=cfg.token, cache_dir=str(out / "hub_cache"))
+    pull_s = time.perf_counter() - start
+    same = set(pulled.tensors) == set(learngene.tensors) and all(
+        torch.equal(pulled.tensors[name], tensor) for name, tensor in learngene.tensors.items()
+    )
+    if not same:
+        raise RuntimeError("The learngene pulled from the Hub differs from the one pushed; the Hub copy is corrupt.")
+    files = HfApi().list_repo_tree(cfg.repo_id, revision=sha, token=cfg.token)
+    pulled_bytes = sum(getattr(f, "size", 0) or 0 for f in files)
+    return pulled, {
+        "repo_id": cfg.repo_id,
+        "commit_sha": sha,
+        "endpoint": _endpoint(),
+        "push_seconds": push_s,
+        "pull_seconds": pull_s,
+        "repo_bytes": pulled_bytes,
+        "identical_after_pull": same,
+    }
+
+
+def _endpoint() -> str:
+    from huggingface_hub import constants
+
+    return constants.ENDPOINT
+
+
+def _hub_context(cfg: PipelineConfig, out: Path):
+    from .testing.hub import local_hub, use_endpoint
+
+    if cfg.hub_endpoint:
+        return use_endpoint(cfg.hub_endpoint)
+    return local_hub(out / "hub")
+
+
+def _few_shot(cfg: PipelineConfig, out: Path, learngene, accelerator, progress: bool) -> dict[int, dict[str, Any]]:
+    from .data import sample_episodes
+    from .fewshot import DEFAULT_LR_GRID, FewShotConfig, compare_methods, comparison_methods, load_fewshot_data, write_results
+
+    data, novel, open_world = load_fewshot_data(learngene)
+    methods = comparison_methods(learngene, compare=cfg.compare)
+    fs_cfg = FewShotConfig(lr=cfg.lr, epochs=cfg.epochs, batch_size=cfg.batch_size, device=str(accelerator.device))
+    results = {}
+    for shots in cfg.shots:
+        episodes = sample_episodes(data, novel, cfg.episodes, cfg.ways, shots, cfg.queries, seed=cfg.seed)
+        tune = None
+        if cfg.tune_lr:
+            if len(open_world) < cfg.ways:
+                raise ConfigError(
+                    f"tune_lr needs at least {cfg.ways} open-world classes, the split has {len(open_world)}; "
+                    "give more open-world classes or turn lr tuning off (--no-tune-lr)."
+                )
+            tune = sample_episodes(data, open_world, cfg.tune_episodes, cfg.ways, shots, cfg.queries, seed=cfg.seed + 10_000)
+        result = compare_methods(
+            learngene,
+            episodes,
+            fs_cfg,
+            methods=methods,
+            tune_lr_episodes=tune,
+            lr_grid=cfg.lr_grid or DEFAULT_LR_GRID,
+            accelerator=accelerator,
+            seed=cfg.seed,
+            progress=progress,
+        )
+        result["setting"]["processes"] = accelerator.num_processes
+        if accelerator.is_main_process:
+            write_results(result, str(out / f"few_shot_{shots}shot"))
+        results[shots] = result
+    return results
+
+
+def summary_markdown(summary: dict[str, Any]) -> str:
+    """The pipeline's summary as markdown: stages, learngene, and one accuracy table per K."""
+    from .fewshot import format_table
+
+    c, lg = summary["collective"], summary["learngene"]
+    sizes = lg["sizes"]
+    lines = [
+        "# learngene-hf pipeline summary",
+        "",
+        f"- Collective model: preset `{c['preset']}`, {c['num_tasks']} tasks, mean accuracy after learning each task "
+        f"{100 * c['mean_accuracy_after']:.1f}%, at the end {100 * c['mean_accuracy_end']:.1f}%, "
+        f"{c['images_per_second']:.0f} images/s, {c['seconds']:.0f} s.",
+        f"- Learngene: layers {lg['layers']} ({lg['position']}). {lg['reason']}",
+        f"- Size: {sizes['learngene_parameters']:,} parameters ({sizes['learngene_bytes'] / 1e6:.2f} MB) = "
+        f"{100 * sizes['parameter_fraction']:.1f}% of the collective model's {sizes['collective_parameters']:,}.",
+    ]
+    hub = summary.get("hub")
+    if hub:
+        lines.append(
+            f"- Hub: pushed to `{hub['repo_id']}` at {hub['endpoint']} (commit {hub['commit_sha'][:10]}), "
+            f"{hub['repo_bytes'] / 1e6:.2f} MB, push {hub['push_seconds']:.2f} s, pull {hub['pull_seconds']:.2f} s; "
+            "the pulled tensors are identical."
+        )
+    for shots, result in summary["few_shot"].items():
+        lines += ["", f"## {shots}-shot", "", format_table(result)]
+    return "\n".join(lines) + "\n"
+
+
+def run_pipeline(
+    cfg: PipelineConfig | None = None, *, accelerator=None, progress: bool = True, log=print
+) -> dict[str, Any]:
+    """Run collective training, learngene selection and extraction, the Hub round trip and the
+    few-shot comparison; returns the summary (also written to ``summary.json`` / ``summary.md``).
+
+    Under ``accelerate launch`` with several processes, training and the few-shot episodes are
+    spread over the processes; selection, saving and the Hub round trip run on the main process.
+    """
+    from accelerate import Accelerator
+
+    from .io import write_json_atomic, write_text_atomic
+    from .learngene import Learngene
+    from .training import resolve_mixed_precision
+
+    cfg = cfg or PipelineConfig()
+    out = Path(cfg.output_dir)
+    if accelerator is None:
+        accelerator = Accelerator(mixed_precision=resolve_mixed_precision("auto"))
+    main = accelerator.is_main_process
+    say = log if main else (lambda *a, **k: None)
+    timings: dict[str, float] = {}
+
+    say(f"[1/4] Training the collective model ({cfg.preset} preset) -> {out / 'collective'}")
+    start = time.perf_counter()
+    run = _train(cfg, out, accelerator, progress)
+    timings["collective"] = time.perf_counter() - start
+
+    hub_info: dict[str, Any] | None = None
+    with _hub_context(cfg, out) if main else nullcontext():
+        if main:
+            say(f"[2/4] Selecting the learngene (strategy {cfg.strategy!r}) -> {out / 'learngene'}")
+            start = time.perf_counter()
+            learngene, selection = _select_and_save(cfg, out, str(accelerator.device))
+            timings["selection"] = time.perf_counter() - start
+            say(selection.table())
+            say(f"chosen: {selection.chosen_names} - {selection.reason}")
+            say(f"[3/4] Sharing it on the Hub as {cfg.repo_id!r} and pulling it back")
+            learngene, hub_info = _share(cfg, out, learngene)
+        accelerator.wait_for_everyone()
+    if not main:
+        learngene = Learngene.from_pretrained(out / "learngene")
+
+    say(f"[4/4] Few-shot: learngene vs scratch on {cfg.episodes} novel-class episodes per setting")
+    start = time.perf_counter()
+    results = _few_shot(cfg, out, learngene, accelerator, progress)
+    timings["few_shot"] = time.perf_counter() - start
+
+    report = run.report
+    lg_cfg = learngene.config
+    summary = {
+        "config": cfg.to_dict(),
+        "processes": accelerator.num_processes,
+        "device": str(accelerator.device),
+        "collective": {
+            "preset": cfg.preset,
+            "num_tasks": report.get("finished_tasks"),
+            "mean_accuracy_after": report.get("mean_accuracy_after"),
+            "mean_accuracy_end": report.get("mean_accuracy_end"),
+            "images_per_second": report.get("images_per_second"),
+            "seconds": timings["collective"],
+            "run_dir": str(out / "collective"),
+        },
+        "learngene": {
+            "layers": lg_cfg.layer_names,
+            "position": lg_cfg.position,
+            "strategy": (lg_cfg.selection or {}).get("strategy"),
+            "reason": (lg_cfg.selection or {}).get("reason"),
+            "sizes": dict(lg_cfg.sizes),
+            "dir": str(out / "learngene"),
+        },
+        "hub": hub_info,
+        "few_shot": {str(k): v for k, v in results.items()},
+        "seconds": timings,
+    }
+    if main:
+        write_json_atomic(out / "summary.json", _without_episodes(summary))
+        text = summary_markdown(summary)
+        write_text_atomic(out / "summary.md", text)
+        say("")
+        say(text)
+    accelerator.wait_for_everyone()
+    return summary
+
+
+def _without_episodes(summary: dict[str, Any]) -> dict[str, Any]:
+    """The summary without per-episode rows (they are in each few_shot_*/results.json)."""
+    slim = dict(summary)
+    slim["few_shot"] = {k: {kk: vv for kk, vv in v.items() if kk != "episodes"} for k, v in summary["few_shot"].items()}
+    return slim
+
+
+def parse_int_list(text: str | Sequence[int]) -> list[int]:
+    """``"5,10,20"`` -> ``[5, 10, 20]``."""
+    if not isinstance(text, str):
+        return [int(x) for x in text]
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError as err:
+        raise ConfigError(f"Expected comma-separated integers like '5,10', got {text!r}.") from err
+
