@@ -16,8 +16,10 @@ colour says little about the class: a linear classifier on raw pixels does poorl
 convnet does well (see ``benchmarks/data_linear_vs_cnn.py``).
 
 Rendering is vectorised numpy over all images of a class (no per-pixel Python loops), and the whole
-dataset is deterministic given the seed. Image ``i`` of class ``c`` in split ``s`` depends only on
-``(seed, c, s)`` and the per-class count, so changing ``num_classes`` keeps the other classes' pixels.
+dataset is deterministic given the seed: same arguments, same bytes. The class definitions depend on
+``(seed, num_classes)``; the pixels of a class on its definition, ``(seed, class id, split)`` and
+``image_size`` (images are rendered in fixed chunks of 100, so raising the per-class count keeps all
+complete chunks of 100 of the smaller count).
 """
 
 from __future__ import annotations

@@ -41,12 +41,16 @@ def validate_columns(ds: "datasets.Dataset", image_column: str, label_column: st
     import datasets
 
     where = f" in split {split!r}" if split else ""
+    problems, hints = [], []
     if image_column not in ds.features:
-        raise DataError(f"image column {image_column!r} not found{where}; the dataset has columns: "
-                        f"{_describe_columns(ds)}.{_suggest(ds, 'image')}")
+        problems.append(f"image column {image_column!r} not found")
+        hints.append(_suggest(ds, "image"))
     if label_column not in ds.features:
-        raise DataError(f"label column {label_column!r} not found{where}; the dataset has columns: "
-                        f"{_describe_columns(ds)}.{_suggest(ds, 'label')}")
+        problems.append(f"label column {label_column!r} not found")
+        hints.append(_suggest(ds, "label"))
+    if problems:
+        raise DataError(f"{' and '.join(problems)}{where}; the dataset has columns: "
+                        f"{_describe_columns(ds)}.{''.join(hints)}")
     img = ds.features[image_column]
     if not isinstance(img, datasets.Image):
         raise DataError(f"column {image_column!r}{where} is {img!r}, not an Image feature; choose the "
@@ -226,7 +230,7 @@ def dataset_to_tensors(ds: "datasets.Dataset", image_column: str = "img",  # noq
     else:
         size = image_size or 32
         images = torch.zeros((0, 3, size, size), dtype=torch.uint8)
-    return ImageTensors(images, torch.from_numpy(labels), names)
+    return ImageTensors(images, torch.from_numpy(labels.copy()), names)
 
 
 def _embedded_tensors(image_size: int | None, **kwargs: Any) -> tuple[ImageTensors, ImageTensors]:
