@@ -3,16 +3,16 @@
 Both models see the same 20-class subset (by default the 20 novel classes of the default
 64/16/20 split) with the same training images, on CPU, for a few epochs. The linear model is a
 single linear layer (multinomial logistic regression) on normalized pixels; the CNN is a 3-block
-conv-BN-ReLU net. Writes ``benchmarks/results/data_linear_vs_cnn.{json,md}``.
+conv-BN-ReLU-maxpool net; then a 5-way 5-shot
+transfer check (pretrained early blocks vs random init). Writes ``benchmarks/results/data_linear_vs_cnn.{json,md}``.
 
-    python benchmarks/data_linear_vs_cnn.py              # defaults, about 1-2 minutes on 2 CPU cores
+    python benchmarks/data_linear_vs_cnn.py              # defaults, about 2 minutes on 2 CPU cores
     python benchmarks/data_linear_vs_cnn.py --source path/to/imagefolder --label-column label
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import sys
 import time

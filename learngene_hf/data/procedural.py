@@ -36,7 +36,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ..errors import ConfigError, DataError
+from ..errors import ConfigError
 from ..io import atomic_path, write_json_atomic
 
 #: Bumped whenever the rendered pixels or class definitions change; part of every cache key.
