@@ -7,7 +7,7 @@ conv-BN-ReLU-maxpool net; then a 5-way 5-shot
 transfer check (pretrained early blocks vs random init). Writes ``benchmarks/results/data_linear_vs_cnn.{json,md}``.
 
     python benchmarks/data_linear_vs_cnn.py              # defaults, about 2 minutes on 2 CPU cores
-    python benchmarks/data_linear_vs_cnn.py --source path/to/imagefolder --label-column label
+    python benchmarks/data_linear_vs_cnn.py --source path/to/imagefolder --image-column image --label-column label
 """
 
 from __future__ import annotations
