@@ -15,7 +15,7 @@ import contextlib
 import sys
 
 from learngene_hf.criterion import CRITERIA, DEFAULT_CRITERION, DEFAULT_K, STRATEGIES, parse_layers
-from learngene_hf.inheritor import Inheritor
+from learngene_hf.inheritor import DEFAULT_MAX_FRACTION, DEFAULT_PROBE_LRS, Inheritor
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -30,13 +30,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--k", type=int, default=DEFAULT_K, help=f"layers per learngene (default {DEFAULT_K})")
     parser.add_argument("--layers", default=None, help="explicit layers, e.g. '0-2' or '10,11,12' (overrides --strategy)")
     parser.add_argument("--probe-episodes", type=int, default=4, help="open-world probe episodes per candidate (default 4)")
-    parser.add_argument("--probe-epochs", type=int, default=15, help="epochs of each probe (default 15)")
+    parser.add_argument("--probe-epochs", type=int, default=30, help="epochs of each probe (default 30)")
     parser.add_argument("--probe-shots", type=int, default=5, help="shots of each probe episode (default 5)")
     parser.add_argument("--probe-queries", type=int, default=15, help="query images per class of each probe episode (default 15)")
     parser.add_argument("--probe-ways", type=int, default=5, help="ways of each probe episode (default 5; capped at the open-world classes)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--push-to-hub", metavar="ORG/NAME", default=None, help="push the learngene (only it) to this repo")
     parser.add_argument("--revision", default=None, help="branch to push to (default main)")
+    parser.add_argument("--probe-lrs", default=",".join(f"{lr:g}" for lr in DEFAULT_PROBE_LRS),
+                        help="learning rates each candidate is probed with; its best counts (default %(default)s)")
+    parser.add_argument("--max-fraction", type=float, default=DEFAULT_MAX_FRACTION,
+                        help="skip candidates holding more than this share of the collective model's parameters "
+                             "(default 1/3; 0 = no cap)")
     parser.add_argument("--private", action="store_true", help="create the repo as private")
     parser.add_argument("--token", default=None, help="Hub token (default: the logged-in one / HF_TOKEN)")
     parser.add_argument("--hub-endpoint", default=None, help="a self-hosted or local Hub server URL, e.g. http://127.0.0.1:8080")
@@ -52,15 +57,19 @@ def main(argv: list[str] | None = None) -> int:
     else:
         selection = inheritor.select(
             args.strategy, k=args.k, criterion=args.criterion, threshold=args.threshold, from_task=args.from_task,
-            probe_episodes=args.probe_episodes, probe_epochs=args.probe_epochs, probe_shots=args.probe_shots, probe_ways=args.probe_ways, probe_queries=args.probe_queries, seed=args.seed,
+            probe_episodes=args.probe_episodes, probe_epochs=args.probe_epochs, probe_shots=args.probe_shots, probe_ways=args.probe_ways, probe_queries=args.probe_queries,
+            probe_lrs=[float(x) for x in args.probe_lrs.split(",")], max_fraction=args.max_fraction or None, seed=args.seed,
         )
     print(f"Layer ranking by '{selection.criterion}' (lower = more stable):" if selection.criterion else "No gradient record: no ranking.")
     print(selection.table())
     if selection.ranking:
         print("\nBest blocks:", ", ".join(f"#{r['rank']} {r['layers']} ({r['score']:.4g})" for r in selection.ranking[:5]))
     for cand in selection.candidates:
-        print(f"  candidate {cand['layers']} ({'/'.join(cand['origin'])}): open-world probe accuracy "
-              f"{100 * cand['mean']:.1f}% +/- {100 * cand['ci95']:.1f}")
+        if "skipped" in cand:
+            print(f"  candidate {cand['layers']} ({'/'.join(cand['origin'])}): not probed, {cand['skipped']}")
+        else:
+            print(f"  candidate {cand['layers']} ({'/'.join(cand['origin'])}): open-world probe accuracy "
+                  f"{100 * cand['mean']:.1f}% +/- {100 * cand['ci95']:.1f} (lr {cand['lr']:g})")
     print(f"\nChosen layers {selection.layers} {selection.chosen_names}: {selection.reason}")
     learngene = inheritor.extract()
     sizes = learngene.config.sizes

@@ -56,7 +56,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[PipelineConfig, bool]:
     g.add_argument("--batch-size", type=int, default=32)
     g.add_argument("--tune-lr", action=argparse.BooleanOptionalAction, default=True,
                    help="pick every method's lr on open-world episodes (default: on)")
-    g.add_argument("--tune-episodes", type=int, default=4, help="open-world episodes per lr for --tune-lr")
+    g.add_argument("--tune-episodes", type=int, default=3, help="open-world episodes per lr for --tune-lr")
+    g.add_argument("--lr-grid", default="0.01,0.02,0.05", help="learning rates tried by --tune-lr")
     g.add_argument("--compare", action=argparse.BooleanOptionalAction, default=True,
                    help="also the whole backbone, last-k, first-k and worst-k blocks (default: on)")
     p.add_argument("--no-progress", action="store_true")
@@ -69,7 +70,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[PipelineConfig, bool]:
         images_per_class=a.images_per_class, strategy=a.strategy, criterion=a.criterion, k=a.k,
         layers=parse_layers(a.layers) if a.layers else None, probe_episodes=a.probe_episodes, repo_id=a.repo_id,
         hub_endpoint=a.hub_endpoint, token=a.token, shots=parse_int_list(a.shots), episodes=a.episodes, ways=a.ways,
-        queries=a.queries, epochs=a.epochs, lr=a.lr, batch_size=a.batch_size, tune_lr=a.tune_lr, tune_episodes=a.tune_episodes, compare=a.compare,
+        queries=a.queries, epochs=a.epochs, lr=a.lr, batch_size=a.batch_size, tune_lr=a.tune_lr, tune_episodes=a.tune_episodes, lr_grid=[float(x) for x in a.lr_grid.split(',')], compare=a.compare,
     ), not a.no_progress
 
 

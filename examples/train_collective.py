@@ -38,7 +38,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--ways", type=int, default=5)
     parser.add_argument("--epochs-per-task", type=int, default=None)
     parser.add_argument("--images-per-class", type=int, default=None,
-                        help="training images per class and task (small: 120; paper: all)")
+                        help="training images per class and task (small: 300; paper: all)")
     parser.add_argument("--test-per-class", type=int, default=None)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--lr", type=float, default=None, help="SGD learning rate (small: 0.03, paper: 1e-3)")

@@ -96,7 +96,7 @@ def learngene_card(learngene: "Learngene", repo_id: str | None = None) -> ModelC
         {
             "layers": f"{c['layers'][0]}-{c['layers'][-1]}",
             "origin": ", ".join(c.get("origin", [])),
-            "mean": f"{100 * c['mean']:.1f}%" if c.get("mean") is not None else "-",
+            "mean": f"{100 * c['mean']:.1f}%" if c.get("mean") is not None else f"not probed: {c.get('skipped', 'no result')}",
             "ci95": f"{100 * c['ci95']:.1f}" if c.get("ci95") is not None else "-",
         }
         for c in sel.get("candidates", [])

@@ -379,17 +379,24 @@ def validated_selection(
     from_task: int | None = None,
     probe_settings: dict[str, Any] | None = None,
     no_probe_reason: str | None = None,
+    size_of: Callable[[list[int]], float] | None = None,
+    max_fraction: float | None = None,
 ) -> Selection:
     """The default strategy: score the candidates (:func:`candidate_blocks`) with ``probe`` and keep
     the best mean accuracy.
 
     Args:
         probe: ``probe(layers) -> accuracies`` (one per open-world episode, the same episodes for
-            every candidate). ``None`` when no open-world data is available: the selection falls
-            back to ``"criterion"`` (or ``"paper"`` without a record) and ``no_probe_reason`` is
-            written into the reason.
+            every candidate), or ``-> {"accuracies": [...], ...}`` whose other entries (e.g. the
+            learning rate the probe picked) are stored with the candidate. ``None`` when no
+            open-world data is available: the selection falls back to ``"criterion"`` (or
+            ``"paper"`` without a record) and ``no_probe_reason`` is written into the reason.
         top: how many of the best-ranked blocks become candidates.
         probe_settings: recorded as ``Selection.probe`` (classes, episodes, schedule, ...).
+        size_of / max_fraction: ``size_of(layers)`` is the share of the collective model's
+            parameters a block holds; candidates above ``max_fraction`` are not probed (a
+            learngene is meant to be a small part of the collective model). When every candidate
+            is too large, the smallest one is probed.
     """
     from .stats import mean_ci  # the few-shot part's statistics helpers
 
@@ -403,16 +410,35 @@ def validated_selection(
         return sel
     base = select_layers(layer_names, record, "paper", criterion=criterion, k=k, threshold=threshold, from_task=from_task)
     candidates = candidate_blocks(n, base.ranking, k, top)
-    for cand in candidates:
-        accuracies = [float(a) for a in probe(list(cand["layers"]))]
+    if size_of is not None:
+        for cand in candidates:
+            cand["parameter_fraction"] = float(size_of(list(cand["layers"])))
+        if max_fraction is not None:
+            small = [c for c in candidates if c["parameter_fraction"] <= max_fraction]
+            if not small:
+                small = [min(candidates, key=lambda c: c["parameter_fraction"])]
+            for cand in candidates:
+                if cand not in small:
+                    cand["skipped"] = (
+                        f"holds {100 * cand['parameter_fraction']:.0f}% of the collective model's parameters, "
+                        f"more than max_fraction={max_fraction:.2f}"
+                    )
+    probed = [c for c in candidates if "skipped" not in c]
+    for cand in probed:
+        result = probe(list(cand["layers"]))
+        extra = dict(result) if isinstance(result, dict) else {"accuracies": result}
+        accuracies = [float(a) for a in extra.pop("accuracies")]
         if not accuracies:
             raise ConfigError("The probe returned no accuracies; give it at least one open-world episode (probe_episodes >= 1).")
         mean, half = mean_ci(accuracies)
-        cand.update(accuracies=accuracies, mean=float(mean), ci95=float(half))
-    best = max(candidates, key=lambda c: (c["mean"], -candidates.index(c)))
-    others = ", ".join(
-        f"{c['layers'][0]}-{c['layers'][-1]} ({'/'.join(c['origin'])}) {100 * c['mean']:.1f}%" for c in candidates if c is not best
-    )
+        cand.update(extra, accuracies=accuracies, mean=float(mean), ci95=float(half))
+    best = max(probed, key=lambda c: (c["mean"], -candidates.index(c)))
+
+    def describe(c: dict[str, Any]) -> str:
+        outcome = f"skipped, {c['skipped']}" if "skipped" in c else f"{100 * c['mean']:.1f}%"
+        return f"{c['layers'][0]}-{c['layers'][-1]} ({'/'.join(c['origin'])}) {outcome}"
+
+    others = ", ".join(describe(c) for c in candidates if c is not best)
     reason = (
         f"strategy 'validated': layers {best['layers'][0]}-{best['layers'][-1]} ({'/'.join(best['origin'])}) had the best "
         f"mean open-world probe accuracy, {100 * best['mean']:.1f}% +/- {100 * best['ci95']:.1f} over {len(best['accuracies'])} "

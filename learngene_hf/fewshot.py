@@ -297,6 +297,7 @@ class Method:
     builder: Callable[[int], IndividualModel]
     lr: float | None = None
     description: str = ""
+    same_as: str | None = None  # a --compare block that this method already covers (not run twice)
 
 
 def _as_method(method: Any) -> Method:
@@ -502,10 +503,15 @@ def comparison_methods(
             blocks[f"worst_{k}"] = None
             selection["_worst_error"] = str(err)
     source = {"run_dir": str(run_dir)}
+    own_layers = [int(row.get("source_index", -1)) for row in learngene.config.layers]
     for name, entry in blocks.items():
         if entry is None:
             continue
         layers, description = entry
+        if list(layers) == own_layers:  # the learngene itself: its row already reports this block
+            methods[0].description += f"; the same block as {name} ({description})"
+            methods[0].same_as = name
+            continue
         lg = Learngene.from_collective(model, layers, source=dict(source), task_stream=dict(learngene.config.task_stream or {}),
                                        preprocessing=dict(learngene.config.preprocessing or {}))
         methods.append(Method(name, from_lg(lg), description=f"{description}: {lg.config.layer_names}"))
@@ -549,7 +555,7 @@ def compare_methods(
         for method in methods:
             best, means = tune_lr(method.builder, tune_lr_episodes, lr_grid, cfg, accelerator, seed + 1, progress=False)
             searches[method.name] = {f"{lr:g}": acc for lr, acc in means.items()}
-            tuned.append(Method(method.name, method.builder, best, method.description))
+            tuned.append(Method(method.name, method.builder, best, method.description, method.same_as))
         methods = tuned
     rows = run_episodes(methods, episodes, cfg, accelerator, progress, seed)
     ways = len(episodes[0].classes)
@@ -560,6 +566,7 @@ def compare_methods(
         mean, half = mean_ci(accs)
         entry: dict[str, Any] = {
             "description": method.description,
+            "same_as": method.same_as,
             "lr": float(method.lr if method.lr is not None else cfg.lr),
             "lr_search": searches.get(method.name),
             "accuracies": accs,
@@ -600,7 +607,7 @@ def format_table(results: dict[str, Any]) -> str:
         f"{s['ways']}-way {s['shots']}-shot, {s['queries']} queries per class, {s['episodes']} episodes "
         f"(accuracy in %, mean +/- 95% CI)",
         "",
-        "| method | lr | accuracy | vs scratch | parameters |",
+        "| method | lr | accuracy | vs scratch | inherited / all parameters |",
         "| --- | --- | --- | --- | --- |",
     ]
 
@@ -610,7 +617,9 @@ def format_table(results: dict[str, Any]) -> str:
     for name, m in results["methods"].items():
         diff = m.get("diff_vs_scratch")
         vs = ("+" if diff["mean"] >= 0 else "") + pm(diff["mean"], diff["ci95"]) if diff else "-"
-        lines.append(f"| {name} | {m['lr']:g} | {pm(m['mean'], m['ci95'])} | {vs} | {m['parameters']:,} |")
+        label = f"{name} (= {m['same_as']})" if m.get("same_as") else name
+        sizes = f"{m.get('inherited_parameters', 0):,} / {m['parameters']:,}"
+        lines.append(f"| {label} | {m['lr']:g} | {pm(m['mean'], m['ci95'])} | {vs} | {sizes} |")
     return "\n".join(lines)
 
 

@@ -31,6 +31,12 @@ from .record import GradientRecord
 
 _EMBEDDED_SOURCES = (None, "embedded", "embedded:procedural")
 
+#: Learning rates every candidate is probed with (its best one counts): a single small rate
+#: under-trains 30-step probes and would rank candidates by how fast they start, not how well.
+DEFAULT_PROBE_LRS: tuple[float, ...] = (0.02, 0.05)
+#: Largest share of the collective model's parameters a validated learngene may hold.
+DEFAULT_MAX_FRACTION = 1 / 3
+
 
 class Inheritor:
     """Ranks a collective model's conv layers, selects the learngene and extracts / saves / pushes it.
@@ -136,11 +142,12 @@ class Inheritor:
         from_task: int | None = None,
         top: int = 2,
         probe_episodes: int = 4,
-        probe_epochs: int = 15,
+        probe_epochs: int = 30,
         probe_ways: int = 5,
         probe_shots: int = 5,
         probe_queries: int = 15,
-        probe_lr: float = 5e-3,
+        probe_lrs: Sequence[float] = DEFAULT_PROBE_LRS,
+        max_fraction: float | None = DEFAULT_MAX_FRACTION,
         seed: int = 0,
         device: str | None = None,
     ) -> Selection:
@@ -148,9 +155,14 @@ class Inheritor:
 
         Strategies: ``"validated"`` (default: the ``top`` blocks by ``criterion``, the paper's
         block and the first block are each probed on ``probe_episodes`` ``probe_ways``-way
-        ``probe_shots``-shot episodes of the open-world classes, ``probe_epochs`` epochs at
-        ``probe_lr``; the best mean accuracy wins), ``"criterion"``, ``"paper"``, or ``"layers"``
-        with ``layers=[...]`` (an explicit list also implies ``"layers"``).
+        ``probe_shots``-shot episodes of the open-world classes, ``probe_epochs`` epochs at each
+        learning rate of ``probe_lrs``, keeping each candidate's best; the best mean accuracy
+        wins), ``"criterion"``, ``"paper"``, or ``"layers"`` with ``layers=[...]`` (an explicit
+        list also implies ``"layers"``).
+
+        ``max_fraction``: candidates holding more than this share of the collective model's
+        parameters are not probed (``None``: no cap). A learngene is meant to be a small part of
+        the collective model; on grown models the paper's last block is often most of it.
         """
         if layers is not None and strategy == "validated":
             strategy = "layers"
@@ -159,7 +171,8 @@ class Inheritor:
                 self.layer_names, self.record, strategy, criterion=criterion, k=k, layers=layers, threshold=threshold, from_task=from_task
             )
         else:
-            probe, settings, why_not = self._probe(probe_episodes, probe_epochs, probe_ways, probe_shots, probe_queries, probe_lr, seed, device)
+            probe, settings, why_not = self._probe(probe_episodes, probe_epochs, probe_ways, probe_shots, probe_queries, probe_lrs, seed, device)
+            settings["max_fraction"] = max_fraction
             selection = validated_selection(
                 self.layer_names,
                 probe,
@@ -171,12 +184,19 @@ class Inheritor:
                 from_task=from_task,
                 probe_settings=settings,
                 no_probe_reason=why_not,
+                size_of=self.parameter_fraction,
+                max_fraction=max_fraction,
             )
         self.selection = selection
         self.learngene = None
         return selection
 
-    def _probe(self, episodes: int, epochs: int, ways: int, shots: int, queries: int, lr: float, seed: int, device: str | None):
+    def parameter_fraction(self, layers: Sequence[int]) -> float:
+        """Share of the collective model's parameters held by the conv blocks ``layers``."""
+        block = sum(p.numel() for i in layers for p in self.model.blocks[int(i)].parameters())
+        return block / sum(p.numel() for p in self.model.parameters())
+
+    def _probe(self, episodes: int, epochs: int, ways: int, shots: int, queries: int, lrs: Sequence[float], seed: int, device: str | None):
         """The probe callable of the validated selection, its settings, and why it is ``None``."""
         settings = {
             "classes": "open_world",
@@ -186,7 +206,7 @@ class Inheritor:
             "shots": int(shots),
             "queries": int(queries),
             "epochs": int(epochs),
-            "lr": float(lr),
+            "lrs": [float(lr) for lr in lrs],
             "seed": int(seed),
         }
         if episodes < 1:
@@ -207,11 +227,17 @@ class Inheritor:
             episode_list = sample_episodes(self.probe_data, self.open_world_classes, episodes, ways=ways, shots=shots, queries=queries, seed=seed)
         except DataError as err:
             return None, settings, f"the open-world images cannot fill the probe episodes ({err})"
-        cfg = FewShotConfig(lr=lr, epochs=epochs, device=device)
+        if not lrs:
+            raise ConfigError("probe_lrs is empty; give at least one learning rate, e.g. probe_lrs=(0.02, 0.05).")
+        configs = [FewShotConfig(lr=float(lr), epochs=epochs, device=device) for lr in lrs]
 
-        def probe(layers: list[int]) -> list[float]:
+        def probe(layers: list[int]) -> dict[str, Any]:
+            """Accuracies at the candidate's best learning rate (each candidate gets its own)."""
             learngene = self._extract(layers, selection=None)
-            return probe_learngene(learngene, episode_list, cfg, seed=seed)
+            by_lr = {cfg.lr: probe_learngene(learngene, episode_list, cfg, seed=seed) for cfg in configs}
+            best = max(by_lr, key=lambda lr: sum(by_lr[lr]) / len(by_lr[lr]))
+            return {"accuracies": by_lr[best], "lr": best,
+                    "mean_by_lr": {f"{lr:g}": sum(a) / len(a) for lr, a in by_lr.items()}}
 
         return probe, settings, None
 

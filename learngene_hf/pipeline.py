@@ -78,8 +78,8 @@ class PipelineConfig:
     lr: float = 5e-3
     batch_size: int = 32
     tune_lr: bool = True
-    tune_episodes: int = 4
-    lr_grid: list[float] | None = None
+    tune_episodes: int = 3
+    lr_grid: list[float] = field(default_factory=lambda: [0.01, 0.02, 0.05])
     compare: bool = True
 
     def __post_init__(self) -> None:
@@ -175,7 +175,7 @@ def _hub_context(cfg: PipelineConfig, out: Path):
 
 def _few_shot(cfg: PipelineConfig, out: Path, learngene, accelerator, progress: bool) -> dict[int, dict[str, Any]]:
     from .data import sample_episodes
-    from .fewshot import DEFAULT_LR_GRID, FewShotConfig, compare_methods, comparison_methods, load_fewshot_data, write_results
+    from .fewshot import FewShotConfig, compare_methods, comparison_methods, load_fewshot_data, write_results
 
     data, novel, open_world = load_fewshot_data(learngene)
     methods = comparison_methods(learngene, compare=cfg.compare)
@@ -197,7 +197,7 @@ def _few_shot(cfg: PipelineConfig, out: Path, learngene, accelerator, progress: 
             fs_cfg,
             methods=methods,
             tune_lr_episodes=tune,
-            lr_grid=cfg.lr_grid or DEFAULT_LR_GRID,
+            lr_grid=cfg.lr_grid,
             accelerator=accelerator,
             seed=cfg.seed,
             progress=progress,

@@ -48,7 +48,7 @@ RUN_VERSION = 1
 #: "small" finishes on 2 CPU cores in minutes; "tiny" is for tests.
 PRESET_TRAINING_DEFAULTS: dict[str, dict[str, Any]] = {
     "paper": {"num_tasks": 50, "epochs_per_task": 10, "lr": 1e-3, "train_per_class": None, "test_per_class": None},
-    "small": {"num_tasks": 15, "epochs_per_task": 4, "lr": 0.03, "train_per_class": 120, "test_per_class": 40},
+    "small": {"num_tasks": 15, "epochs_per_task": 6, "lr": 0.03, "train_per_class": 300, "test_per_class": 40},
     "tiny": {"num_tasks": 3, "epochs_per_task": 1, "lr": 0.05, "train_per_class": 20, "test_per_class": 10},
 }
 

@@ -196,6 +196,8 @@ def test_compare_adds_blocks_of_the_collective_run_and_tunes_lr_on_open_world(tm
     results = compare_methods(lg, episodes, FewShotConfig(epochs=1, device="cpu"), compare=True, tune_lr_episodes=tune,
                               lr_grid=(0.01, 0.05), progress=False)
     methods = results["methods"]
-    assert list(methods) == ["learngene", "scratch", "whole", "last_2", "first_2", "worst_2"]
+    # the learngene is the last block: it is not run a second time as "last_2"
+    assert list(methods) == ["learngene", "scratch", "whole", "first_2", "worst_2"]
+    assert methods["learngene"]["same_as"] == "last_2" and "learngene (= last_2)" in format_table(results)
     assert all(set(m["lr_search"]) == {"0.01", "0.05"} and m["lr"] in (0.01, 0.05) for m in methods.values())
     assert results["setting"]["lr_tuned_on"] == "open-world classes"

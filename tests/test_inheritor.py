@@ -48,7 +48,7 @@ def tiny_images(classes: int = 10, per_class: int = 8, size: int = 16) -> ImageT
     return ImageTensors(images, labels, [f"c{i}" for i in range(classes)])
 
 
-PROBE = dict(probe_episodes=2, probe_epochs=1, probe_ways=3, probe_shots=2, probe_queries=2)
+PROBE = dict(probe_episodes=2, probe_epochs=1, probe_ways=3, probe_shots=2, probe_queries=2, max_fraction=None)
 
 
 def test_validated_selection_probes_candidates_on_open_world_classes_only(monkeypatch):
@@ -72,6 +72,24 @@ def test_validated_selection_probes_candidates_on_open_world_classes_only(monkey
     best = max(c["mean"] for c in selection.candidates)
     assert next(c for c in selection.candidates if c["layers"] == selection.layers)["mean"] == best
     assert selection.probe["open_world_classes"] == [5, 6, 7, 8] and selection.probe["episodes"] == 2
+
+
+def test_validated_selection_skips_candidates_over_the_size_cap_and_records_each_probe_lr():
+    model = tiny_model()
+    inheritor = Inheritor(model, tiny_record(), probe_data=tiny_images(), open_world_classes=[5, 6, 7, 8])
+    fractions = {tuple(c): inheritor.parameter_fraction(c) for c in ([0, 1], [1, 2], [2, 3])}
+    cap = sorted(fractions.values())[1]  # the largest block is over it
+    settings = dict(PROBE, max_fraction=cap, probe_lrs=(0.01, 0.05))
+    selection = inheritor.select(k=2, criterion="stability", **settings)
+    for cand in selection.candidates:
+        assert cand["parameter_fraction"] == pytest.approx(fractions[tuple(cand["layers"])])
+        if cand["parameter_fraction"] > cap:
+            assert "max_fraction" in cand["skipped"] and "accuracies" not in cand
+        else:
+            assert cand["lr"] in (0.01, 0.05) and set(cand["mean_by_lr"]) == {"0.01", "0.05"}
+    assert inheritor.parameter_fraction(selection.layers) <= cap
+    assert any("skipped" in c for c in selection.candidates)
+    assert "skipped, holds" in selection.reason
 
 
 def test_without_open_world_data_the_selection_falls_back_to_the_criterion():

@@ -45,7 +45,8 @@ def plot_layer_ranking(selection: Any, path: str | os.PathLike) -> str:
         labels, means, errors, colors = [], [], [], []
         for cand in candidates:
             layers = cand["layers"]
-            labels.append(f"{layers[0]}-{layers[-1]}\n{'/'.join(cand.get('origin', []))}")
+            origin = "/".join(cand.get("origin", [])) + ("\n(too large)" if "skipped" in cand else "")
+            labels.append(f"{layers[0]}-{layers[-1]}\n{origin}")
             mean = cand.get("mean")
             means.append(100 * mean if mean is not None else 0.0)
             ci = cand.get("ci95")
