@@ -11,6 +11,8 @@ from transformers import AutoConfig, AutoModel, AutoModelForImageClassification
 
 from .collective import COLLECTIVE_PRESETS, CollectiveConfig, CollectiveModel
 from .individual import IndividualConfig, IndividualModel
+from .inheritor import Inheritor
+from .learngene import Learngene, LearngeneConfig
 from .errors import (
     ArtifactError,
     ConfigError,
@@ -38,6 +40,9 @@ __all__ = [
     "CollectiveModel",
     "IndividualConfig",
     "IndividualModel",
+    "Inheritor",
+    "Learngene",
+    "LearngeneConfig",
     "LearngeneError",
     "ConfigError",
     "DataError",

@@ -28,7 +28,7 @@ from .growth import (
     wider_consumer_conv,
     wider_consumer_linear,
 )
-from .layers import conv_block, init_vgg_weights, mlp_neck, run_blocks
+from .layers import conv_block, init_vgg_weights, mlp_neck, project_error, run_blocks
 
 #: Architectures by name. "paper" is the collective model of the Learngene paper (13 conv layers,
 #: VGG-16 style pooling, classifier 1024-1024-n); "small" and "tiny" are for CPUs and tests.
@@ -55,13 +55,7 @@ COLLECTIVE_PRESETS: dict[str, dict[str, Any]] = {
 
 
 def _config_error(message: str) -> ValueError:
-    # The project's ConfigError when the package is installed; a plain ValueError in a
-    # remote-code copy of this file (where learngene_hf may not be importable).
-    try:
-        from learngene_hf.errors import ConfigError
-    except ImportError:  # pragma: no cover - only without the package
-        return ValueError(message)
-    return ConfigError(message)
+    return project_error("ConfigError", message)
 
 
 class CollectiveConfig(PreTrainedConfig):

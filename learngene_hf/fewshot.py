@@ -297,7 +297,7 @@ class Method:
     builder: Callable[[int], IndividualModel]
     lr: float | None = None
     description: str = ""
-    same_as: str | None = None  # a --compare block that this method already covers (not run twice)
+    same_as: list[str] | None = None  # --compare blocks this method already covers (not run twice)
 
 
 def _as_method(method: Any) -> Method:
@@ -510,7 +510,7 @@ def comparison_methods(
         layers, description = entry
         if list(layers) == own_layers:  # the learngene itself: its row already reports this block
             methods[0].description += f"; the same block as {name} ({description})"
-            methods[0].same_as = name
+            methods[0].same_as = [*(methods[0].same_as or []), name]
             continue
         lg = Learngene.from_collective(model, layers, source=dict(source), task_stream=dict(learngene.config.task_stream or {}),
                                        preprocessing=dict(learngene.config.preprocessing or {}))
@@ -617,7 +617,7 @@ def format_table(results: dict[str, Any]) -> str:
     for name, m in results["methods"].items():
         diff = m.get("diff_vs_scratch")
         vs = ("+" if diff["mean"] >= 0 else "") + pm(diff["mean"], diff["ci95"]) if diff else "-"
-        label = f"{name} (= {m['same_as']})" if m.get("same_as") else name
+        label = f"{name} (= {', '.join(m['same_as'])})" if m.get("same_as") else name
         sizes = f"{m.get('inherited_parameters', 0):,} / {m['parameters']:,}"
         lines.append(f"| {label} | {m['lr']:g} | {pm(m['mean'], m['ci95'])} | {vs} | {sizes} |")
     return "\n".join(lines)

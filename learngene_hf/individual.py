@@ -27,7 +27,7 @@ from transformers import PreTrainedConfig, PreTrainedModel
 from transformers import initialization as init
 from transformers.modeling_outputs import ImageClassifierOutput
 
-from .layers import BLOCK_TENSOR_NAMES, conv_block, init_vgg_weights, mlp_neck, run_blocks
+from .layers import BLOCK_TENSOR_NAMES, conv_block, init_vgg_weights, mlp_neck, project_error, run_blocks
 
 #: The paper's individual model (Learngene, AAAI 2022): fresh stem, 3 inherited 512-wide blocks, head.
 PAPER_STEM_WIDTHS = [64, 128, 256, 512]
@@ -41,21 +41,11 @@ DEFAULT_IMAGE_STD = [0.5, 0.5, 0.5]
 
 
 def _config_error(message: str) -> ValueError:
-    # The project's ConfigError when the package is installed; a plain ValueError in a
-    # remote-code copy of this file (where learngene_hf may not be importable).
-    try:
-        from learngene_hf.errors import ConfigError
-    except ImportError:  # pragma: no cover - only without the package
-        return ValueError(message)
-    return ConfigError(message)
+    return project_error("ConfigError", message)
 
 
 def _incompatible(message: str) -> ValueError:
-    try:
-        from learngene_hf.errors import IncompatibleLearngeneError
-    except ImportError:  # pragma: no cover - only without the package
-        return ValueError(message)
-    return IncompatibleLearngeneError(message)
+    return project_error("IncompatibleLearngeneError", message)
 
 
 class IndividualConfig(PreTrainedConfig):

@@ -17,6 +17,16 @@ import torch
 from torch import nn
 from timm.layers import ConvNormAct
 
+def project_error(kind: str, message: str) -> ValueError:
+    """``learngene_hf.errors.<kind>(message)`` when the package is installed; a plain ValueError
+    in a remote-code copy of the model files, where learngene_hf may not be importable."""
+    try:
+        from learngene_hf import errors
+    except ImportError:  # pragma: no cover - only without the package
+        return ValueError(message)
+    return getattr(errors, kind)(message)
+
+
 #: Names of the tensors that one conv block holds, relative to the block (state-dict order).
 BLOCK_TENSOR_NAMES = (
     "conv.weight",

@@ -37,7 +37,8 @@ class PipelineConfig:
 
     Collective stage: ``preset``, ``dataset`` (None: the embedded procedural dataset),
     ``image_column``, ``label_column``, ``image_size``, ``num_tasks``, ``epochs_per_task``,
-    ``images_per_class`` (None: the preset's defaults, see ``training.PRESET_TRAINING_DEFAULTS``).
+    ``images_per_class`` (None: the preset's defaults, see ``training.PRESET_TRAINING_DEFAULTS``),
+    ``embedded`` (arguments of the embedded dataset, e.g. ``{"num_classes": 20}``).
     Learngene stage: ``strategy`` ("validated", "criterion", "paper"), ``criterion``, ``k``,
     ``layers`` (explicit, overrides the strategy), ``probe_episodes``.
     Hub stage: ``repo_id``, ``hub_endpoint`` (None: a local Hub server storing under
@@ -59,6 +60,7 @@ class PipelineConfig:
     num_tasks: int | None = None
     epochs_per_task: int | None = None
     images_per_class: int | None = None
+    embedded: dict[str, Any] = field(default_factory=dict)
     # learngene
     strategy: str = "validated"
     criterion: str | None = None
@@ -105,6 +107,7 @@ def _train(cfg: PipelineConfig, out: Path, accelerator, progress: bool):
         num_tasks=cfg.num_tasks,
         epochs_per_task=cfg.epochs_per_task,
         train_per_class=cfg.images_per_class,
+        embedded=dict(cfg.embedded),
         seed=cfg.seed,
     )
     return train_collective(config, out / "collective", accelerator=accelerator, resume=True, progress=progress)
@@ -191,6 +194,7 @@ def _few_shot(cfg: PipelineConfig, out: Path, learngene, accelerator, progress: 
                     "give more open-world classes or turn lr tuning off (--no-tune-lr)."
                 )
             tune = sample_episodes(data, open_world, cfg.tune_episodes, cfg.ways, shots, cfg.queries, seed=cfg.seed + 10_000)
+        start = time.perf_counter()
         result = compare_methods(
             learngene,
             episodes,
@@ -202,7 +206,11 @@ def _few_shot(cfg: PipelineConfig, out: Path, learngene, accelerator, progress: 
             seed=cfg.seed,
             progress=progress,
         )
+        elapsed = time.perf_counter() - start
+        runs = len(result["methods"]) * (len(episodes) + (len(cfg.lr_grid) * len(tune) if tune else 0))
         result["setting"]["processes"] = accelerator.num_processes
+        result["seconds"] = elapsed
+        result["seconds_per_run"] = elapsed * accelerator.num_processes / runs  # one model trained + evaluated
         if accelerator.is_main_process:
             write_results(result, str(out / f"few_shot_{shots}shot"))
         results[shots] = result

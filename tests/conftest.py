@@ -95,3 +95,23 @@ def hub_with_tokens(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, _quiet_hub_
 
 
 # ==================================================================================================
+
+
+# ==================================================================================================
+# Data cache: the embedded dataset that tests generate goes to a per-session temporary folder, never
+# to the user's ~/.cache/learngene_hf (tests that need their own cache still set the variable).
+# ==================================================================================================
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _session_data_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    import os
+
+    cache = tmp_path_factory.mktemp("learngene_hf_cache")
+    old = os.environ.get("LEARNGENE_HF_CACHE")
+    os.environ["LEARNGENE_HF_CACHE"] = str(cache)
+    yield cache
+    if old is None:
+        os.environ.pop("LEARNGENE_HF_CACHE", None)
+    else:
+        os.environ["LEARNGENE_HF_CACHE"] = old

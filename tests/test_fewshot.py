@@ -35,8 +35,7 @@ SPLIT = {"base": [0, 1, 2, 3, 4], "open_world": [5, 6], "novel": [7, 8, 9]}
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    os.environ.setdefault("LEARNGENE_HF_CACHE", str(tmp_path_factory.mktemp("cache")))
+def data():
     train, _ = load_tensors(None, **EMBEDDED)
     return train
 
@@ -198,6 +197,6 @@ def test_compare_adds_blocks_of_the_collective_run_and_tunes_lr_on_open_world(tm
     methods = results["methods"]
     # the learngene is the last block: it is not run a second time as "last_2"
     assert list(methods) == ["learngene", "scratch", "whole", "first_2", "worst_2"]
-    assert methods["learngene"]["same_as"] == "last_2" and "learngene (= last_2)" in format_table(results)
+    assert "last_2" in methods["learngene"]["same_as"] and "learngene (= last_2" in format_table(results)
     assert all(set(m["lr_search"]) == {"0.01", "0.05"} and m["lr"] in (0.01, 0.05) for m in methods.values())
     assert results["setting"]["lr_tuned_on"] == "open-world classes"
