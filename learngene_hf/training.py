@@ -281,21 +281,30 @@ def _load_data(config: CollectiveTrainingConfig, data):
         description = {"source": "in-memory", "image_column": None, "label_column": None, "num_classes": len(train.class_names)}
     else:
         embedded = dict(config.embedded)
+        image_size = config.image_size
         if config.dataset is None:
             embedded.setdefault("train_per_class", config.train_per_class or 600)
             embedded.setdefault("test_per_class", config.test_per_class or 100)
+            # for the embedded data, image_size is the rendering size: one value, from either place
+            rendered = embedded.pop("image_size", None)
+            if rendered is not None and image_size is not None and int(rendered) != int(image_size):
+                raise ConfigError(
+                    f"image_size={image_size} and embedded['image_size']={rendered} disagree; give the embedded "
+                    "dataset's image size once."
+                )
+            image_size = image_size if image_size is not None else rendered
         train, test = data_module.load_tensors(
             config.dataset,
             image_column=config.image_column,
             label_column=config.label_column,
-            image_size=config.image_size,
+            image_size=image_size,
             **(embedded if config.dataset is None else {}),
         )
         description = {
             "source": config.dataset if config.dataset is not None else "embedded:procedural",
             "image_column": config.image_column,
             "label_column": config.label_column,
-            "image_size": config.image_size,
+            "image_size": image_size,
             "embedded": embedded if config.dataset is None else None,
             "num_classes": len(train.class_names),
         }

@@ -17,7 +17,7 @@ from learngene_hf.pipeline import PipelineConfig, run_pipeline
 REPO = Path(__file__).resolve().parents[1]
 TINY = dict(
     preset="tiny", num_tasks=2, epochs_per_task=1, images_per_class=12,
-    embedded={"num_classes": 10, "train_per_class": 24, "test_per_class": 4, "image_size": 16},
+    embedded={"num_classes": 10, "train_per_class": 24, "test_per_class": 10, "image_size": 16},
     k=2, probe_episodes=1, shots=[2], episodes=2, ways=2, queries=2, epochs=2, tune_episodes=1, lr_grid=[0.05],
 )
 
