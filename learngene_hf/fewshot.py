@@ -600,6 +600,11 @@ def _finite(value: float) -> float | None:
     return float(value) if math.isfinite(value) else None
 
 
+def method_label(name: str, entry: dict[str, Any]) -> str:
+    """``name``, plus the ``--compare`` blocks it covers: ``"learngene (= first_3, worst_3)"``."""
+    return f"{name} (= {', '.join(entry['same_as'])})" if entry.get("same_as") else name
+
+
 def format_table(results: dict[str, Any]) -> str:
     """A markdown table: method, lr, mean accuracy +/- 95% CI, paired difference to scratch (points)."""
     s = results["setting"]
@@ -617,7 +622,7 @@ def format_table(results: dict[str, Any]) -> str:
     for name, m in results["methods"].items():
         diff = m.get("diff_vs_scratch")
         vs = ("+" if diff["mean"] >= 0 else "") + pm(diff["mean"], diff["ci95"]) if diff else "-"
-        label = f"{name} (= {', '.join(m['same_as'])})" if m.get("same_as") else name
+        label = method_label(name, m)
         sizes = f"{m.get('inherited_parameters', 0):,} / {m['parameters']:,}"
         lines.append(f"| {label} | {m['lr']:g} | {pm(m['mean'], m['ci95'])} | {vs} | {sizes} |")
     return "\n".join(lines)

@@ -17,8 +17,11 @@ def plot_method_accuracy(results: dict[str, Any], path: str | os.PathLike) -> st
     """
     from matplotlib.figure import Figure
 
+    from ..fewshot import method_label
+
     methods = results["methods"]
     names = list(methods)
+    labels = {n: method_label(n, methods[n]) for n in names}
     fig = Figure(figsize=(4 + 1.2 * len(names), 4))
     ax_acc, ax_diff = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1, 1]})
     for i, name in enumerate(names):
@@ -27,7 +30,7 @@ def plot_method_accuracy(results: dict[str, Any], path: str | os.PathLike) -> st
         ax_acc.bar(i, 100 * m["mean"], yerr=ci, capsize=4, color="tab:gray" if name == "scratch" else "tab:blue", alpha=0.8)
         accs = [100 * a for a in m["accuracies"]]
         ax_acc.scatter([i] * len(accs), accs, s=8, color="black", alpha=0.4, zorder=3)
-    ax_acc.set_xticks(range(len(names)), names, rotation=30, ha="right")
+    ax_acc.set_xticks(range(len(names)), [labels[n] for n in names], rotation=30, ha="right")
     ax_acc.set_ylabel("query accuracy (%)")
     ax_acc.set_title("mean +/- 95% CI")
     diffs = [(n, methods[n]["diff_vs_scratch"]) for n in names if methods[n].get("diff_vs_scratch")]
@@ -35,7 +38,7 @@ def plot_method_accuracy(results: dict[str, Any], path: str | os.PathLike) -> st
         colour = "tab:green" if d["mean"] >= 0 else "tab:red"
         ax_diff.errorbar(i, 100 * d["mean"], yerr=100 * (d["ci95"] or 0.0), fmt="o", capsize=4, color=colour)
     ax_diff.axhline(0.0, color="black", linewidth=0.8)
-    ax_diff.set_xticks(range(len(diffs)), [n for n, _ in diffs], rotation=30, ha="right")
+    ax_diff.set_xticks(range(len(diffs)), [labels[n] for n, _ in diffs], rotation=30, ha="right")
     ax_diff.set_xlim(-0.5, max(len(diffs), 1) - 0.5)
     ax_diff.set_ylabel("paired difference to scratch (points)")
     ax_diff.set_title("vs scratch, same episodes")
