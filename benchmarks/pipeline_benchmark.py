@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 from learngene_hf.io import write_json_atomic, write_text_atomic
-from learngene_hf.pipeline import PipelineConfig, parse_int_list, run_pipeline
+from learngene_hf.pipeline import PipelineConfig, parse_int_list, run_pipeline, without_episodes
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -116,9 +116,7 @@ def main(argv: list[str] | None = None) -> None:
     if summary["processes"] > 1 and not _is_main():
         return
     info = machine()
-    slim = {k: v for k, v in summary.items() if k != "few_shot"}
-    slim["few_shot"] = {k: {kk: vv for kk, vv in v.items() if kk != "episodes"} for k, v in summary["few_shot"].items()}
-    slim["machine"] = info
+    slim = dict(without_episodes(summary), machine=info)
     out = Path(args.results)
     write_json_atomic(out / "pipeline.json", slim)
     text = markdown(summary, info)

@@ -321,7 +321,7 @@ def run_pipeline(
         "seconds": timings,
     }
     if main:
-        write_json_atomic(out / "summary.json", _without_episodes(summary))
+        write_json_atomic(out / "summary.json", without_episodes(summary))
         text = summary_markdown(summary)
         write_text_atomic(out / "summary.md", text)
         say("")
@@ -330,7 +330,7 @@ def run_pipeline(
     return summary
 
 
-def _without_episodes(summary: dict[str, Any]) -> dict[str, Any]:
+def without_episodes(summary: dict[str, Any]) -> dict[str, Any]:
     """The summary without per-episode rows (they are in each few_shot_*/results.json)."""
     slim = dict(summary)
     slim["few_shot"] = {k: {kk: vv for kk, vv in v.items() if kk != "episodes"} for k, v in summary["few_shot"].items()}
