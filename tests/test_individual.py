@@ -147,3 +147,26 @@ def test_push_to_hub_and_load_with_auto(hub):
     from transformers import AutoImageProcessor
 
     assert AutoImageProcessor.from_pretrained("org/individual").size["height"] == 32
+
+
+def test_remote_code_copy_loads_with_trust_remote_code(tmp_path):
+    from transformers import AutoConfig
+
+    lg = Learngene.from_collective(tiny_collective(), [0, 1])
+    model = IndividualModel.from_learngene(lg, num_labels=3).eval()
+    IndividualConfig.register_for_auto_class()
+    IndividualModel.register_for_auto_class("AutoModelForImageClassification")
+    try:
+        model.save_pretrained(tmp_path)
+    finally:
+        IndividualConfig._auto_class = None
+        IndividualModel._auto_class = None
+    for name in ("individual.py", "layers.py"):
+        assert (tmp_path / name).is_file(), f"{name} was not copied beside the weights"
+    assert AutoConfig.from_pretrained(tmp_path, trust_remote_code=True).auto_map["AutoModelForImageClassification"] == (
+        "individual.IndividualModel"
+    )
+    loaded = AutoModelForImageClassification.from_pretrained(tmp_path, trust_remote_code=True).eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(loaded(x).logits, model(x).logits)
