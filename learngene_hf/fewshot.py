@@ -282,7 +282,6 @@ def probe_learngene(
 #: Learning rates tried by :func:`tune_lr` (on open-world episodes only).
 DEFAULT_LR_GRID: tuple[float, ...] = (2e-3, 5e-3, 1e-2, 2e-2, 5e-2)
 
-_EMBEDDED_SOURCES = (None, "embedded", "embedded:procedural")
 
 
 @dataclass
@@ -390,20 +389,6 @@ def tune_lr(
     return best, means
 
 
-def _dataset_kwargs(description: dict[str, Any]) -> tuple[str | None, dict[str, Any]]:
-    source = description.get("source")
-    kwargs: dict[str, Any] = {}
-    if source in _EMBEDDED_SOURCES:
-        source = None
-        kwargs.update(description.get("embedded") or {})
-    else:
-        kwargs.update(image_column=description.get("image_column") or "img",
-                      label_column=description.get("label_column") or "fine_label")
-    if description.get("image_size") is not None:
-        kwargs["image_size"] = description["image_size"]
-    return source, kwargs
-
-
 def load_fewshot_data(
     learngene: Any | None = None,
     dataset: str | None = None,
@@ -421,16 +406,16 @@ def load_fewshot_data(
     the learngene's class split gives them. Episodes are drawn from the training images of those
     classes (the collective model never trained on them).
     """
-    from .data import ClassSplit, load_tensors, split_classes
+    from .data import EMBEDDED_SOURCES, ClassSplit, load_arguments, load_tensors, split_classes
 
     stream = dict(getattr(getattr(learngene, "config", None), "task_stream", None) or {})
     if dataset is None and stream.get("dataset"):
-        source, kwargs = _dataset_kwargs(stream["dataset"])
+        source, kwargs = load_arguments(stream["dataset"])
         if image_size is not None:
             kwargs["image_size"] = image_size
     else:
         source = dataset
-        kwargs = {} if dataset in _EMBEDDED_SOURCES else {"image_column": image_column, "label_column": label_column}
+        kwargs = {} if dataset in EMBEDDED_SOURCES else {"image_column": image_column, "label_column": label_column}
         if image_size is not None:
             kwargs["image_size"] = image_size
     if source == "in-memory":

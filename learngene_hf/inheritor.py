@@ -29,8 +29,6 @@ from .errors import ConfigError, DataError
 from .learngene import Learngene
 from .record import GradientRecord
 
-_EMBEDDED_SOURCES = (None, "embedded", "embedded:procedural")
-
 #: Learning rates every candidate is probed with (its best one counts): a single small rate
 #: under-trains 30-step probes and would rank candidates by how fast they start, not how well.
 DEFAULT_PROBE_LRS: tuple[float, ...] = (0.02, 0.05)
@@ -294,19 +292,13 @@ class Inheritor:
 
 def _reload_probe_data(dataset: dict[str, Any], run_dir: Path):
     """The training images of the run's dataset (the open-world classes are picked later)."""
-    from .data import load_tensors
+    from .data import load_arguments, load_tensors
 
-    source = dataset.get("source")
-    if source == "in-memory":
+    if dataset.get("source") == "in-memory":
         return None
-    kwargs: dict[str, Any] = {}
-    if source in _EMBEDDED_SOURCES:
-        source = None
-        kwargs.update(dataset.get("embedded") or {})
-    else:
-        kwargs.update(image_column=dataset.get("image_column") or "img", label_column=dataset.get("label_column") or "fine_label")
+    source, kwargs = load_arguments(dataset)
     try:
-        train, _ = load_tensors(source, image_size=dataset.get("image_size"), **kwargs)
+        train, _ = load_tensors(source, **kwargs)
     except Exception as err:  # noqa: BLE001 - any loader failure becomes a clear DataError
         raise DataError(
             f"Could not reload the dataset of the run {run_dir} ({dataset.get('source')}): {err}. Make it available again, "

@@ -10,14 +10,21 @@
 
 from .episodes import Episode, Task, episode, make_task_stream, sample_episodes
 from .procedural import GENERATOR_VERSION, class_names, default_cache_dir, make_procedural_dataset
-from .sources import dataset_to_tensors, load_image_dataset, load_tensors, validate_columns
+from .sources import (
+    EMBEDDED_SOURCES,
+    dataset_to_tensors,
+    load_arguments,
+    load_image_dataset,
+    load_tensors,
+    validate_columns,
+)
 from .splits import ClassSplit, add_split_arguments, check_ways, parse_class_list, split_classes, split_from_args
 from .tensors import IMAGE_MEAN, IMAGE_STD, ImageTensors, normalize
 
 __all__ = [
     "IMAGE_MEAN", "IMAGE_STD", "GENERATOR_VERSION",
     "make_procedural_dataset", "class_names", "default_cache_dir",
-    "load_image_dataset", "load_tensors", "dataset_to_tensors", "validate_columns",
+    "load_image_dataset", "load_tensors", "load_arguments", "EMBEDDED_SOURCES", "dataset_to_tensors", "validate_columns",
     "ImageTensors", "normalize",
     "ClassSplit", "split_classes", "parse_class_list", "check_ways", "add_split_arguments", "split_from_args",
     "Task", "make_task_stream", "Episode", "sample_episodes", "episode",

@@ -16,6 +16,8 @@ from .procedural import load_or_generate_arrays, make_procedural_dataset
 from .tensors import ImageTensors
 
 EMBEDDED = "embedded"
+#: Names under which run reports refer to the embedded dataset (training writes "embedded:procedural").
+EMBEDDED_SOURCES = (None, EMBEDDED, "embedded:procedural")
 
 
 def _describe_columns(ds: "datasets.Dataset") -> str:  # noqa: F821
@@ -274,3 +276,23 @@ def load_tensors(source: str | None = None, *, image_column: str = "img", label_
         train = ImageTensors(train.images, train.labels, list(names))
         test = ImageTensors(test.images, test.labels, list(names))
     return train, test
+
+
+def load_arguments(description: dict[str, Any]) -> tuple[str | None, dict[str, Any]]:
+    """``(source, kwargs)`` for :func:`load_tensors` that reload the dataset a run report describes.
+
+    ``description`` is the ``dataset`` entry of a collective run's ``report.json`` (``source``,
+    ``image_column``, ``label_column``, ``image_size``, ``embedded``). The embedded dataset comes back
+    with the generation arguments it was made with; other sources with their column names.
+    """
+    source = description.get("source")
+    kwargs: dict[str, Any] = {}
+    if source in EMBEDDED_SOURCES:
+        source = None
+        kwargs.update(description.get("embedded") or {})
+    else:
+        kwargs.update(image_column=description.get("image_column") or "img",
+                      label_column=description.get("label_column") or "fine_label")
+    if description.get("image_size") is not None:
+        kwargs["image_size"] = description["image_size"]
+    return source, kwargs
