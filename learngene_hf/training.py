@@ -30,7 +30,6 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import torch
-from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from .collective import COLLECTIVE_PRESETS, CollectiveConfig, CollectiveModel

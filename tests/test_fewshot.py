@@ -12,11 +12,10 @@ import pytest
 import torch
 
 from learngene_hf.collective import CollectiveConfig, CollectiveModel
-from learngene_hf.data import ClassSplit, load_tensors, sample_episodes
+from learngene_hf.data import load_tensors, sample_episodes
 from learngene_hf.errors import ConfigError, DataError
 from learngene_hf.fewshot import (
     FewShotConfig,
-    Method,
     compare_methods,
     format_table,
     probe_learngene,
