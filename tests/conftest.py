@@ -115,3 +115,13 @@ def _session_data_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pa
         os.environ.pop("LEARNGENE_HF_CACHE", None)
     else:
         os.environ["LEARNGENE_HF_CACHE"] = old
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on now: two-process launches use it instead of accelerate's fixed
+    29500, so that several test runs on one machine do not collide."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import free_port
 import torch
 
 from learngene_hf.collective import CollectiveConfig, CollectiveModel
@@ -162,7 +163,7 @@ def test_example_on_two_cpu_processes_runs_every_episode_once(tmp_path, data):
     folder = tiny_learngene().save_pretrained(tmp_path / "lg")
     out = tmp_path / "few_shot"
     env = {**os.environ, "PYTHONPATH": str(REPO), "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--main_process_port", str(free_port()),
            "--mixed_precision", "no", "--dynamo_backend", "no", str(REPO / "examples" / "few_shot.py"),
            "--learngene", str(folder), "--episodes", "5", "--ways", "2", "--shots", "2", "--queries", "2",
            "--epochs", "1", "--output-dir", str(out), "--no-progress"]

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import free_port
 import torch
 
 from learngene_hf.data import ImageTensors
@@ -164,7 +165,7 @@ def test_two_cpu_processes_produce_the_same_record_shape(tmp_path):
     env = dict(os.environ, ACCELERATE_USE_CPU="1", LEARNGENE_HF_CACHE=str(tmp_path / "cache"),
                PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     two = subprocess.run(
-        [launcher, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
+        [launcher, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--main_process_port", str(free_port()), "--mixed_precision", "no",
          "--dynamo_backend", "no", str(REPO / "examples" / "train_collective.py"), "--output-dir", str(tmp_path / "two"), *common],
         env=env, capture_output=True, text=True, timeout=300)
     assert two.returncode == 0, two.stderr[-3000:]
