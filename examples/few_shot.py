@@ -19,51 +19,59 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 from contextlib import nullcontext
 
-from accelerate import Accelerator
-
+from learngene_hf.cli import ArgumentParser, add_config_arguments, config_kwargs, make_accelerator, run_script
 from learngene_hf.data import parse_class_list, sample_episodes
 from learngene_hf.errors import ArtifactError
-from learngene_hf.fewshot import DEFAULT_LR_GRID, FewShotConfig, compare_methods, format_table, load_fewshot_data, write_results
+from learngene_hf.fewshot import (
+    ComparisonConfig,
+    FewShotConfig,
+    compare_methods,
+    comparison_methods,
+    format_table,
+    load_fewshot_data,
+    tuning_episodes,
+    write_results,
+)
 from learngene_hf.learngene import Learngene
 
 
+def _class_list(text: str) -> list[int]:
+    try:
+        return parse_class_list(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__)
     parser.add_argument("--learngene", default="runs/learngene", help="a learngene folder or Hub repo id (default: runs/learngene)")
     parser.add_argument("--revision", default=None, help="branch, tag or commit of a Hub learngene")
     parser.add_argument("--hub-endpoint", default=None, help="a self-hosted Hub, e.g. http://127.0.0.1:8080")
-    parser.add_argument("--dataset", default=None,
-                        help="a datasets source (Hub id, local folder, parquet); default: the learngene's dataset")
-    parser.add_argument("--image-column", default="img")
-    parser.add_argument("--label-column", default="fine_label")
-    parser.add_argument("--image-size", type=int, default=None, help="resize images to this side")
-    parser.add_argument("--novel-classes", default=None, help="class ids, e.g. '80-99' (default: the learngene's novel classes)")
-    parser.add_argument("--open-world-classes", default=None,
-                        help="class ids for --tune-lr (default: the learngene's open-world classes)")
-    parser.add_argument("--episodes", type=int, default=20)
-    parser.add_argument("--ways", type=int, default=5)
-    parser.add_argument("--shots", type=int, default=5)
-    parser.add_argument("--queries", type=int, default=15)
-    parser.add_argument("--lr", type=float, default=5e-3, help="SGD learning rate (paper: 5e-3)")
-    parser.add_argument("--epochs", type=int, default=30, help="epochs over the support set (paper: 30)")
-    parser.add_argument("--batch-size", type=int, default=32, help="batch size (paper: 32)")
-    parser.add_argument("--no-augment", action="store_true", help="no random crop / flip of support images")
-    parser.add_argument("--keep-bn-stats", action="store_true",
-                        help="keep the collective model's BatchNorm statistics (default: re-estimate on the support set)")
-    parser.add_argument("--freeze-learngene", action="store_true", help="train only the fresh layers")
-    parser.add_argument("--compare", action="store_true",
-                        help="also run the whole backbone, the last-k, first-k and worst-ranked blocks of the collective run")
-    parser.add_argument("--collective-run", default=None, help="collective run folder for --compare (default: the learngene's run_dir)")
-    parser.add_argument("--tune-lr", action="store_true", help="pick every method's lr on open-world episodes")
-    parser.add_argument("--lr-grid", default=",".join(f"{lr:g}" for lr in DEFAULT_LR_GRID), help="learning rates for --tune-lr")
-    parser.add_argument("--tune-episodes", type=int, default=5, help="open-world episodes per lr for --tune-lr")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--output-dir", default="runs/few_shot")
-    parser.add_argument("--no-plot", action="store_true")
-    parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    data = parser.add_argument_group("data")
+    data.add_argument("--dataset", default=None,
+                      help="a datasets source (Hub id, local folder, parquet); default: the learngene's dataset")
+    data.add_argument("--image-column", default="img")
+    data.add_argument("--label-column", default="fine_label")
+    data.add_argument("--image-size", type=int, default=None, help="resize images to this side")
+    data.add_argument("--novel-classes", type=_class_list, default=None, metavar="IDS",
+                      help="class ids, e.g. '80-99' (default: the learngene's novel classes)")
+    data.add_argument("--allow-base-classes", action="store_true",
+                      help="accept novel / open-world classes that the collective model trained on (refused by default)")
+    data.add_argument("--open-world-classes", type=_class_list, default=None, metavar="IDS",
+                      help="class ids for --tune-lr (default: the learngene's open-world classes)")
+    episodes = parser.add_argument_group("episodes and methods (learngene_hf.fewshot.ComparisonConfig)")
+    add_config_arguments(episodes, ComparisonConfig)
+    episodes.add_argument("--collective-run", default=None, help="collective run folder for --compare (default: the learngene's run_dir)")
+    schedule = parser.add_argument_group("training schedule (learngene_hf.fewshot.FewShotConfig)")
+    add_config_arguments(schedule, FewShotConfig, exclude={"device"}, negations={"bn_reestimate": ["--keep-bn-stats"]})
+    schedule.add_argument("--mixed-precision", default=None, choices=["auto", "no", "fp16", "bf16"],
+                          help="wins over accelerate's setting when given (default: accelerate launch's choice, else no)")
+    out = parser.add_argument_group("output")
+    out.add_argument("--output-dir", default="runs/few_shot")
+    out.add_argument("--no-plot", action="store_true")
+    out.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     return parser.parse_args(argv)
 
 
@@ -79,7 +87,9 @@ def load_learngene(ref: str, revision: str | None) -> Learngene:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    accelerator = Accelerator(cpu=not _has_gpu())
+    run = ComparisonConfig(**config_kwargs(args, ComparisonConfig))
+    accelerator = make_accelerator(args.mixed_precision, default="no")
+    cfg = FewShotConfig(**config_kwargs(args, FewShotConfig), device=str(accelerator.device))
     hub = nullcontext()
     if args.hub_endpoint:
         from learngene_hf.testing.hub import use_endpoint
@@ -90,25 +100,20 @@ def main(argv: list[str] | None = None) -> None:
             learngene = load_learngene(args.learngene, args.revision)
         data, novel, open_world = load_fewshot_data(
             learngene, args.dataset, image_column=args.image_column, label_column=args.label_column, image_size=args.image_size,
-            novel_classes=parse_class_list(args.novel_classes) if args.novel_classes else None,
-            open_world_classes=parse_class_list(args.open_world_classes) if args.open_world_classes else None,
+            novel_classes=args.novel_classes, open_world_classes=args.open_world_classes,
+            allow_base_classes=args.allow_base_classes,
         )
-    episodes = sample_episodes(data, novel, args.episodes, args.ways, args.shots, args.queries, seed=args.seed)
+    episodes = sample_episodes(data, novel, run.episodes, run.ways, run.shots, run.queries, seed=run.seed)
     tune_episodes = None
-    if args.tune_lr:
-        tune_episodes = sample_episodes(data, open_world, args.tune_episodes, args.ways, args.shots, args.queries,
-                                        seed=args.seed + 10_000)
-    cfg = FewShotConfig(lr=args.lr, epochs=args.epochs, batch_size=args.batch_size, augment=not args.no_augment,
-                        bn_reestimate=not args.keep_bn_stats, device=str(accelerator.device))
+    if run.tune_lr:
+        tune_episodes = tuning_episodes(data, open_world, run.tune_episodes, run.ways, run.shots, run.queries, seed=run.seed)
     overrides = {"image_size": args.image_size} if args.image_size else {}
-    from learngene_hf.fewshot import comparison_methods
-
-    methods = comparison_methods(learngene, compare=args.compare, collective_run=args.collective_run,
-                                 freeze_learngene=args.freeze_learngene, **overrides)
+    methods = comparison_methods(learngene, compare=run.compare, collective_run=args.collective_run,
+                                 freeze_learngene=run.freeze_learngene, **overrides)
     results = compare_methods(
         learngene, episodes, cfg, methods=methods,
-        tune_lr_episodes=tune_episodes, lr_grid=[float(x) for x in args.lr_grid.split(",")],
-        accelerator=accelerator, seed=args.seed, progress=not args.no_progress,
+        tune_lr_episodes=tune_episodes, lr_grid=run.lr_grid,
+        accelerator=accelerator, seed=run.seed, progress=not args.no_progress,
     )
     results["setting"]["learngene"] = args.learngene
     results["setting"]["revision"] = args.revision
@@ -121,15 +126,5 @@ def main(argv: list[str] | None = None) -> None:
     accelerator.end_training()
 
 
-def _has_gpu() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
-
-
 if __name__ == "__main__":
-    try:
-        main()
-    except ArtifactError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+    run_script(main)

@@ -14,78 +14,73 @@ from __future__ import annotations
 import argparse
 import json
 
-from accelerate import Accelerator
+from learngene_hf.cli import ArgumentParser, add_config_arguments, config_kwargs, make_accelerator, run_script
+from learngene_hf.data import parse_class_list
+from learngene_hf.training import PRESET_TRAINING_DEFAULTS, CollectiveTrainingConfig, train_collective
 
-from learngene_hf.data import add_split_arguments, parse_class_list
-from learngene_hf.training import (
-    PRESET_TRAINING_DEFAULTS,
-    CollectiveTrainingConfig,
-    resolve_mixed_precision,
-    train_collective,
-)
+GROWTH_EXAMPLE = '[{"task": 1, "op": "deepen", "layer": "conv5"}]'
+
+
+def _growth(text: str) -> str | list:
+    if text in ("paper", "none"):
+        return text
+    try:
+        events = json.loads(text)
+    except json.JSONDecodeError:
+        events = None
+    if not isinstance(events, list):
+        raise argparse.ArgumentTypeError(f"expected 'paper', 'none' or a JSON list of events such as '{GROWTH_EXAMPLE}', "
+                                         f"got {text!r}")
+    return events
+
+
+def _class_list(text: str) -> list[int]:
+    try:
+        return parse_class_list(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def _preset_default(name: str) -> str:
+    values = {preset: d[name] for preset, d in PRESET_TRAINING_DEFAULTS.items()}
+    return "the preset's: " + ", ".join(f"{p} {'all' if v is None else f'{v:g}'}" for p, v in sorted(values.items()))
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--preset", default="small", choices=sorted(PRESET_TRAINING_DEFAULTS),
-                        help="model size and training defaults (default: small)")
-    parser.add_argument("--dataset", default=None,
-                        help="a datasets source (Hub id, local folder, parquet); default: the embedded procedural dataset")
-    parser.add_argument("--image-column", default="img")
-    parser.add_argument("--label-column", default="fine_label")
-    parser.add_argument("--image-size", type=int, default=None, help="resize images to this side")
-    parser.add_argument("--num-tasks", type=int, default=None, help="tasks in the stream (small: 15, paper: 50)")
-    parser.add_argument("--ways", type=int, default=5)
-    parser.add_argument("--epochs-per-task", type=int, default=None)
-    parser.add_argument("--images-per-class", type=int, default=None,
-                        help="training images per class and task (small: 300; paper: all)")
-    parser.add_argument("--test-per-class", type=int, default=None)
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--lr", type=float, default=None, help="SGD learning rate (small: 0.03, paper: 1e-3)")
-    parser.add_argument("--ewc-weight", type=float, default=0.0, help="EWC penalty weight (0: off)")
-    parser.add_argument("--growth", default="paper",
-                        help="'paper', 'none', or a JSON list of events, e.g. '[{\"task\": 1, \"op\": \"deepen\", \"layer\": \"conv5\"}]'")
-    parser.add_argument("--thresholds", default=None, help="comma-separated gradient thresholds (default 5e-10,1e-6,1e-4,5e-4)")
-    parser.add_argument("--mixed-precision", default="auto", choices=["auto", "no", "fp16", "bf16"])
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--output-dir", default="runs/collective")
-    parser.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True,
-                        help="continue from the output folder's checkpoint (default: on)")
-    parser.add_argument("--stop-after-task", type=int, default=None,
-                        help="stop after this many finished tasks (time budgets; resume later)")
-    parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
-    add_split_arguments(parser)
+    parser = ArgumentParser(description=__doc__)
+    group = parser.add_argument_group("training (learngene_hf.training.CollectiveTrainingConfig)")
+    preset_fields = sorted({name for d in PRESET_TRAINING_DEFAULTS.values() for name in d})
+    add_config_arguments(
+        group, CollectiveTrainingConfig,
+        aliases={"train_per_class": ["--images-per-class"], "base": ["--base-classes"],
+                 "open_world": ["--open-world-classes"], "novel": ["--novel-classes"]},
+        parsers={"growth": _growth, "base": _class_list, "open_world": _class_list, "novel": _class_list},
+        choices={"preset": sorted(PRESET_TRAINING_DEFAULTS), "mixed_precision": ["auto", "no", "fp16", "bf16"],
+                 "open_world_method": ["energy", "msp"]},
+        defaults={"preset": "small"},
+        default_text={**{name: _preset_default(name) for name in preset_fields},
+                      "mixed_precision": "accelerate launch's choice, else auto",
+                      "base": "64% of the classes", "open_world": "16%", "novel": "20%"},
+        help={"growth": f"'paper', 'none', or a JSON list of events, e.g. '{GROWTH_EXAMPLE}'",
+              "mixed_precision": "auto (bf16/fp16 on CUDA, no on CPU), no, fp16 or bf16; wins over accelerate's setting when given",
+              "base": "explicit base class ids, e.g. '0-5,8' (giving any class list makes the roles not given empty)",
+              "open_world": "explicit open-world class ids", "novel": "explicit novel class ids",
+              "stop_after_task": "stop after this many finished tasks (time budgets; run again to resume)",
+              "split_seed": "seed of the default 64/16/20% base/open-world/novel split"},
+    )
+    run = parser.add_argument_group("run")
+    run.add_argument("--output-dir", default="runs/collective")
+    run.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True,
+                     help="continue from the output folder's checkpoint (default: on)")
+    run.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    growth = args.growth if args.growth in ("paper", "none") else json.loads(args.growth)
-    config = CollectiveTrainingConfig.for_preset(
-        args.preset,
-        dataset=args.dataset,
-        image_column=args.image_column,
-        label_column=args.label_column,
-        image_size=args.image_size,
-        num_tasks=args.num_tasks,
-        ways=args.ways,
-        epochs_per_task=args.epochs_per_task,
-        train_per_class=args.images_per_class,
-        test_per_class=args.test_per_class,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        ewc_weight=args.ewc_weight,
-        growth=growth,
-        thresholds=[float(t) for t in args.thresholds.split(",")] if args.thresholds else None,
-        mixed_precision=args.mixed_precision,
-        seed=args.seed,
-        split_seed=args.split_seed,
-        base=parse_class_list(args.base_classes) if args.base_classes else None,
-        open_world=parse_class_list(args.open_world_classes) if args.open_world_classes else None,
-        novel=parse_class_list(args.novel_classes) if args.novel_classes else None,
-        stop_after_task=args.stop_after_task,
-    )
-    accelerator = Accelerator(mixed_precision=resolve_mixed_precision(config.mixed_precision))
+    values = config_kwargs(args, CollectiveTrainingConfig)
+    config = CollectiveTrainingConfig.for_preset(values.pop("preset"), **values)
+    accelerator = make_accelerator(values.get("mixed_precision"), default=config.mixed_precision)
     run = train_collective(config, args.output_dir, accelerator=accelerator, resume=args.resume,
                            progress=not args.no_progress)
     if accelerator.is_main_process:
@@ -97,4 +92,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -27,6 +27,8 @@ from typing import Any, Sequence
 import torch
 
 from .errors import ConfigError
+from .fewshot import ComparisonConfig, FewShotConfig
+from .inheritor import SelectionConfig
 
 DEFAULT_REPO_ID = "demo/learngene-embedded"
 
@@ -35,18 +37,42 @@ DEFAULT_REPO_ID = "demo/learngene-embedded"
 class PipelineConfig:
     """Settings of :func:`run_pipeline` (the defaults finish on 2 CPU cores in about 15 minutes).
 
-    Collective stage: ``preset``, ``dataset`` (None: the embedded procedural dataset),
-    ``image_column``, ``label_column``, ``image_size``, ``num_tasks``, ``epochs_per_task``,
-    ``images_per_class`` (None: the preset's defaults, see ``training.PRESET_TRAINING_DEFAULTS``),
-    ``embedded`` (arguments of the embedded dataset, e.g. ``{"num_classes": 20}``).
-    Learngene stage: ``strategy`` ("validated", "criterion", "paper"), ``criterion``, ``k``,
-    ``layers`` (explicit, overrides the strategy), ``probe_episodes``.
-    Hub stage: ``repo_id``, ``hub_endpoint`` (None: a local Hub server storing under
-    ``OUTPUT_DIR/hub``; a URL: that server, e.g. ``https://huggingface.co``), ``token``.
-    Few-shot stage: ``shots`` (one comparison per value), ``episodes``, ``ways``, ``queries``,
-    ``epochs``, ``lr``, ``batch_size``, ``tune_lr`` (every method's lr picked on open-world
-    episodes), ``tune_episodes``, ``compare`` (also the whole backbone, last-k, first-k and
-    worst-k blocks).
+    The few-shot and selection defaults are those of :class:`~learngene_hf.fewshot.ComparisonConfig`,
+    :class:`~learngene_hf.fewshot.FewShotConfig` and :class:`~learngene_hf.inheritor.SelectionConfig`,
+    except where the pipeline deliberately differs (lr tuning and ``--compare`` on, a shorter lr grid).
+
+    Attributes:
+        output_dir: where every stage writes.
+        seed: seed of the training stream, the probes and the episodes.
+        preset: model size and training defaults of the collective model (tiny, small, paper).
+        dataset: a datasets source (Hub id, folder, parquet); None: the embedded procedural dataset.
+        image_column: image column of the dataset.
+        label_column: label column of the dataset.
+        image_size: resize images to this side.
+        num_tasks: tasks in the stream (None: the preset's).
+        epochs_per_task: epochs per task (None: the preset's).
+        images_per_class: training images per class and task (None: the preset's).
+        embedded: arguments of the embedded dataset, e.g. {"num_classes": 20}.
+        strategy: learngene selection: validated, criterion or paper.
+        criterion: ranking criterion: paper, relative_activity, stability or weight_change.
+        k: layers in the learngene.
+        layers: explicit layers, e.g. 0-2 (overrides the strategy).
+        probe_episodes: open-world episodes per candidate of the validated selection.
+        repo_id: Hub repo the learngene is pushed to.
+        hub_endpoint: Hub URL (None: a local Hub server storing under OUTPUT_DIR/hub;
+            https://huggingface.co for the real one).
+        token: Hub token.
+        shots: one few-shot comparison per value.
+        episodes: novel-class episodes per comparison.
+        ways: classes per episode.
+        queries: query images per class.
+        epochs: few-shot epochs over the support set.
+        lr: few-shot SGD learning rate when lr tuning is off.
+        batch_size: few-shot batch size.
+        tune_lr: pick every method's lr on open-world episodes.
+        tune_episodes: open-world episodes per lr when tuning.
+        lr_grid: learning rates tried when tuning.
+        compare: also the whole backbone, last-k, first-k and worst-k blocks.
     """
 
     output_dir: str = "runs/pipeline"
@@ -62,25 +88,25 @@ class PipelineConfig:
     images_per_class: int | None = None
     embedded: dict[str, Any] = field(default_factory=dict)
     # learngene
-    strategy: str = "validated"
+    strategy: str = SelectionConfig.strategy
     criterion: str | None = None
-    k: int = 3
+    k: int = SelectionConfig.k
     layers: list[int] | None = None
-    probe_episodes: int = 4
+    probe_episodes: int = SelectionConfig.probe_episodes
     # hub
     repo_id: str = DEFAULT_REPO_ID
     hub_endpoint: str | None = None
     token: str | None = None
     # few-shot
     shots: list[int] = field(default_factory=lambda: [5, 10])
-    episodes: int = 20
-    ways: int = 5
-    queries: int = 15
-    epochs: int = 30
-    lr: float = 5e-3
-    batch_size: int = 32
+    episodes: int = ComparisonConfig.episodes
+    ways: int = ComparisonConfig.ways
+    queries: int = ComparisonConfig.queries
+    epochs: int = FewShotConfig.epochs
+    lr: float = FewShotConfig.lr
+    batch_size: int = FewShotConfig.batch_size
     tune_lr: bool = True
-    tune_episodes: int = 3
+    tune_episodes: int = ComparisonConfig.tune_episodes
     lr_grid: list[float] = field(default_factory=lambda: [0.01, 0.02, 0.05])
     compare: bool = True
 
@@ -178,7 +204,7 @@ def _hub_context(cfg: PipelineConfig, out: Path):
 
 def _few_shot(cfg: PipelineConfig, out: Path, learngene, accelerator, progress: bool) -> dict[int, dict[str, Any]]:
     from .data import sample_episodes
-    from .fewshot import FewShotConfig, compare_methods, comparison_methods, load_fewshot_data, write_results
+    from .fewshot import compare_methods, comparison_methods, load_fewshot_data, tuning_episodes, write_results
 
     data, novel, open_world = load_fewshot_data(learngene)
     methods = comparison_methods(learngene, compare=cfg.compare)
@@ -188,12 +214,7 @@ def _few_shot(cfg: PipelineConfig, out: Path, learngene, accelerator, progress: 
         episodes = sample_episodes(data, novel, cfg.episodes, cfg.ways, shots, cfg.queries, seed=cfg.seed)
         tune = None
         if cfg.tune_lr:
-            if len(open_world) < cfg.ways:
-                raise ConfigError(
-                    f"tune_lr needs at least {cfg.ways} open-world classes, the split has {len(open_world)}; "
-                    "give more open-world classes or turn lr tuning off (--no-tune-lr)."
-                )
-            tune = sample_episodes(data, open_world, cfg.tune_episodes, cfg.ways, shots, cfg.queries, seed=cfg.seed + 10_000)
+            tune = tuning_episodes(data, open_world, cfg.tune_episodes, cfg.ways, shots, cfg.queries, seed=cfg.seed)
         start = time.perf_counter()
         result = compare_methods(
             learngene,
