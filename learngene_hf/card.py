@@ -103,8 +103,10 @@ def learngene_card(learngene: "Learngene", repo_id: str | None = None) -> ModelC
     ]
     sizes = cfg.sizes or {}
     if stream:
+        planned = stream.get("planned_tasks")
+        partly = f" (stopped early: {planned} were planned)" if planned and planned != stream.get("num_tasks") else ""
         stream_text = (
-            f"{stream.get('num_tasks', '?')} tasks of {stream.get('ways', '?')} ways on "
+            f"{stream.get('num_tasks', '?')} tasks{partly} of {stream.get('ways', '?')} ways on "
             f"{dataset.get('source') or 'the embedded procedural dataset'}"
             f"{' (' + str(len(stream['classes'])) + ' classes)' if stream.get('classes') else ''}"
         )

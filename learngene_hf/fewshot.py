@@ -15,6 +15,7 @@ and augmentations are identical.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
 from dataclasses import asdict, dataclass
@@ -25,6 +26,9 @@ from torch import nn
 
 from .errors import ConfigError, DataError
 from .individual import IndividualConfig, IndividualModel
+from .logs import get_logger
+
+logger = get_logger(__name__)
 
 
 @dataclass
@@ -69,6 +73,56 @@ class FewShotConfig:
         if self.device is not None:
             return torch.device(self.device)
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+#: Learning rates tried by :func:`tune_lr` (on open-world episodes only).
+DEFAULT_LR_GRID: tuple[float, ...] = (2e-3, 5e-3, 1e-2, 2e-2, 5e-2)
+
+
+@dataclass
+class ComparisonConfig:
+    """The episodes of a few-shot comparison (``examples/few_shot.py``; the pipeline's few-shot
+    stage takes its defaults from here).
+
+    Attributes:
+        episodes: novel-class episodes every method is trained and scored on.
+        ways: classes per episode.
+        shots: support images per class.
+        queries: query images per class.
+        seed: seed of the episodes and of every model's fresh layers.
+        compare: also run the whole backbone and the last-k, first-k and worst-ranked blocks of
+            the collective run.
+        freeze_learngene: train only the fresh layers.
+        tune_lr: pick every method's lr (scratch included) on open-world episodes.
+        tune_episodes: open-world episodes per learning rate when tuning.
+        lr_grid: learning rates tried when tuning.
+    """
+
+    episodes: int = 20
+    ways: int = 5
+    shots: int = 5
+    queries: int = 15
+    seed: int = 0
+    compare: bool = False
+    freeze_learngene: bool = False
+    tune_lr: bool = False
+    tune_episodes: int = 3
+    lr_grid: tuple[float, ...] = DEFAULT_LR_GRID
+
+    def __post_init__(self) -> None:
+        for name in ("episodes", "shots", "queries", "tune_episodes"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value <= 0:
+                raise ConfigError(f"{name} must be a positive integer, got {value!r}.")
+        if not isinstance(self.ways, int) or self.ways < 2:
+            raise ConfigError(f"ways must be at least 2, got {self.ways!r}: with one class every query is right "
+                              "by construction and the accuracy means nothing.")
+        self.lr_grid = tuple(float(lr) for lr in self.lr_grid)
+        if not self.lr_grid or any(not lr > 0 for lr in self.lr_grid):
+            raise ConfigError(f"lr_grid must be positive learning rates such as (0.01, 0.02, 0.05), got {self.lr_grid!r}.")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -187,6 +241,9 @@ def train_individual(
             reestimate_batchnorm(model, x, cfg.batch_size)
         params = [p for p in model.parameters() if p.requires_grad]
         optimizer = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+        # under an fp16 autocast (accelerate's mixed precision) scale the loss so small gradients survive
+        fp16 = torch.is_autocast_enabled(device.type) and torch.get_autocast_dtype(device.type) == torch.float16
+        scaler = torch.amp.GradScaler(device.type) if fp16 else None
         model.train()
         n = x.shape[0]
         for _ in range(cfg.epochs):
@@ -200,8 +257,13 @@ def train_individual(
                     batch = augment_batch(batch, generator)
                 loss = model(batch, labels=y[idx]).loss
                 optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
+                if scaler is None:
+                    loss.backward()
+                    optimizer.step()
+                else:
+                    scaler.scale(loss).backward()
+                    scaler.step(optimizer)
+                    scaler.update()
     model.eval()
     return model
 
@@ -279,10 +341,6 @@ def probe_learngene(
 
 
 # ---------------------------------------------------------------------- comparisons over episodes
-#: Learning rates tried by :func:`tune_lr` (on open-world episodes only).
-DEFAULT_LR_GRID: tuple[float, ...] = (2e-3, 5e-3, 1e-2, 2e-2, 5e-2)
-
-
 
 @dataclass
 class Method:
@@ -324,11 +382,15 @@ def run_episodes(
     accelerator: Any | None = None,
     progress: bool = True,
     seed: int = 0,
+    desc: str | None = None,
 ) -> list[dict[str, Any]]:
     """Train and evaluate every method on every episode; returns one row per episode.
 
-    Episode ``i`` (position in ``episodes``) runs on process ``i % num_processes`` of
-    ``accelerator`` (``None``: this process runs all). Rows are gathered on every process
+    ``desc`` labels the progress bar (default: the methods and the episodes' ways and shots).
+
+    The episodes are spread over the processes of ``accelerator`` with
+    ``accelerator.split_between_processes`` (``None``: this process runs all), and every model is
+    trained and scored under ``accelerator.autocast()`` (its mixed precision). Rows are gathered on every process
     (``accelerate.utils.gather_object``) and returned sorted by episode index, each episode exactly
     once: ``{"index", "seed", "classes", "accuracy": {method: float}}``.
     """
@@ -343,13 +405,23 @@ def run_episodes(
         rank, world = int(accelerator.process_index), int(accelerator.num_processes)
         if accelerator.device.type != "cpu" and cfg.device is None:
             cfg = FewShotConfig(**{**cfg.to_dict(), "device": str(accelerator.device)})
-    mine = [ep for i, ep in enumerate(episodes) if i % world == rank]
+    mine = list(episodes)
+    autocast = contextlib.nullcontext
+    if accelerator is not None:
+        with accelerator.split_between_processes(list(episodes)) as share:
+            mine = list(share)
+        autocast = accelerator.autocast  # accelerate's mixed precision (a no-op for "no")
     rows = []
-    for ep in _progress(mine, progress and rank == 0, len(mine), "episodes"):
+    if desc is None and episodes:
+        ep0 = episodes[0]
+        ways = len(ep0.classes)
+        desc = f"few-shot {ways}-way {int(ep0.support_labels.shape[0]) // max(ways, 1)}-shot: {', '.join(names)}"
+    for ep in _progress(mine, progress and rank == 0, len(mine), desc or "episodes"):
         accuracy = {}
         for method in methods:
             run_cfg = cfg if method.lr is None else FewShotConfig(**{**cfg.to_dict(), "lr": float(method.lr)})
-            accuracy[method.name] = run_method_on_episode(method.builder, ep, run_cfg, seed)
+            with autocast():
+                accuracy[method.name] = run_method_on_episode(method.builder, ep, run_cfg, seed)
         rows.append({"index": int(ep.index), "seed": int(getattr(ep, "seed", 0)), "classes": [int(c) for c in ep.classes],
                      "accuracy": accuracy})
     if world > 1:
@@ -372,6 +444,7 @@ def tune_lr(
     accelerator: Any | None = None,
     seed: int = 0,
     progress: bool = False,
+    desc: str | None = None,
 ) -> tuple[float, dict[float, float]]:
     """Pick the learning rate with the best mean query accuracy on ``open_world_episodes``.
 
@@ -383,10 +456,29 @@ def tune_lr(
     if not grid or not open_world_episodes:
         raise ConfigError("tune_lr needs a non-empty lr grid and at least one open-world episode.")
     methods = [Method(f"lr={lr:g}", builder, lr) for lr in grid]
-    rows = run_episodes(methods, open_world_episodes, cfg, accelerator, progress, seed)
+    rows = run_episodes(methods, open_world_episodes, cfg, accelerator, progress, seed, desc=desc)
     means = {lr: sum(r["accuracy"][m.name] for r in rows) / len(rows) for lr, m in zip(grid, methods)}
     best = max(grid, key=lambda lr: (means[lr], -lr))
     return best, means
+
+
+def tuning_episodes(
+    data: Any, open_world: Sequence[int], num_episodes: int, ways: int, shots: int, queries: int, seed: int = 0
+) -> list[Any]:
+    """Open-world episodes for :func:`tune_lr`, drawn with seed ``seed + 10_000`` (never the novel
+    episodes' draws). ``ways`` is capped at the number of open-world classes, as the selection
+    probes do; fewer than 2 open-world classes raise :class:`ConfigError` naming them."""
+    from .data import sample_episodes
+
+    open_world = [int(c) for c in open_world]
+    if len(open_world) < 2:
+        raise ConfigError(f"lr tuning needs at least 2 open-world classes, the split has {len(open_world)} ({open_world}); "
+                          "give more with --open-world-classes, or leave --tune-lr off.")
+    tune_ways = min(int(ways), len(open_world))
+    if tune_ways < ways:
+        logger.info(f"lr tuning: {tune_ways}-way open-world episodes (only {len(open_world)} open-world classes; "
+                    f"the novel episodes stay {ways}-way)")
+    return sample_episodes(data, open_world, num_episodes, tune_ways, shots, queries, seed=seed + 10_000, role="open_world")
 
 
 def load_fewshot_data(
@@ -398,13 +490,17 @@ def load_fewshot_data(
     image_size: int | None = None,
     novel_classes: Sequence[int] | None = None,
     open_world_classes: Sequence[int] | None = None,
+    allow_base_classes: bool = False,
 ) -> tuple[Any, list[int], list[int]]:
     """``(images, novel_classes, open_world_classes)`` for few-shot episodes.
 
     Without ``dataset`` the learngene's ``config.task_stream["dataset"]`` names the data (the
     embedded dataset when it says nothing); without ``novel_classes`` / ``open_world_classes``
     the learngene's class split gives them. Episodes are drawn from the training images of those
-    classes (the collective model never trained on them).
+    classes (the collective model never trained on them). Novel or open-world classes that the
+    collective model trained on (its base classes) raise :class:`DataError` unless
+    ``allow_base_classes=True``: the inherited layers have seen them, so the comparison would
+    flatter the learngene.
     """
     from .data import EMBEDDED_SOURCES, ClassSplit, load_arguments, load_tensors, split_classes
 
@@ -427,6 +523,17 @@ def load_fewshot_data(
         split = split_classes(train.num_classes)
     novel = [int(c) for c in (novel_classes if novel_classes is not None else split.novel)]
     open_world = [int(c) for c in (open_world_classes if open_world_classes is not None else split.open_world)]
+    if not allow_base_classes:
+        trained = set(int(c) for c in (split.base if split is not None else []))
+        trained |= {int(c) for c in stream.get("classes") or []}
+        for role, chosen in (("novel", novel), ("open-world", open_world)):
+            seen = sorted(set(chosen) & trained)
+            if seen:
+                raise DataError(
+                    f"The {role} classes {seen} are base classes the collective model trained on; a few-shot result on "
+                    f"them would flatter the learngene. Choose classes outside the base classes, or pass "
+                    f"--allow-base-classes (allow_base_classes=True) if you mean it."
+                )
     overlap = sorted(set(novel) & set(open_world))
     if overlap:
         raise DataError(f"Classes {overlap} are both novel and open-world; learning rates would be tuned on test classes. "
@@ -534,11 +641,25 @@ def compare_methods(
     methods = [_as_method(m) for m in methods]
     if not episodes:
         raise ConfigError("compare_methods needs at least one episode.")
+    if cfg.epochs <= 0:
+        raise ConfigError(f"epochs={cfg.epochs} trains nothing: the table would compare untrained models. "
+                          "Give at least one epoch (--epochs 1 or more).")
+    if len(episodes[0].classes) < 2:
+        raise ConfigError(f"{len(episodes[0].classes)}-way episodes score 100% by construction; use at least 2 ways (--ways 2).")
     searches: dict[str, dict[str, float] | None] = {}
     if tune_lr_episodes:
         tuned = []
-        for method in methods:
-            best, means = tune_lr(method.builder, tune_lr_episodes, lr_grid, cfg, accelerator, seed + 1, progress=False)
+        ep0 = tune_lr_episodes[0]
+        tune_ways = len(ep0.classes)
+        tune_shots = int(ep0.support_labels.shape[0]) // max(tune_ways, 1)
+        grid_text = ", ".join(f"{lr:g}" for lr in sorted({float(x) for x in lr_grid}))
+        for i, method in enumerate(methods, start=1):
+            what = (f"lr tuning {i}/{len(methods)}: {method.name}, {tune_ways}-way {tune_shots}-shot, lr {grid_text} "
+                    f"on {len(tune_lr_episodes)} open-world episodes")
+            if not progress:
+                logger.info(what)
+            best, means = tune_lr(method.builder, tune_lr_episodes, lr_grid, cfg, accelerator, seed + 1, progress=progress,
+                                  desc=what)
             searches[method.name] = {f"{lr:g}": acc for lr, acc in means.items()}
             tuned.append(Method(method.name, method.builder, best, method.description, method.same_as))
         methods = tuned

@@ -13,6 +13,7 @@ Typical use::
 from __future__ import annotations
 
 import os
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -27,13 +28,61 @@ from .criterion import (
 )
 from .errors import ConfigError, DataError
 from .learngene import Learngene
+from .logs import get_logger
 from .record import GradientRecord
+
+logger = get_logger(__name__)
 
 #: Learning rates every candidate is probed with (its best one counts): a single small rate
 #: under-trains 30-step probes and would rank candidates by how fast they start, not how well.
 DEFAULT_PROBE_LRS: tuple[float, ...] = (0.02, 0.05)
 #: Largest share of the collective model's parameters a validated learngene may hold.
 DEFAULT_MAX_FRACTION = 1 / 3
+
+
+@dataclass
+class SelectionConfig:
+    """How :meth:`Inheritor.select` chooses the learngene (``examples/extract_learngene.py`` derives
+    its flags from these fields; ``select``'s keyword defaults are these defaults).
+
+    Attributes:
+        strategy: validated (open-world probes of candidate blocks), criterion (best block by
+            the criterion), paper (the last k layers), or layers (an explicit list).
+        k: layers per learngene.
+        criterion: ranking criterion: paper, relative_activity, stability or weight_change.
+        layers: explicit layer indices (implies the 'layers' strategy).
+        threshold: absolute gradient threshold of the 'paper' criterion (None: 5e-10).
+        from_task: rank on tasks with this id or later only (None: all tasks).
+        top: blocks of the criterion ranking that become validated candidates.
+        probe_episodes: open-world probe episodes per candidate.
+        probe_epochs: epochs of each probe.
+        probe_ways: ways of each probe episode (capped at the open-world classes).
+        probe_shots: shots of each probe episode.
+        probe_queries: query images per class of each probe episode.
+        probe_lrs: learning rates each candidate is probed with; its best counts.
+        max_fraction: skip candidates holding more than this share of the collective model's
+            parameters (None or 0: no cap).
+        seed: seed of the probe episodes and models.
+    """
+
+    strategy: str = "validated"
+    k: int = DEFAULT_K
+    criterion: str = DEFAULT_CRITERION
+    layers: list[int] | None = None
+    threshold: float | None = None
+    from_task: int | None = None
+    top: int = 2
+    probe_episodes: int = 4
+    probe_epochs: int = 30
+    probe_ways: int = 5
+    probe_shots: int = 5
+    probe_queries: int = 15
+    probe_lrs: tuple[float, ...] = DEFAULT_PROBE_LRS
+    max_fraction: float | None = DEFAULT_MAX_FRACTION
+    seed: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 class Inheritor:
@@ -98,14 +147,23 @@ class Inheritor:
         report = run.report
         dataset = dict(report.get("dataset") or {})
         split = run.split
-        stream = report.get("task_stream") or []
+        planned = report.get("task_stream") or []
+        finished = int(report.get("finished_tasks", report.get("num_tasks", len(planned))))
+        learnt = planned[:finished]  # a run stopped early (--stop-after-task) learnt only these tasks
         task_stream = {
             "dataset": {k: v for k, v in dataset.items() if k != "class_names"},
             "split": split.to_dict(),
-            "num_tasks": int(report.get("finished_tasks", report.get("num_tasks", len(stream)))),
+            "num_tasks": finished,
+            "planned_tasks": int(report.get("num_tasks", len(planned))),
             "ways": int(report.get("ways", 0)),
-            "classes": sorted({int(c) for task in stream for c in task}),
+            "classes": sorted({int(c) for task in learnt for c in task}),
         }
+        if finished < task_stream["planned_tasks"]:
+            logger.warning(
+                f"{run_dir} stopped after {finished} of its {task_stream['planned_tasks']} planned tasks: the learngene "
+                f"comes from a partly trained collective model ({len(task_stream['classes'])} classes learnt). Run "
+                "examples/train_collective.py again with the same options to finish the stream first."
+            )
         probe_data = None
         if load_probe_data and split.open_world:
             probe_data = _reload_probe_data(dataset, run.run_dir)
@@ -131,22 +189,22 @@ class Inheritor:
 
     def select(
         self,
-        strategy: str = "validated",
+        strategy: str = SelectionConfig.strategy,
         *,
-        k: int = DEFAULT_K,
-        criterion: str = DEFAULT_CRITERION,
+        k: int = SelectionConfig.k,
+        criterion: str = SelectionConfig.criterion,
         layers: Sequence[int] | None = None,
         threshold: float | None = None,
         from_task: int | None = None,
-        top: int = 2,
-        probe_episodes: int = 4,
-        probe_epochs: int = 30,
-        probe_ways: int = 5,
-        probe_shots: int = 5,
-        probe_queries: int = 15,
-        probe_lrs: Sequence[float] = DEFAULT_PROBE_LRS,
-        max_fraction: float | None = DEFAULT_MAX_FRACTION,
-        seed: int = 0,
+        top: int = SelectionConfig.top,
+        probe_episodes: int = SelectionConfig.probe_episodes,
+        probe_epochs: int = SelectionConfig.probe_epochs,
+        probe_ways: int = SelectionConfig.probe_ways,
+        probe_shots: int = SelectionConfig.probe_shots,
+        probe_queries: int = SelectionConfig.probe_queries,
+        probe_lrs: Sequence[float] = SelectionConfig.probe_lrs,
+        max_fraction: float | None = SelectionConfig.max_fraction,
+        seed: int = SelectionConfig.seed,
         device: str | None = None,
     ) -> Selection:
         """Choose the learngene's layers; returns (and remembers) a :class:`Selection`.
@@ -222,7 +280,8 @@ class Inheritor:
         from .fewshot import FewShotConfig, probe_learngene
 
         try:
-            episode_list = sample_episodes(self.probe_data, self.open_world_classes, episodes, ways=ways, shots=shots, queries=queries, seed=seed)
+            episode_list = sample_episodes(self.probe_data, self.open_world_classes, episodes, ways=ways, shots=shots,
+                                           queries=queries, seed=seed, role="open_world")
         except DataError as err:
             return None, settings, f"the open-world images cannot fill the probe episodes ({err})"
         if not lrs:
@@ -232,8 +291,12 @@ class Inheritor:
         def probe(layers: list[int]) -> dict[str, Any]:
             """Accuracies at the candidate's best learning rate (each candidate gets its own)."""
             learngene = self._extract(layers, selection=None)
+            logger.info(f"selection: probing layers {layers[0]}-{layers[-1]} on {episodes} open-world {ways}-way {shots}-shot "
+                        f"episodes, {epochs} epochs at lr {', '.join(f'{c.lr:g}' for c in configs)}")
             by_lr = {cfg.lr: probe_learngene(learngene, episode_list, cfg, seed=seed) for cfg in configs}
             best = max(by_lr, key=lambda lr: sum(by_lr[lr]) / len(by_lr[lr]))
+            logger.info(f"selection: layers {layers[0]}-{layers[-1]}: {100 * sum(by_lr[best]) / len(by_lr[best]):.1f}% "
+                        f"at lr {best:g}")
             return {"accuracies": by_lr[best], "lr": best,
                     "mean_by_lr": {f"{lr:g}": sum(a) / len(a) for lr, a in by_lr.items()}}
 

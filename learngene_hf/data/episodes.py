@@ -184,11 +184,12 @@ class Episode:
                 "support_indices": self.support_indices.tolist(), "query_indices": self.query_indices.tolist()}
 
 
-def _validate_episode_args(data: ImageTensors, classes: list[int], ways: int, shots: int, queries: int) -> list[int]:
+def _validate_episode_args(data: ImageTensors, classes: list[int], ways: int, shots: int, queries: int,
+                           role: str = "novel") -> list[int]:
     classes = sorted(int(c) for c in classes)
     if len(set(classes)) != len(classes):
         raise ConfigError(f"the class list {classes} has duplicates; list every class once.")
-    check_ways(classes, ways, "novel" if classes else "the given")
+    check_ways(classes, ways, role if classes else "the given")
     _positive("shots", shots)
     _positive("queries", queries, 0)
     _check_counts(data, classes, shots + queries, f"a {ways}-way {shots}-shot episode with {queries} queries")
@@ -226,12 +227,13 @@ def episode(data: ImageTensors, classes: list[int], index: int, ways: int = 5, s
 
 
 def sample_episodes(data: ImageTensors, classes: list[int], num_episodes: int, ways: int = 5, shots: int = 5,
-                    queries: int = 15, seed: int = 0) -> list[Episode]:
+                    queries: int = 15, seed: int = 0, *, role: str = "novel") -> list[Episode]:
     """Episodes ``0..num_episodes-1`` (see :func:`episode`); identical for every method compared.
 
     Episode ``i`` depends only on ``(seed, i)`` (and the data and arguments), so spreading the
-    indices over processes gives the same episodes as one process.
+    indices over processes gives the same episodes as one process. ``role`` names the classes in
+    error messages ("novel", "open_world").
     """
-    classes = _validate_episode_args(data, classes, ways, shots, queries)
+    classes = _validate_episode_args(data, classes, ways, shots, queries, role)
     return [_build_episode(data, classes, i, ways, shots, queries, seed)
             for i in range(_positive("num_episodes", num_episodes))]

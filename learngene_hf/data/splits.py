@@ -83,8 +83,9 @@ def check_ways(classes: list[int], ways: int, role: str = "the given") -> None:
     if isinstance(ways, bool) or not isinstance(ways, (int, np.integer)) or ways < 1:
         raise ConfigError(f"ways={ways!r} must be a positive integer.")
     if ways > len(classes):
-        raise ConfigError(f"asked for {ways}-way tasks but {role} classes are only {len(classes)} "
-                          f"({classes}); lower --ways or give more {role} classes "
+        shown = role.replace("_", "-")
+        raise ConfigError(f"asked for {ways}-way tasks but {shown} classes are only {len(classes)} "
+                          f"({classes}); lower --ways or give more {shown} classes "
                           f"(e.g. --{role.replace('_', '-')}-classes 0-{ways - 1}).")
 
 
