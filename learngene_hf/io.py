@@ -29,13 +29,37 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp = Path(tmp_name)
-    os.chmod(tmp, 0o644)  # mkstemp creates 0600; give the final file ordinary permissions
     try:
         yield tmp
+        # mkstemp (and some writers, e.g. safetensors) create 0600 files: give the file the mode
+        # any new file of the user gets (0666 minus the umask), after the writer is done with it
+        os.chmod(tmp, file_mode())
         os.replace(tmp, path)
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def file_mode() -> int:
+    """The mode of a new file under the process's umask (``0o644`` for the usual umask 022)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+def follow_umask(path: str | os.PathLike) -> None:
+    """Give ``path`` (a file, or every file and folder under a folder) the modes that the user's
+    umask gives new files and folders, e.g. after a library wrote 0600 files."""
+    path = Path(path)
+    mode = file_mode()
+    if path.is_file():
+        os.chmod(path, mode)
+        return
+    for folder, dirs, files in os.walk(path):
+        for name in files:
+            os.chmod(Path(folder) / name, mode)
+        for name in dirs:
+            os.chmod(Path(folder) / name, mode | ((mode & 0o444) >> 2))  # r -> r+x on folders
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> Path:

@@ -25,6 +25,7 @@ import torch
 
 from .collective import CollectiveModel
 from .errors import ArtifactError, ConfigError, HubError
+from .io import follow_umask
 from .layers import BLOCK_TENSOR_NAMES
 
 FORMAT_NAME = "learngene-hf"
@@ -301,6 +302,7 @@ class Learngene:
                 learngene_card(self, repo_id=repo_id).save(staging / CARD_NAME)
                 names.append(CARD_NAME)
             for name in names:
+                follow_umask(staging / name)  # safetensors writes 0600 files
                 os.replace(staging / name, target / name)
         finally:
             shutil.rmtree(staging, ignore_errors=True)

@@ -35,9 +35,12 @@ from torch.utils.data import DataLoader, TensorDataset
 from .collective import COLLECTIVE_PRESETS, CollectiveConfig, CollectiveModel
 from .errors import ArtifactError, ConfigError
 from .ewc import EWC
-from .io import read_json, write_json_atomic, write_text_atomic
+from .io import follow_umask, read_json, write_json_atomic, write_text_atomic
+from .logs import get_logger
 from .openworld import auroc
 from .record import DEFAULT_THRESHOLDS, GradientRecord, GradientRecorder
+
+logger = get_logger(__name__)
 
 RUN_FORMAT = "learngene-hf/collective-run"
 RUN_VERSION = 1
@@ -231,7 +234,9 @@ def plan_growth(config: CollectiveTrainingConfig, layer_names: Sequence[str], wi
             if event["op"] == "widen" and not isinstance(event.get("width"), int):
                 raise ConfigError(f"Growth event {event!r}: a widen event needs an integer 'width'.")
             events.append({"task": task, "op": event["op"], "layer": event["layer"], "width": event.get("width")})
-        return sorted(events, key=lambda e: e["task"])
+        events = sorted(events, key=lambda e: e["task"])
+        _check_growth_plan(events, layer_names)
+        return events
     if config.growth == "none":
         return []
     count = min(config.growth_layers, len(layer_names))
@@ -247,6 +252,27 @@ def plan_growth(config: CollectiveTrainingConfig, layer_names: Sequence[str], wi
             width = int(round(start + (config.growth_factor - 1.0) * start * j / len(layer_tasks)))
             events.append({"task": task, "op": "widen", "layer": layer_names[index], "width": width})
     return sorted(events, key=lambda e: e["task"])
+
+
+def _check_growth_plan(events: Sequence[dict], layer_names: Sequence[str]) -> None:
+    """Play ``events`` on the layer names (deepen inserts the name the model will give) and raise
+    :class:`ConfigError` for an event naming a layer that will not exist, before any training."""
+    names = list(layer_names)
+    for event in events:
+        layer = event["layer"]
+        if isinstance(layer, str):
+            if layer not in names:
+                raise ConfigError(f"Growth event {event!r} names layer {layer!r}, which the model will not have at task "
+                                  f"{event['task']} (its layers then: {names}); fix the growth plan (--growth).")
+            index = names.index(layer)
+        elif isinstance(layer, int) and not isinstance(layer, bool) and 0 <= layer < len(names):
+            index = layer
+        else:
+            raise ConfigError(f"Growth event {event!r}: layer must be a name in {names} or an index in 0..{len(names) - 1} "
+                              f"at task {event['task']}; fix the growth plan (--growth).")
+        if event["op"] == "deepen":
+            used = {int(n[4:]) for n in names if n.startswith("conv") and n[4:].isdigit()}
+            names.insert(index + 1, f"conv{max(used, default=-1) + 1}")
 
 
 def _layer_index(model: CollectiveModel, layer: int | str) -> int:
@@ -384,6 +410,7 @@ def _save_checkpoint(run_dir: Path, model: CollectiveModel, state: dict, ewc: EW
     tensors = ewc.state_tensors()
     if tensors:
         save_file(tensors, str(tmp / "ewc.safetensors"))
+        follow_umask(tmp / "ewc.safetensors")
     write_json_atomic(tmp / "state.json", state)
     if old.exists():
         shutil.rmtree(old)
@@ -422,6 +449,7 @@ def _quiet_transformers():
 def _save_model(model: CollectiveModel, folder: Path) -> None:
     with _quiet_transformers():
         model.save_pretrained(folder)
+    follow_umask(folder)  # safetensors writes model.safetensors as 0600
 
 
 def _load_model(folder: Path) -> CollectiveModel:
@@ -434,6 +462,19 @@ def _load_model(folder: Path) -> CollectiveModel:
 
 def _comparable(config_dict: dict) -> dict:
     return {k: v for k, v in config_dict.items() if k not in _RESUME_FREE_FIELDS}
+
+
+def _config_differences(saved: dict, now: dict) -> str:
+    """``"num_tasks: checkpoint 3, now 5; lr: ..."`` for every field that differs ("" when none)."""
+    saved, now = _comparable(saved), _comparable(now)
+    missing = object()
+    parts = []
+    for key in sorted(set(saved) | set(now)):
+        before, after = saved.get(key, missing), now.get(key, missing)
+        if before != after:
+            show = lambda v: "unset" if v is missing else repr(v)  # noqa: E731
+            parts.append(f"{key}: checkpoint {show(before)}, now {show(after)}")
+    return "; ".join(parts)
 
 
 # ---------------------------------------------------------------------------------------------- reports
@@ -569,21 +610,32 @@ def train_collective(
     checkpoint = _checkpoint_dir(run_dir) if resume else None
     ewc = EWC(config.ewc_weight)
     if checkpoint is not None:
-        state = read_json(checkpoint / "state.json")
-        if _comparable(state["config"]) != _comparable(config.to_dict()):
+        fresh_start = "pass resume=False (--no-resume) to start over, or choose another output folder"
+        try:
+            state = read_json(checkpoint / "state.json")
+            saved_config = state["config"]
+        except (ArtifactError, KeyError, TypeError) as err:
+            raise ArtifactError(f"The checkpoint in {checkpoint} cannot be read ({err}); {fresh_start}.") from err
+        differences = _config_differences(saved_config, config.to_dict())
+        if differences:
             raise ConfigError(
-                f"{run_dir} holds a run with a different config; resume it with the same options, pass "
-                "resume=False (--no-resume) to start over, or choose another output folder."
+                f"{run_dir} holds a run with a different config ({differences}); resume it with the same options, "
+                f"{fresh_start}."
             )
-        model = _load_model(checkpoint / "model")
-        record = GradientRecord.from_dict(state["record"])
-        report_tasks = list(state["tasks"])
-        events = state["growth_events"]
-        start_task = int(state["next_task"])
-        if (checkpoint / "ewc.safetensors").is_file():
-            from safetensors.torch import load_file
+        try:
+            model = _load_model(checkpoint / "model")
+            record = GradientRecord.from_dict(state["record"])
+            report_tasks = list(state["tasks"])
+            events = state["growth_events"]
+            start_task = int(state["next_task"])
+            if (checkpoint / "ewc.safetensors").is_file():
+                from safetensors.torch import load_file
 
-            ewc.load_state_tensors(load_file(str(checkpoint / "ewc.safetensors")))
+                ewc.load_state_tensors(load_file(str(checkpoint / "ewc.safetensors")))
+        except (ArtifactError, KeyError, TypeError, ValueError, OSError) as err:
+            raise ArtifactError(f"The checkpoint in {checkpoint} is corrupt or incomplete ({err}); {fresh_start}.") from err
+        if main:
+            logger.info(f"resuming after task {start_task} of {config.num_tasks} (checkpoint in {checkpoint})")
     else:
         set_seed(config.seed)
         if model is None:
@@ -657,6 +709,8 @@ def train_collective(
                     loss = loss + penalty
                 accelerator.backward(loss)
                 if recorder is not None:
+                    if accelerator.scaler is not None:
+                        accelerator.unscale_gradients()  # fp16: record the true gradients, not the scaled ones
                     recorder.step()
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
@@ -751,6 +805,12 @@ def load_run(run_dir: str | os.PathLike) -> CollectiveRun:
     hint = "run examples/train_collective.py (or train_collective) with this output folder to (re)create it"
     if not run_dir.is_dir():
         raise ArtifactError(f"Run folder {run_dir} does not exist; {hint}.")
+    if (run_dir / "learngene_config.json").is_file() and not (run_dir / "run_config.json").exists():
+        raise ArtifactError(
+            f"{run_dir} is a learngene (it holds learngene_config.json), not a collective run: give the folder that "
+            "examples/train_collective.py wrote (e.g. runs/collective). To use this learngene, pass it to "
+            f"examples/few_shot.py --learngene {run_dir} or Learngene.from_pretrained."
+        )
     for name in ("run_config.json", "report.json", "gradient_record.json", "model"):
         if not (run_dir / name).exists():
             raise ArtifactError(f"{run_dir / name} is missing: the run did not finish writing its outputs; {hint}.")

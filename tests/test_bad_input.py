@@ -1,0 +1,274 @@
+"""Bad input a new user meets first: each case gets one clear error (or a warning) before any work."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from learngene_hf.cli import run_script
+from learngene_hf.collective import CollectiveConfig, CollectiveModel
+from learngene_hf.data import load_tensors, sample_episodes
+from learngene_hf.errors import ArtifactError, ConfigError, DataError
+from learngene_hf.fewshot import FewShotConfig, compare_methods, load_fewshot_data, tuning_episodes
+from learngene_hf.learngene import Learngene
+from learngene_hf.training import CollectiveTrainingConfig, load_run, train_collective
+
+REPO = Path(__file__).resolve().parents[1]
+EMBEDDED = {"num_classes": 10, "train_per_class": 12, "test_per_class": 4, "image_size": 16}
+SPLIT = {"base": [0, 1, 2, 3, 4], "open_world": [5, 6], "novel": [7, 8, 9]}
+
+
+def example(name: str):
+    spec = importlib.util.spec_from_file_location(f"example_{name}", REPO / "examples" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def tiny_learngene() -> Learngene:
+    torch.manual_seed(0)
+    model = CollectiveModel(CollectiveConfig(preset="tiny", task_num_labels=[3]))
+    stream = {"dataset": {"source": "embedded:procedural", "embedded": dict(EMBEDDED), "num_classes": 10},
+              "split": dict(SPLIT), "num_tasks": 1, "ways": 3, "classes": [0, 1, 2]}
+    return Learngene.from_collective(model, [2, 3], task_stream=stream,
+                                     preprocessing={"image_size": 16, "mean": [0.5] * 3, "std": [0.5] * 3})
+
+
+def tiny_config(**overrides) -> CollectiveTrainingConfig:
+    values = dict(preset="tiny", num_tasks=2, ways=3, epochs_per_task=1, batch_size=16, growth="none", image_size=16,
+                  embedded={"num_classes": 10, "train_per_class": 12, "test_per_class": 4}, base="0-5", open_world="6-7",
+                  novel="8-9")
+    values.update(overrides)
+    return CollectiveTrainingConfig(**values)
+
+
+@pytest.fixture(scope="module")
+def data():
+    return load_tensors(None, **EMBEDDED)[0]
+
+
+@pytest.fixture(scope="module")
+def learngene_dir(tmp_path_factory):
+    return tiny_learngene().save_pretrained(tmp_path_factory.mktemp("lg") / "learngene")
+
+
+@pytest.fixture(scope="module")
+def stopped_run(tmp_path_factory):
+    """A 2-task run stopped after its first task (--stop-after-task 1)."""
+    run_dir = tmp_path_factory.mktemp("stopped") / "run"
+    train_collective(tiny_config(stop_after_task=1), run_dir, progress=False)
+    return run_dir
+
+
+def run_example(name: str, argv: list[str], capsys) -> tuple[int, str]:
+    with pytest.raises(SystemExit) as info:
+        run_script(example(name).main, argv)
+    return info.value.code, capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------- few-shot
+def test_one_way_episodes_are_refused_before_any_work(learngene_dir, tmp_path, capsys):
+    code, err = run_example("few_shot", ["--learngene", str(learngene_dir), "--ways", "1", "--output-dir", str(tmp_path)], capsys)
+    assert code == 2 and err.startswith("error: ways must be at least 2") and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "results.json").exists()
+
+
+def test_zero_epochs_of_few_shot_training_are_refused(learngene_dir, data, tmp_path, capsys):
+    episodes = sample_episodes(data, SPLIT["novel"], 1, ways=3, shots=2, queries=2)
+    with pytest.raises(ConfigError, match="trains nothing"):
+        compare_methods(tiny_learngene(), episodes, FewShotConfig(epochs=0, device="cpu"), progress=False)
+    code, err = run_example("few_shot", ["--learngene", str(learngene_dir), "--epochs", "0", "--episodes", "1", "--ways", "2",
+                                         "--shots", "1", "--queries", "1", "--no-progress", "--output-dir", str(tmp_path)], capsys)
+    assert code == 2 and "epochs=0 trains nothing" in err
+    assert not (tmp_path / "results.json").exists()
+
+
+def test_novel_classes_the_collective_model_trained_on_are_refused_unless_allowed():
+    lg = tiny_learngene()
+    with pytest.raises(DataError, match=r"novel classes \[1, 2\] are base classes .*--allow-base-classes"):
+        load_fewshot_data(lg, novel_classes=[1, 2, 9])
+    with pytest.raises(DataError, match=r"open-world classes \[4\] are base classes"):
+        load_fewshot_data(lg, open_world_classes=[4, 5])
+    _, novel, _ = load_fewshot_data(lg, novel_classes=[1, 2, 9], allow_base_classes=True)
+    assert novel == [1, 2, 9]
+    _, novel, open_world = load_fewshot_data(lg)  # the learngene's own split is fine
+    assert (novel, open_world) == (SPLIT["novel"], SPLIT["open_world"])
+
+
+def test_few_shot_script_names_base_classes_in_one_line(learngene_dir, tmp_path, capsys):
+    code, err = run_example("few_shot", ["--learngene", str(learngene_dir), "--novel-classes", "0-2", "--no-progress",
+                                         "--output-dir", str(tmp_path)], capsys)
+    assert code == 2 and "[0, 1, 2] are base classes" in err and len(err.strip().splitlines()) == 1
+
+
+def test_lr_tuning_caps_its_ways_at_the_open_world_classes_and_names_them(data):
+    episodes = tuning_episodes(data, [5, 6], 2, ways=3, shots=2, queries=2)
+    assert [len(ep.classes) for ep in episodes] == [2, 2] and all(set(ep.classes) == {5, 6} for ep in episodes)
+    with pytest.raises(ConfigError, match=r"at least 2 open-world classes, the split has 1 \(\[5\]\)"):
+        tuning_episodes(data, [5], 2, ways=3, shots=2, queries=2)
+    with pytest.raises(ConfigError, match="open-world classes are only 2") as info:
+        sample_episodes(data, [5, 6], 1, ways=3, shots=2, queries=2, role="open_world")
+    assert "novel" not in str(info.value)
+
+
+# ---------------------------------------------------------------------------------------- training
+def test_growth_naming_an_unknown_layer_is_refused_before_task_0(tmp_path):
+    bad = [{"task": 1, "op": "widen", "layer": "conv9", "width": 64}]
+    with pytest.raises(ConfigError, match=r"names layer 'conv9', which the model will not have at task 1"):
+        train_collective(tiny_config(growth=bad), tmp_path / "run", progress=False)
+    assert not (tmp_path / "run" / "checkpoint").exists()
+    # a layer that an earlier deepen event creates is fine
+    from learngene_hf.training import plan_growth
+
+    ok = [{"task": 0, "op": "deepen", "layer": "conv1"}, {"task": 1, "op": "widen", "layer": "conv4", "width": 64}]
+    assert len(plan_growth(tiny_config(growth=ok), ["conv0", "conv1", "conv2", "conv3"], [8, 16, 32, 32])) == 2
+
+
+def test_a_refused_resume_names_the_fields_that_differ(stopped_run):
+    with pytest.raises(ConfigError, match=r"\(lr: checkpoint 0\.001, now 0\.1; seed: checkpoint 0, now 3\)"):
+        train_collective(tiny_config(stop_after_task=1, lr=0.1, seed=3), stopped_run, progress=False)
+
+
+def test_a_corrupt_checkpoint_points_at_no_resume(stopped_run, tmp_path):
+    import shutil
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(stopped_run, run_dir)
+    (run_dir / "checkpoint" / "state.json").write_text("{ not json")
+    with pytest.raises(ArtifactError, match=r"cannot be read .*--no-resume"):
+        train_collective(tiny_config(), run_dir, progress=False)
+    (run_dir / "checkpoint" / "state.json").write_text(json.dumps({"config": tiny_config().to_dict()}))
+    with pytest.raises(ArtifactError, match=r"corrupt or incomplete .*--no-resume"):
+        train_collective(tiny_config(), run_dir, progress=False)
+
+
+def test_a_resumed_run_says_where_it_resumes(stopped_run, tmp_path, caplog):
+    import shutil
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(stopped_run, run_dir)
+    with caplog.at_level(logging.INFO, logger="learngene_hf"):
+        train_collective(tiny_config(), run_dir, progress=False)
+    assert "resuming after task 1 of 2" in caplog.text
+
+
+# ---------------------------------------------------------------------------------------- extraction
+def test_extracting_from_a_learngene_folder_says_it_is_a_learngene(learngene_dir, tmp_path, capsys):
+    with pytest.raises(ArtifactError, match="is a learngene .* not a collective run"):
+        load_run(learngene_dir)
+    code, err = run_example("extract_learngene", [str(learngene_dir), "--output-dir", str(tmp_path / "out")], capsys)
+    assert code == 2 and "is a learngene" in err and len(err.strip().splitlines()) == 1
+
+
+def test_extracting_from_a_stopped_run_warns_and_the_card_says_what_was_learnt(stopped_run, tmp_path, caplog):
+    from learngene_hf.inheritor import Inheritor
+
+    with caplog.at_level(logging.WARNING, logger="learngene_hf"):
+        inheritor = Inheritor.from_run(stopped_run, load_probe_data=False)
+    assert "stopped after 1 of its 2 planned tasks" in caplog.text
+    stream = inheritor.task_stream
+    report = json.loads((stopped_run / "report.json").read_text())
+    assert stream["num_tasks"] == 1 and stream["planned_tasks"] == 2
+    assert stream["classes"] == sorted(report["task_stream"][0]) and len(stream["classes"]) == 3
+    inheritor.select("paper", k=2)
+    card = (inheritor.save_pretrained(tmp_path / "lg", plot=False) / "README.md").read_text()
+    assert "1 tasks (stopped early: 2 were planned)" in card and "(3 classes)" in card
+
+
+# ---------------------------------------------------------------------------------------- files
+@pytest.mark.parametrize("umask", [0o022, 0o027])
+def test_saved_files_follow_the_umask(umask, tmp_path):
+    old = os.umask(umask)
+    try:
+        folder = tiny_learngene().save_pretrained(tmp_path / "lg")
+        run = train_collective(tiny_config(num_tasks=1, ways=2), tmp_path / "run", progress=False)
+    finally:
+        os.umask(old)
+    expected = 0o666 & ~umask
+    for path in [folder / "learngene.safetensors", folder / "learngene_config.json", folder / "README.md",
+                 run.run_dir / "model" / "model.safetensors", run.run_dir / "model" / "config.json",
+                 run.run_dir / "report.json", run.run_dir / "heatmap.png", run.run_dir / "checkpoint" / "model" / "model.safetensors"]:
+        assert stat.S_IMODE(path.stat().st_mode) == expected, path
+
+
+# ---------------------------------------------------------------------------------------- accelerate
+def test_train_collective_runs_in_the_precision_accelerate_launch_chose(tmp_path):
+    common = [str(REPO / "examples" / "train_collective.py"), "--preset", "tiny", "--num-tasks", "1", "--ways", "2",
+              "--images-per-class", "8", "--test-per-class", "4", "--growth", "none", "--image-size", "16",
+              "--embedded", '{"num_classes": 6}', "--no-progress"]
+    env = {**os.environ, "ACCELERATE_MIXED_PRECISION": "bf16", "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    launched = subprocess.run([sys.executable, *common, "--output-dir", str(tmp_path / "bf16")], env=env,
+                              capture_output=True, text=True, timeout=300)
+    assert launched.returncode == 0, launched.stderr[-3000:]
+    assert json.loads((tmp_path / "bf16" / "report.json").read_text())["mixed_precision"] == "bf16"
+    flag = subprocess.run([sys.executable, *common, "--output-dir", str(tmp_path / "flag"), "--mixed-precision", "no"],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert flag.returncode == 0, flag.stderr[-3000:]
+    assert json.loads((tmp_path / "flag" / "report.json").read_text())["mixed_precision"] == "no"  # the flag wins
+
+
+# ---------------------------------------------------------------------------------------- pictures and stage lines
+def test_heat_map_colour_bar_labels_read_without_an_offset():
+    from learngene_hf.plots.heatmap import gradient_heatmap_figure
+    from learngene_hf.record import GradientRecord
+
+    names = ["conv0", "conv1", "conv2"]
+    epochs = [{"task": t, "epoch": 0, "batches": 1,
+               "layers": {n: {"frac_above": [1.0 - (i + t) * 2e-6], "mean_abs": 1e-3, "rms": 1e-3} for i, n in enumerate(names)}}
+              for t in range(3)]
+    record = GradientRecord([5e-10], names, epochs, {str(t): {n: 0.1 for n in names} for t in range(3)})
+    fig = gradient_heatmap_figure(record, "frac_above", 5e-10)
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    FigureCanvasAgg(fig).draw()
+    bar = fig.axes[1]
+    labels = [t.get_text() for t in bar.get_yticklabels() if t.get_text()]
+    assert bar.yaxis.get_offset_text().get_text() == ""
+    assert len(labels) >= 2 and len(set(labels)) == len(labels), labels
+    import re
+
+    assert all(re.fullmatch(r"99\.999\d+%|100\.0+%", label) for label in labels), labels
+
+
+def test_lr_tuning_and_the_episode_bar_name_the_stage_method_and_shots(data, caplog):
+    from learngene_hf.fewshot import run_episodes
+
+    lg = tiny_learngene()
+    episodes = sample_episodes(data, SPLIT["novel"], 1, ways=2, shots=1, queries=1)
+    tune = tuning_episodes(data, SPLIT["open_world"], 1, ways=2, shots=1, queries=1)
+    with caplog.at_level(logging.INFO, logger="learngene_hf"):
+        compare_methods(lg, episodes, FewShotConfig(epochs=1, device="cpu"), tune_lr_episodes=tune, lr_grid=[0.01],
+                        progress=False)
+    assert "lr tuning 1/2: learngene, 2-way 1-shot, lr 0.01 on 1 open-world episodes" in caplog.text
+    assert "lr tuning 2/2: scratch" in caplog.text
+    import learngene_hf.fewshot as fewshot
+
+    seen = []
+    original = fewshot._progress
+    fewshot._progress = lambda iterable, enabled, total, desc: seen.append(desc) or iterable
+    try:
+        run_episodes([("scratch", lambda n: fewshot.build_individual(None, n, architecture_of=lg), 0.01)], episodes,
+                     FewShotConfig(epochs=1, device="cpu"), progress=True)
+    finally:
+        fewshot._progress = original
+    assert seen == ["few-shot 2-way 1-shot: scratch"]
+
+
+def test_selection_probes_say_which_block_they_probe(stopped_run, caplog):
+    from learngene_hf.inheritor import Inheritor
+
+    inheritor = Inheritor.from_run(stopped_run)
+    with caplog.at_level(logging.INFO, logger="learngene_hf"):
+        inheritor.select(k=2, probe_episodes=1, probe_epochs=1, probe_shots=1, probe_queries=1, probe_lrs=[0.05],
+                         max_fraction=None)
+    assert "selection: probing layers 0-1 on 1 open-world 2-way 1-shot episodes, 1 epochs at lr 0.05" in caplog.text
