@@ -9,8 +9,15 @@ from __future__ import annotations
 
 from transformers import AutoConfig, AutoModel, AutoModelForImageClassification
 
-from .collective import COLLECTIVE_PRESETS, CollectiveConfig, CollectiveModel
-from .individual import IndividualConfig, IndividualModel
+from .collective import (
+    COLLECTIVE_PRESETS,
+    CollectiveBaseModel,
+    CollectiveConfig,
+    CollectiveForImageClassification,
+    CollectiveModel,
+)
+from .individual import IndividualBaseModel, IndividualConfig, IndividualForImageClassification, IndividualModel
+from .vgg import VGGBN
 from .inheritor import Inheritor
 from .learngene import Learngene, LearngeneConfig
 from .errors import (
@@ -25,21 +32,26 @@ from .errors import (
 __version__ = "0.1.0"
 
 
-def _register(config_cls, model_cls) -> None:
+def _register(config_cls, base_cls, head_cls) -> None:
     AutoConfig.register(config_cls.model_type, config_cls, exist_ok=True)
-    AutoModel.register(config_cls, model_cls, exist_ok=True)
-    AutoModelForImageClassification.register(config_cls, model_cls, exist_ok=True)
+    AutoModel.register(config_cls, base_cls, exist_ok=True)
+    AutoModelForImageClassification.register(config_cls, head_cls, exist_ok=True)
 
 
-_register(CollectiveConfig, CollectiveModel)
-_register(IndividualConfig, IndividualModel)
+_register(CollectiveConfig, CollectiveBaseModel, CollectiveForImageClassification)
+_register(IndividualConfig, IndividualBaseModel, IndividualForImageClassification)
 
 __all__ = [
     "COLLECTIVE_PRESETS",
+    "CollectiveBaseModel",
     "CollectiveConfig",
+    "CollectiveForImageClassification",
     "CollectiveModel",
+    "IndividualBaseModel",
     "IndividualConfig",
+    "IndividualForImageClassification",
     "IndividualModel",
+    "VGGBN",
     "Inheritor",
     "Learngene",
     "LearngeneConfig",

@@ -1,11 +1,17 @@
-"""The collective model: an expandable, multi-head VGG-BN backbone (the paper's "collective model").
+"""The collective model: an expandable, multi-head VGG-BN network (the paper's "collective model").
+
+Two transformers models around the timm model :class:`~learngene_hf.vgg.VGGBN`, as transformers'
+own vision families are laid out: :class:`CollectiveBaseModel` (``AutoModel``; conv features,
+neck embedding, per-layer hidden states) and :class:`CollectiveForImageClassification`
+(``AutoModelForImageClassification``; the base model under ``self.collective`` plus one linear
+head per task). ``CollectiveModel`` is the classification model under its historical name.
 
 ``CollectiveConfig`` stores the *current* shape of the network (the width of every conv layer,
 where the pools are, a stable name for every layer, the heads learnt so far and every growth
 event), so a model grown with :meth:`CollectiveModel.widen` / :meth:`CollectiveModel.deepen`
 saves with ``save_pretrained`` and comes back with ``from_pretrained`` in its grown shape.
 
-This module depends only on torch, timm and transformers (plus the sibling ``layers`` and
+This module depends only on torch, timm and transformers (plus the sibling ``vgg``, ``layers`` and
 ``growth`` modules) so it can be pushed with ``register_for_auto_class`` and loaded with
 ``trust_remote_code=True`` by people who do not have learngene-hf installed.
 """
@@ -13,45 +19,23 @@ This module depends only on torch, timm and transformers (plus the sibling ``lay
 from __future__ import annotations
 
 import copy
+import os
 from typing import Any, Sequence
 
 import torch
 from torch import nn
 from transformers import PreTrainedConfig, PreTrainedModel
 from transformers import initialization as init
-from transformers.modeling_outputs import ImageClassifierOutput
+from transformers.modeling_outputs import BaseModelOutputWithPoolingAndNoAttention, ImageClassifierOutput
 
-from .growth import (
-    identity_block,
-    replication_map,
-    wider_block,
-    wider_consumer_conv,
-    wider_consumer_linear,
-)
-from .layers import conv_block, init_vgg_weights, mlp_neck, project_error, run_blocks
+from .growth import wider_consumer_linear
+from .layers import init_vgg_weights, make_image_processor, project_error
+from .model_outputs import classifier_output, vgg_base_forward
+from .vgg import VGG_BN_ARCHS, VGG_BN_MEAN, VGG_BN_STD, VGGBN
 
-#: Architectures by name. "paper" is the collective model of the Learngene paper (13 conv layers,
-#: VGG-16 style pooling, classifier 1024-1024-n); "small" and "tiny" are for CPUs and tests.
-COLLECTIVE_PRESETS: dict[str, dict[str, Any]] = {
-    "paper": {
-        "widths": [64, 64, 64, 64, 128, 128, 128, 256, 256, 256, 256, 256, 256],
-        "pool": [False, True, False, True, False, False, True, False, False, True, False, False, True],
-        "head_hidden": [1024, 1024],
-        "dropout": 0.5,
-    },
-    "small": {
-        "widths": [32, 32, 64, 64, 128, 128],
-        "pool": [False, True, False, True, False, True],
-        "head_hidden": [256],
-        "dropout": 0.2,
-    },
-    "tiny": {
-        "widths": [8, 8, 16, 16],
-        "pool": [False, True, False, True],
-        "head_hidden": [32],
-        "dropout": 0.0,
-    },
-}
+#: Architectures by name (the registered timm sizes ``learngene_vgg_<name>``). "paper" is the
+#: collective model of the Learngene paper; "small" and "tiny" are for CPUs and tests.
+COLLECTIVE_PRESETS = VGG_BN_ARCHS
 
 
 def _config_error(message: str) -> ValueError:
@@ -77,6 +61,10 @@ class CollectiveConfig(PreTrainedConfig):
         image_size: side of the (square) training images; informational, any size >= the total
             pooling factor works.
         kernel_size: conv kernel size.
+        image_mean / image_std: per-channel normalization the model expects (for the image
+            processor saved beside it).
+        num_labels / id2label / label2id: through ``**kwargs``; they describe the newest task head
+            (the one ``forward`` and ``pipeline`` use by default) and follow :meth:`add_task`.
     """
 
     model_type = "learngene_collective"
@@ -95,6 +83,8 @@ class CollectiveConfig(PreTrainedConfig):
         in_channels: int = 3,
         image_size: int = 32,
         kernel_size: int = 3,
+        image_mean: Sequence[float] | None = None,
+        image_std: Sequence[float] | None = None,
         **kwargs,
     ):
         if preset not in COLLECTIVE_PRESETS:
@@ -114,7 +104,11 @@ class CollectiveConfig(PreTrainedConfig):
         self.in_channels = int(in_channels)
         self.image_size = int(image_size)
         self.kernel_size = int(kernel_size)
+        self.image_mean = [float(v) for v in (image_mean if image_mean is not None else VGG_BN_MEAN)]
+        self.image_std = [float(v) for v in (image_std if image_std is not None else VGG_BN_STD)]
         self._validate()
+        if self.task_num_labels and "id2label" not in kwargs and "num_labels" not in kwargs:
+            kwargs["num_labels"] = self.task_num_labels[-1]
         super().__init__(**kwargs)
 
     def _validate(self) -> None:
@@ -158,37 +152,103 @@ class CollectivePreTrainedModel(PreTrainedModel):
     base_model_prefix = "collective"
     main_input_name = "pixel_values"
     input_modalities = ("image",)
+    _no_split_modules = ["ConvNormAct"]
 
     def _init_weights(self, module: nn.Module) -> None:
         init_vgg_weights(module, init)
 
+    def save_pretrained(self, save_directory: str | os.PathLike, *args, save_image_processor: bool = True, **kwargs):
+        """``PreTrainedModel.save_pretrained`` plus, by default, an image processor beside the
+        weights (resize to ``config.image_size``, normalize with ``image_mean`` / ``image_std``), so
+        ``pipeline("image-classification", model=save_directory)`` works (also used by
+        ``push_to_hub``)."""
+        result = super().save_pretrained(save_directory, *args, **kwargs)
+        if save_image_processor and kwargs.get("is_main_process", True):
+            make_image_processor(self.config).save_pretrained(save_directory)
+        return result
 
-class CollectiveModel(CollectivePreTrainedModel):
-    r"""Expandable multi-head VGG-BN classifier.
 
-    ``pixel_values`` [B, C, H, W] -> conv blocks (``self.blocks``) -> adaptive average pool to
-    ``feature_pool_size`` -> shared MLP (``self.neck``) -> one linear head per task
-    (``self.heads[task_id]``) -> logits [B, task_num_labels[task_id]].
+def _vgg_from_config(config: CollectiveConfig) -> VGGBN:
+    return VGGBN(
+        widths=config.widths,
+        pool=config.pool,
+        head_hidden=config.head_hidden,
+        num_classes=0,
+        in_chans=config.in_channels,
+        kernel_size=config.kernel_size,
+        feature_pool_size=config.feature_pool_size,
+        drop_rate=config.dropout,
+        init_weights=False,
+    )
+
+
+class CollectiveBaseModel(CollectivePreTrainedModel):
+    r"""The collective model without task heads (what ``AutoModel`` loads).
+
+    ``pixel_values`` [B, C, H, W] -> ``self.vgg`` (a :class:`~learngene_hf.vgg.VGGBN` with no
+    classifier): conv blocks -> feature map ``last_hidden_state`` [B, widths[-1], h, w] ->
+    adaptive average pool, flatten, MLP neck -> ``pooler_output`` [B, neck_width]. With
+    ``output_hidden_states`` the output of every conv block (after its pool) comes back in
+    ``hidden_states``, one [B, widths[i], h_i, w_i] tensor per entry of ``config.layer_names``.
+    """
+
+    def __init__(self, config: CollectiveConfig, init_by_parent: bool = False):
+        super().__init__(config)
+        # Inside a classification model the parent's post_init initializes these weights, in the
+        # same module order (and so from the same random stream) as a single flat model would.
+        self.init_by_parent = init_by_parent
+        self.vgg = _vgg_from_config(config)
+        self.post_init()
+
+    def init_weights(self) -> None:
+        if not self.init_by_parent:
+            super().init_weights()
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> BaseModelOutputWithPoolingAndNoAttention | tuple:
+        """Features of ``pixel_values`` [B, C, H, W]; a tuple ``(last_hidden_state, pooler_output
+        [, hidden_states])`` when ``return_dict`` is False."""
+        return vgg_base_forward(self.vgg, self.config, pixel_values, output_hidden_states, return_dict)
+
+
+class CollectiveForImageClassification(CollectivePreTrainedModel):
+    r"""Expandable multi-head VGG-BN classifier (``AutoModelForImageClassification``).
+
+    ``pixel_values`` [B, C, H, W] -> :class:`CollectiveBaseModel` (``self.collective``; its timm
+    network is ``self.vgg``, conv blocks ``self.blocks``, MLP ``self.neck``) -> one linear head
+    per task (``self.heads[task_id]``) -> logits [B, task_num_labels[task_id]].
 
     Grow it with :meth:`widen` and :meth:`deepen` (function preserving), add tasks with
-    :meth:`add_task`.
+    :meth:`add_task`. ``config.num_labels`` / ``id2label`` describe the newest head, the one
+    ``forward`` (and so ``pipeline("image-classification")``) uses by default.
     """
 
     def __init__(self, config: CollectiveConfig):
         super().__init__(config)
-        self.blocks = nn.ModuleList()
-        in_channels = config.in_channels
-        for width in config.widths:
-            self.blocks.append(self._make_block(in_channels, width))
-            in_channels = width
-        self.pool = nn.AdaptiveAvgPool2d(config.feature_pool_size)
-        self.neck, neck_width = mlp_neck(self.num_features, config.head_hidden, config.dropout)
-        self.heads = nn.ModuleList(nn.Linear(neck_width, n) for n in config.task_num_labels)
+        self.collective = CollectiveBaseModel(config, init_by_parent=True)
+        self.heads = nn.ModuleList(nn.Linear(self.neck_width, n) for n in config.task_num_labels)
         self.post_init()
 
-    # ------------------------------------------------------------------ shape helpers
-    def _make_block(self, in_channels: int, out_channels: int) -> nn.Module:
-        return conv_block(in_channels, out_channels, self.config.kernel_size)
+    # ------------------------------------------------------------------ structure
+    @property
+    def vgg(self) -> VGGBN:
+        """The timm network (conv blocks, pool, neck; no classifier)."""
+        return self.collective.vgg
+
+    @property
+    def blocks(self) -> nn.ModuleList:
+        """The conv blocks (timm ``ConvNormAct``), input to output."""
+        return self.collective.vgg.blocks
+
+    @property
+    def neck(self) -> nn.Sequential:
+        """The MLP between the pooled features and the task heads."""
+        return self.collective.vgg.neck
 
     @property
     def num_features(self) -> int:
@@ -209,32 +269,35 @@ class CollectiveModel(CollectivePreTrainedModel):
     # ------------------------------------------------------------------ forward
     def forward_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """Conv feature map [B, widths[-1], h, w] of ``pixel_values`` [B, C, H, W]."""
-        return run_blocks(self.blocks, self.config.pool, pixel_values)
+        return self.vgg.forward_features(pixel_values)
 
     def embed(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """MLP embedding [B, neck_width] shared by all task heads."""
-        features = torch.flatten(self.pool(self.forward_features(pixel_values)), 1)
-        return self.neck(features)
+        return self.vgg.forward_head(self.vgg.forward_features(pixel_values), pre_logits=True)
 
     def forward(
         self,
         pixel_values: torch.Tensor,
         labels: torch.Tensor | None = None,
         task_id: int | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
         **kwargs,
-    ) -> ImageClassifierOutput:
+    ) -> ImageClassifierOutput | tuple:
         r"""Classify ``pixel_values`` [B, C, H, W] with the head of ``task_id`` (default: the newest).
 
-        Returns an :class:`~transformers.modeling_outputs.ImageClassifierOutput` with ``logits``
-        [B, num_labels of that task] and, when ``labels`` [B] (int64) is given, the cross-entropy
-        ``loss``.
+        Returns an :class:`~transformers.modeling_outputs.ImageClassifierOutput`
+        with ``logits`` [B, num_labels of that task], the cross-entropy ``loss`` when ``labels``
+        [B] (int64) is given, and the per-layer ``hidden_states`` when ``output_hidden_states``;
+        a tuple ``([loss,] logits[, hidden_states])`` when ``return_dict`` is False.
         """
         if not self.heads:
             raise _config_error("This collective model has no task head yet: call model.add_task(num_labels) first.")
         head = self.heads[self._check_task(task_id)]
-        logits = head(self.embed(pixel_values))
-        loss = nn.functional.cross_entropy(logits, labels) if labels is not None else None
-        return ImageClassifierOutput(loss=loss, logits=logits)
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        base = self.collective(pixel_values, output_hidden_states=output_hidden_states, return_dict=return_dict)
+        logits = head(base[1])
+        return classifier_output(logits, labels, base, return_dict)
 
     def _check_task(self, task_id: int | None) -> int:
         if task_id is None:
@@ -266,24 +329,37 @@ class CollectiveModel(CollectivePreTrainedModel):
         return -torch.stack(per_head, 1).amax(1)
 
     # ------------------------------------------------------------------ tasks and growth
-    def add_task(self, num_labels: int) -> int:
+    def add_task(self, num_labels: int, id2label: dict[int, str] | None = None) -> int:
         """Add a fresh linear head for a new task with ``num_labels`` classes; returns its task id.
 
-        The head is created on the model's device and dtype. Rebuild the optimizer afterwards (the
-        new head's parameters are not in an optimizer built before).
+        The head is created on the model's device and dtype and becomes the default one:
+        ``config.num_labels`` / ``id2label`` now describe it (``id2label`` names its classes;
+        default ``LABEL_i``). Rebuild the optimizer afterwards (the new head's parameters are not
+        in an optimizer built before).
         """
-        if not isinstance(num_labels, int) or num_labels <= 0:
+        if not isinstance(num_labels, int) or isinstance(num_labels, bool) or num_labels <= 0:
             raise _config_error(f"num_labels must be a positive integer, got {num_labels!r}.")
+        if id2label is not None and sorted(int(k) for k in id2label) != list(range(num_labels)):
+            raise _config_error(f"id2label must name classes 0..{num_labels - 1}, got keys {sorted(id2label)}.")
         ref = next(self.parameters())
         head = nn.Linear(self.neck_width, num_labels).to(device=ref.device, dtype=ref.dtype)
         init_vgg_weights(head, nn.init)
         self.heads.append(head)
         self.config.task_num_labels.append(num_labels)
+        if id2label is None:
+            self.config.num_labels = num_labels
+        else:
+            self.config.id2label = {int(k): str(v) for k, v in id2label.items()}
+            self.config.label2id = {v: k for k, v in self.config.id2label.items()}
         return len(self.heads) - 1
 
     def _log_growth(self, **event) -> None:
         event["task"] = self.config.num_tasks - 1 if self.config.num_tasks else None
         self.config.growth_log.append(event)
+
+    def _sync_shape(self) -> None:
+        self.config.widths = list(self.vgg.widths)
+        self.config.pool = list(self.vgg.pool)
 
     @torch.no_grad()
     def widen(self, layer: int, width: int, generator: torch.Generator | None = None) -> None:
@@ -306,22 +382,13 @@ class CollectiveModel(CollectivePreTrainedModel):
             )
         if width == old:
             return
-        mapping = replication_map(old, width, generator)
-        self.blocks[layer] = wider_block(self.blocks[layer], mapping, self._make_block)
-        if layer + 1 < self.config.num_layers:
-            self.blocks[layer + 1] = wider_consumer_conv(self.blocks[layer + 1], mapping, self._make_block)
-        else:
-            self._widen_classifier_input(mapping)
-        self.config.widths[layer] = width
-        self._log_growth(op="widen", layer=layer, name=self.config.layer_names[layer], old_width=old, new_width=width)
-
-    def _widen_classifier_input(self, mapping: torch.Tensor) -> None:
-        per_channel = self.config.feature_pool_size**2
-        if len(self.neck):
-            self.neck[0] = wider_consumer_linear(self.neck[0], mapping, per_channel)
-        else:
+        mapping = self.vgg.widen(layer, width, generator)
+        if layer == self.config.num_layers - 1 and not len(self.neck):
+            per_channel = self.config.feature_pool_size**2
             for t, head in enumerate(self.heads):
                 self.heads[t] = wider_consumer_linear(head, mapping, per_channel)
+        self._sync_shape()
+        self._log_growth(op="widen", layer=layer, name=self.config.layer_names[layer], old_width=old, new_width=width)
 
     @torch.no_grad()
     def deepen(self, layer: int) -> None:
@@ -332,14 +399,11 @@ class CollectiveModel(CollectivePreTrainedModel):
         The module list changes: **rebuild the optimizer** after calling this.
         """
         layer = self._check_layer(layer)
-        width = self.config.widths[layer]
-        block = identity_block(width, self._make_block, self.blocks[layer])
-        self.blocks.insert(layer + 1, block)
+        self.vgg.deepen(layer)
+        self._sync_shape()
         name = self._new_layer_name()
-        self.config.widths.insert(layer + 1, width)
-        self.config.pool.insert(layer + 1, False)
         self.config.layer_names.insert(layer + 1, name)
-        self._log_growth(op="deepen", layer=layer + 1, name=name, old_width=None, new_width=width)
+        self._log_growth(op="deepen", layer=layer + 1, name=name, old_width=None, new_width=self.config.widths[layer])
 
     def _new_layer_name(self) -> str:
         used = {int(n[4:]) for n in self.config.layer_names if n.startswith("conv") and n[4:].isdigit()}
@@ -373,9 +437,13 @@ class CollectiveModel(CollectivePreTrainedModel):
         """The parameters of conv layer ``layer`` by their name inside the block."""
         return dict(self.blocks[self._check_layer(layer)].named_parameters())
 
-    def copy(self) -> "CollectiveModel":
+    def copy(self) -> "CollectiveForImageClassification":
         """A deep copy (config included), handy before an experiment that grows the model."""
         return copy.deepcopy(self)
+
+
+#: The classification model under the name the library has always used.
+CollectiveModel = CollectiveForImageClassification
 
 
 def _linear_row(name: str, kind: str, linear: nn.Linear) -> dict[str, Any]:

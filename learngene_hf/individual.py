@@ -25,9 +25,11 @@ import torch
 from torch import nn
 from transformers import PreTrainedConfig, PreTrainedModel
 from transformers import initialization as init
-from transformers.modeling_outputs import ImageClassifierOutput
+from transformers.modeling_outputs import BaseModelOutputWithPoolingAndNoAttention, ImageClassifierOutput
 
-from .layers import BLOCK_TENSOR_NAMES, conv_block, init_vgg_weights, mlp_neck, project_error, run_blocks
+from .layers import BLOCK_TENSOR_NAMES, init_vgg_weights, make_image_processor, project_error
+from .model_outputs import classifier_output, vgg_base_forward
+from .vgg import VGG_BN_ARCHS, VGG_BN_MEAN, VGG_BN_STD, VGGBN
 
 #: The paper's individual model (Learngene, AAAI 2022): fresh stem, 3 inherited 512-wide blocks, head.
 PAPER_STEM_WIDTHS = [64, 128, 256, 512]
@@ -36,8 +38,8 @@ PAPER_FEATURE_POOL_SIZE = 2
 PAPER_DROPOUT = 0.5
 
 #: Per-channel normalization the library trains with (``x/255`` then ``(x - mean) / std``).
-DEFAULT_IMAGE_MEAN = [0.5, 0.5, 0.5]
-DEFAULT_IMAGE_STD = [0.5, 0.5, 0.5]
+DEFAULT_IMAGE_MEAN = list(VGG_BN_MEAN)
+DEFAULT_IMAGE_STD = list(VGG_BN_STD)
 
 
 def _config_error(message: str) -> ValueError:
@@ -199,11 +201,7 @@ class IndividualConfig(PreTrainedConfig):
         head_hidden = source.get("head_hidden")
         dropout = source.get("dropout")
         if head_hidden is None or dropout is None:
-            try:
-                from learngene_hf.collective import COLLECTIVE_PRESETS
-            except ImportError:  # pragma: no cover - only without the package
-                COLLECTIVE_PRESETS = {}
-            base = COLLECTIVE_PRESETS.get(preset, {})
+            base = VGG_BN_ARCHS.get(preset, {})
             head_hidden = base.get("head_hidden", PAPER_HEAD_HIDDEN) if head_hidden is None else head_hidden
             dropout = base.get("dropout", 0.0) if dropout is None else dropout
         if paper_head:
@@ -261,17 +259,77 @@ class IndividualPreTrainedModel(PreTrainedModel):
     base_model_prefix = "individual"
     main_input_name = "pixel_values"
     input_modalities = ("image",)
+    _no_split_modules = ["ConvNormAct"]
 
     def _init_weights(self, module: nn.Module) -> None:
         init_vgg_weights(module, init)
 
+    def make_image_processor(self):
+        """A :class:`transformers.ViTImageProcessor` that resizes to ``config.image_size`` and
+        normalizes with ``config.image_mean`` / ``image_std`` (what ``pipeline`` needs)."""
+        return make_image_processor(self.config)
 
-class IndividualModel(IndividualPreTrainedModel):
-    r"""Small VGG-BN image classifier, optionally seeded with an inherited learngene.
+    def save_pretrained(self, save_directory: str | os.PathLike, *args, save_image_processor: bool = True, **kwargs):
+        """``PreTrainedModel.save_pretrained`` plus, by default, the image processor beside it, so
+        ``pipeline("image-classification", model=save_directory)`` works (also used by
+        ``push_to_hub``)."""
+        result = super().save_pretrained(save_directory, *args, **kwargs)
+        if save_image_processor and kwargs.get("is_main_process", True):
+            self.make_image_processor().save_pretrained(save_directory)
+        return result
 
-    ``pixel_values`` [B, C, H, W] -> conv blocks (``self.blocks``; ``config.inherited`` marks the
-    learngene's) -> adaptive average pool to ``feature_pool_size`` -> MLP (``self.neck``) ->
-    ``self.classifier`` -> logits [B, num_labels].
+
+class IndividualBaseModel(IndividualPreTrainedModel):
+    r"""The individual model without its classifier (what ``AutoModel`` loads).
+
+    ``pixel_values`` [B, C, H, W] -> ``self.vgg`` (a :class:`~learngene_hf.vgg.VGGBN` with no
+    classifier; ``config.inherited`` marks the learngene's blocks) -> ``last_hidden_state``
+    [B, widths[-1], h, w] and, after the adaptive pool and the MLP neck, ``pooler_output``
+    [B, head_hidden[-1]]; ``hidden_states`` holds every conv block's output (after its pool) when
+    ``output_hidden_states`` is set.
+    """
+
+    def __init__(self, config: IndividualConfig, init_by_parent: bool = False):
+        super().__init__(config)
+        # Inside a classification model the parent's post_init initializes these weights, in the
+        # same module order (and so from the same random stream) as a single flat model would.
+        self.init_by_parent = init_by_parent
+        self.vgg = VGGBN(
+            widths=config.widths,
+            pool=config.pool,
+            head_hidden=config.head_hidden,
+            num_classes=0,
+            in_chans=config.in_channels,
+            kernel_size=config.kernel_size,
+            feature_pool_size=config.feature_pool_size,
+            drop_rate=config.dropout,
+            init_weights=False,
+        )
+        self.post_init()
+
+    def init_weights(self) -> None:
+        if not self.init_by_parent:
+            super().init_weights()
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> BaseModelOutputWithPoolingAndNoAttention | tuple:
+        """Features of ``pixel_values`` [B, C, H, W]; a tuple ``(last_hidden_state, pooler_output
+        [, hidden_states])`` when ``return_dict`` is False."""
+        return vgg_base_forward(self.vgg, self.config, pixel_values, output_hidden_states, return_dict)
+
+
+class IndividualForImageClassification(IndividualPreTrainedModel):
+    r"""Small VGG-BN image classifier, optionally seeded with an inherited learngene
+    (``AutoModelForImageClassification``).
+
+    ``pixel_values`` [B, C, H, W] -> :class:`IndividualBaseModel` (``self.individual``; conv blocks
+    ``self.blocks``, ``config.inherited`` marks the learngene's; adaptive average pool to
+    ``feature_pool_size``; MLP ``self.neck``) -> ``self.classifier`` -> logits [B, num_labels].
 
     Build it with :meth:`from_learngene`; ``IndividualModel(IndividualConfig.for_learngene(...))``
     is the same architecture from random initialization (the scratch baseline).
@@ -279,19 +337,29 @@ class IndividualModel(IndividualPreTrainedModel):
 
     def __init__(self, config: IndividualConfig):
         super().__init__(config)
-        self.blocks = nn.ModuleList()
-        in_channels = config.in_channels
-        for width in config.widths:
-            self.blocks.append(conv_block(in_channels, width, config.kernel_size))
-            in_channels = width
-        self.pool = nn.AdaptiveAvgPool2d(config.feature_pool_size)
-        self.neck, neck_width = mlp_neck(self.num_features, config.head_hidden, config.dropout)
+        self.individual = IndividualBaseModel(config, init_by_parent=True)
+        neck_width = config.head_hidden[-1] if config.head_hidden else self.num_features
         self.classifier = nn.Linear(neck_width, config.num_labels)
         self.post_init()
         if config.freeze_learngene:
             self._apply_freeze()
 
     # ------------------------------------------------------------------ structure
+    @property
+    def vgg(self) -> VGGBN:
+        """The timm network (conv blocks, pool, neck; no classifier)."""
+        return self.individual.vgg
+
+    @property
+    def blocks(self) -> nn.ModuleList:
+        """The conv blocks (timm ``ConvNormAct``), input to output."""
+        return self.individual.vgg.blocks
+
+    @property
+    def neck(self) -> nn.Sequential:
+        """The MLP between the pooled features and the classifier."""
+        return self.individual.vgg.neck
+
     @property
     def num_features(self) -> int:
         """Width of the flattened pooled feature map that enters the MLP."""
@@ -324,18 +392,27 @@ class IndividualModel(IndividualPreTrainedModel):
     # ------------------------------------------------------------------ forward
     def forward_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """Conv feature map [B, widths[-1], h, w] of ``pixel_values`` [B, C, H, W]."""
-        return run_blocks(self.blocks, self.config.pool, pixel_values)
+        return self.vgg.forward_features(pixel_values)
 
-    def forward(self, pixel_values: torch.Tensor, labels: torch.Tensor | None = None, **kwargs) -> ImageClassifierOutput:
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        labels: torch.Tensor | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> ImageClassifierOutput | tuple:
         r"""Classify ``pixel_values`` [B, C, H, W] (float, normalized).
 
-        Returns an :class:`~transformers.modeling_outputs.ImageClassifierOutput` with ``logits``
-        [B, num_labels] and, when ``labels`` [B] (int64) is given, the cross-entropy ``loss``.
+        Returns an :class:`~transformers.modeling_outputs.ImageClassifierOutput`
+        with ``logits`` [B, num_labels], the cross-entropy ``loss`` when ``labels`` [B] (int64) is
+        given and the per-layer ``hidden_states`` when ``output_hidden_states``; a tuple
+        ``([loss,] logits[, hidden_states])`` when ``return_dict`` is False.
         """
-        features = torch.flatten(self.pool(self.forward_features(pixel_values)), 1)
-        logits = self.classifier(self.neck(features))
-        loss = nn.functional.cross_entropy(logits, labels) if labels is not None else None
-        return ImageClassifierOutput(loss=loss, logits=logits)
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        base = self.individual(pixel_values, output_hidden_states=output_hidden_states, return_dict=return_dict)
+        logits = self.classifier(base[1])
+        return classifier_output(logits, labels, base, return_dict)
 
     # ------------------------------------------------------------------ freezing
     def _apply_freeze(self) -> None:
@@ -359,7 +436,7 @@ class IndividualModel(IndividualPreTrainedModel):
             for block in self.inherited_blocks():
                 block.train(block_mode)
 
-    def train(self, mode: bool = True) -> "IndividualModel":
+    def train(self, mode: bool = True) -> "IndividualForImageClassification":
         """Like :meth:`torch.nn.Module.train`, but frozen inherited blocks always stay in eval mode."""
         super().train(mode)
         if getattr(self.config, "freeze_learngene", False):
@@ -445,31 +522,9 @@ class IndividualModel(IndividualPreTrainedModel):
         model.load_learngene(learngene, origin)
         return model
 
-    # ------------------------------------------------------------------ ecosystem
-    def make_image_processor(self):
-        """A :class:`transformers.ViTImageProcessor` that resizes to ``config.image_size`` and
-        normalizes with ``config.image_mean`` / ``image_std`` (what ``pipeline`` needs)."""
-        from transformers import ViTImageProcessor
 
-        size = self.config.image_size
-        return ViTImageProcessor(
-            do_resize=True,
-            size={"height": size, "width": size},
-            do_rescale=True,
-            rescale_factor=1 / 255,
-            do_normalize=True,
-            image_mean=list(self.config.image_mean),
-            image_std=list(self.config.image_std),
-        )
-
-    def save_pretrained(self, save_directory: str | os.PathLike, *args, save_image_processor: bool = True, **kwargs):
-        """``PreTrainedModel.save_pretrained`` plus, by default, the image processor beside it, so
-        ``pipeline("image-classification", model=save_directory)`` works (also used by
-        ``push_to_hub``)."""
-        result = super().save_pretrained(save_directory, *args, **kwargs)
-        if save_image_processor and kwargs.get("is_main_process", True):
-            self.make_image_processor().save_pretrained(save_directory)
-        return result
+#: The classification model under the name the library has always used.
+IndividualModel = IndividualForImageClassification
 
 
 def resolve_learngene(

@@ -5,7 +5,7 @@ Both families are plain VGG-style stacks: ``conv3x3 -> BatchNorm -> ReLU`` block
 pool, a small MLP neck and linear classifier(s). Keeping the block identical in both families is
 what lets a learngene (a run of blocks) move from one model into the other tensor for tensor.
 
-This module depends only on torch and timm so that it can travel with a model pushed to the Hub
+This module depends only on torch and timm (transformers only inside ``make_image_processor``) so that it can travel with a model pushed to the Hub
 (``register_for_auto_class`` copies it next to the weights for ``trust_remote_code=True``).
 """
 
@@ -71,6 +71,24 @@ def mlp_neck(in_features: int, hidden: Sequence[int], dropout: float) -> tuple[n
         layers += [nn.Linear(width, out), nn.ReLU(inplace=True), nn.Dropout(dropout)]
         width = out
     return nn.Sequential(*layers), width
+
+
+def make_image_processor(config):
+    """A :class:`transformers.ViTImageProcessor` for a model config with ``image_size``,
+    ``image_mean`` and ``image_std``: resize to ``image_size`` squared, ``x/255``, then
+    ``(x - mean) / std`` (what ``pipeline("image-classification")`` needs beside the weights)."""
+    from transformers import ViTImageProcessor
+
+    size = int(config.image_size)
+    return ViTImageProcessor(
+        do_resize=True,
+        size={"height": size, "width": size},
+        do_rescale=True,
+        rescale_factor=1 / 255,
+        do_normalize=True,
+        image_mean=list(config.image_mean),
+        image_std=list(config.image_std),
+    )
 
 
 def init_vgg_weights(module: nn.Module, init) -> None:

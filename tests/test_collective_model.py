@@ -8,7 +8,14 @@ from transformers import AutoConfig, AutoModel, AutoModelForImageClassification
 from transformers.modeling_outputs import ImageClassifierOutput
 
 import learngene_hf  # noqa: F401  (registers the Auto classes)
-from learngene_hf import COLLECTIVE_PRESETS, CollectiveConfig, CollectiveModel, ConfigError
+from learngene_hf import (
+    COLLECTIVE_PRESETS,
+    CollectiveBaseModel,
+    CollectiveConfig,
+    CollectiveForImageClassification,
+    CollectiveModel,
+    ConfigError,
+)
 
 
 def _warmed_model(preset: str = "tiny", tasks=(5, 3), seed: int = 0) -> CollectiveModel:
@@ -124,9 +131,56 @@ def test_auto_classes_load_a_saved_collective_model(tmp_path):
     model.widen(2, 24)
     model.save_pretrained(tmp_path)
     assert isinstance(AutoConfig.from_pretrained(tmp_path), CollectiveConfig)
-    for auto in (AutoModel, AutoModelForImageClassification):
-        loaded = auto.from_pretrained(tmp_path)
-        assert isinstance(loaded, CollectiveModel) and loaded.config.widths[2] == 24
+    head_model = AutoModelForImageClassification.from_pretrained(tmp_path).eval()
+    assert isinstance(head_model, CollectiveForImageClassification) and head_model.config.widths[2] == 24
+    base = AutoModel.from_pretrained(tmp_path).eval()
+    assert isinstance(base, CollectiveBaseModel) and base.config.widths[2] == 24
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():  # the base model got the trained weights, not a fresh initialization
+        torch.testing.assert_close(base(x).pooler_output, model.embed(x))
+    assert CollectiveModel.base_model_prefix == "collective" and head_model.base_model is head_model.collective
+    assert CollectiveModel._no_split_modules == ["ConvNormAct"]
+
+
+def test_pipeline_classifies_with_the_newest_head(tmp_path):
+    from PIL import Image
+    from transformers import pipeline
+
+    model = _warmed_model(tasks=(5, 3))
+    model.add_task(4, id2label={0: "cat", 1: "dog", 2: "fox", 3: "owl"})
+    model.save_pretrained(tmp_path)
+    assert (tmp_path / "preprocessor_config.json").is_file()
+    classify = pipeline("image-classification", model=str(tmp_path))
+    image = Image.fromarray((torch.rand(40, 40, 3) * 255).to(torch.uint8).numpy())
+    scores = classify(image, top_k=4)
+    assert sorted(s["label"] for s in scores) == ["cat", "dog", "fox", "owl"]
+    assert abs(sum(s["score"] for s in scores) - 1.0) < 1e-4
+    pixels = classify.image_processor(image, return_tensors="pt")["pixel_values"]
+    assert pixels.shape == (1, 3, 32, 32)
+    with torch.no_grad():
+        expected = model(pixels).logits.softmax(-1)[0]
+    best = max(scores, key=lambda s: s["score"])
+    assert best["label"] == model.config.id2label[int(expected.argmax())]
+    assert abs(best["score"] - float(expected.max())) < 1e-5
+
+
+def test_hidden_states_and_return_dict_are_honoured():
+    model = _warmed_model(tasks=(5,))
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        out = model(x, output_hidden_states=True)
+        plain = model(x)
+        as_tuple = model(x, labels=torch.tensor([0, 1]), output_hidden_states=True, return_dict=False)
+    assert plain.hidden_states is None
+    assert [h.shape[1] for h in out.hidden_states] == model.config.widths
+    assert out.hidden_states[-1].shape == (2, 16, 8, 8)
+    loss, logits, hidden = as_tuple
+    assert loss.ndim == 0 and torch.equal(logits, out.logits) and len(hidden) == model.config.num_layers
+    base_out = model.collective(x, return_dict=False)
+    assert len(base_out) == 2 and base_out[0].shape == (2, 16, 8, 8)
+    model.config.output_hidden_states = True  # the config default applies when the call does not say
+    with torch.no_grad():
+        assert len(model(x).hidden_states) == model.config.num_layers
 
 
 def test_remote_code_copy_loads_with_trust_remote_code(tmp_path):
@@ -138,10 +192,10 @@ def test_remote_code_copy_loads_with_trust_remote_code(tmp_path):
     finally:
         CollectiveConfig._auto_class = None
         CollectiveModel._auto_class = None
-    for name in ("collective.py", "layers.py", "growth.py"):
+    for name in ("collective.py", "vgg.py", "model_outputs.py", "layers.py", "growth.py"):
         assert (tmp_path / name).is_file(), f"{name} was not copied beside the weights"
     config = AutoConfig.from_pretrained(tmp_path, trust_remote_code=True)
-    assert config.auto_map["AutoModelForImageClassification"] == "collective.CollectiveModel"
+    assert config.auto_map["AutoModelForImageClassification"] == "collective.CollectiveForImageClassification"
     loaded = AutoModelForImageClassification.from_pretrained(tmp_path, trust_remote_code=True).eval()
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
@@ -159,11 +213,27 @@ def test_layer_summary_lists_conv_mlp_and_heads():
 
 
 def test_unknown_score_prefers_confident_inputs():
-    model = _warmed_model()
-    x = torch.randn(5, 3, 32, 32)
+    """Inputs a head is confident about score lower (less unknown) than inputs it is unsure of."""
+    model = _warmed_model(tasks=(2, 3))
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        sure, unsure = model.embed(x)
+        # Head 0: logits +-w.(e - unsure) with w along (sure - unsure): [0, 0] for the unsure
+        # input, [20, -20] for the sure one. Head 1 is uniform (all-zero logits) everywhere.
+        gap = sure - unsure
+        w = gap / gap.norm() ** 2 * 20  # w.(sure - unsure) == 20
+        model.heads[0].weight.copy_(torch.stack([w, -w]))
+        model.heads[0].bias.copy_(torch.stack([-(w @ unsure), w @ unsure]))
+        model.heads[1].weight.zero_()
+        model.heads[1].bias.zero_()
     for method in ("energy", "msp"):
         score = model.unknown_score(x, method=method)
-        assert score.shape == (5,) and torch.isfinite(score).all()
+        assert score.shape == (2,) and torch.isfinite(score).all()
+        assert score[0] < score[1] - 0.4, (method, score)
+        only_uniform = model.unknown_score(x, task_ids=[1], method=method)
+        torch.testing.assert_close(only_uniform[0], only_uniform[1])  # the uniform head cannot tell them apart
+    energy = model.unknown_score(x, method="energy")  # unsure input: max(log 2, log 3) from the uniform heads
+    assert abs(energy[1].item() + torch.log(torch.tensor(3.0)).item()) < 1e-4
     with pytest.raises(ConfigError, match="'energy' or 'msp'"):
         model.unknown_score(x, method="entropy")
 

@@ -12,7 +12,7 @@ import learngene_hf  # noqa: F401 - registers the Auto classes
 from learngene_hf.collective import CollectiveConfig, CollectiveModel
 from learngene_hf.errors import IncompatibleLearngeneError
 from learngene_hf.fewshot import FewShotConfig, train_individual
-from learngene_hf.individual import IndividualConfig, IndividualModel
+from learngene_hf.individual import IndividualBaseModel, IndividualConfig, IndividualModel
 from learngene_hf.learngene import Learngene
 
 tf_logging.set_verbosity_error()
@@ -135,6 +135,32 @@ def test_auto_and_pipeline_round_trip(tmp_path):
     image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (40, 40, 3), dtype=np.uint8))
     out = classifier(image, top_k=3)
     assert {row["label"] for row in out} == {"cat", "dog", "fox"}
+    pixels = classifier.image_processor(image, return_tensors="pt")["pixel_values"]
+    with torch.no_grad():
+        expected = model(pixels).logits.softmax(-1)[0]
+    best = max(out, key=lambda row: row["score"])
+    assert best["label"] == id2label[int(expected.argmax())] and abs(best["score"] - float(expected.max())) < 1e-5
+
+
+def test_base_model_for_automodel_and_hidden_states(tmp_path):
+    from transformers import AutoModel
+
+    lg = Learngene.from_collective(tiny_collective(), [0, 1])
+    model = IndividualModel.from_learngene(lg, 3).eval()
+    model.save_pretrained(tmp_path)
+    base = AutoModel.from_pretrained(tmp_path).eval()
+    assert isinstance(base, IndividualBaseModel) and not hasattr(base, "classifier")
+    assert IndividualModel.base_model_prefix == "individual" and model.base_model is model.individual
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        out = model(x, output_hidden_states=True)
+        base_out = base(x, output_hidden_states=True)
+        as_tuple = model(x, return_dict=False)
+    assert [h.shape[1] for h in out.hidden_states] == model.config.widths
+    for mine, theirs in zip(out.hidden_states, base_out.hidden_states):
+        torch.testing.assert_close(mine, theirs)
+    torch.testing.assert_close(model.classifier(base_out.pooler_output), out.logits)
+    assert isinstance(as_tuple, tuple) and len(as_tuple) == 1 and torch.equal(as_tuple[0], out.logits)
 
 
 def test_push_to_hub_and_load_with_auto(hub):
@@ -161,10 +187,10 @@ def test_remote_code_copy_loads_with_trust_remote_code(tmp_path):
     finally:
         IndividualConfig._auto_class = None
         IndividualModel._auto_class = None
-    for name in ("individual.py", "layers.py"):
+    for name in ("individual.py", "vgg.py", "model_outputs.py", "layers.py", "growth.py"):
         assert (tmp_path / name).is_file(), f"{name} was not copied beside the weights"
     assert AutoConfig.from_pretrained(tmp_path, trust_remote_code=True).auto_map["AutoModelForImageClassification"] == (
-        "individual.IndividualModel"
+        "individual.IndividualForImageClassification"
     )
     loaded = AutoModelForImageClassification.from_pretrained(tmp_path, trust_remote_code=True).eval()
     x = torch.randn(2, 3, 32, 32)
