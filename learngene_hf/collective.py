@@ -446,6 +446,15 @@ class CollectiveForImageClassification(CollectivePreTrainedModel):
 CollectiveModel = CollectiveForImageClassification
 
 
+
+def _register_auto_classes() -> None:
+    """``AutoConfig`` / ``AutoModel`` / ``AutoModelForImageClassification`` know this family."""
+    from transformers import AutoConfig, AutoModel, AutoModelForImageClassification
+
+    AutoConfig.register(CollectiveConfig.model_type, CollectiveConfig, exist_ok=True)
+    AutoModel.register(CollectiveConfig, CollectiveBaseModel, exist_ok=True)
+    AutoModelForImageClassification.register(CollectiveConfig, CollectiveForImageClassification, exist_ok=True)
+
 def _linear_row(name: str, kind: str, linear: nn.Linear) -> dict[str, Any]:
     return {
         "index": None,
@@ -456,3 +465,7 @@ def _linear_row(name: str, kind: str, linear: nn.Linear) -> dict[str, Any]:
         "pool": False,
         "parameters": sum(p.numel() for p in linear.parameters()),
     }
+
+
+if __name__.startswith("learngene_hf."):  # the installed package (a remote-code copy is found through auto_map)
+    _register_auto_classes()

@@ -747,5 +747,6 @@ def write_results(results: dict[str, Any], output_dir: str, plot: bool = True) -
     if plot:
         from .plots.accuracy import plot_method_accuracy
 
-        paths["plot"] = plot_method_accuracy(results, out / "accuracy.png")
+        labels = {name: method_label(name, m) for name, m in results["methods"].items()}
+        paths["plot"] = plot_method_accuracy(results, out / "accuracy.png", labels=labels)
     return paths

@@ -501,14 +501,17 @@ class IndividualForImageClassification(IndividualPreTrainedModel):
         freeze_learngene: bool = False,
         token: str | bool | None = None,
         cache_dir: str | os.PathLike | None = None,
+        endpoint: str | None = None,
         **config_overrides: Any,
-    ) -> "IndividualModel":
+    ) -> "IndividualForImageClassification":
         """Build an individual model around a learngene and load its tensors.
 
         Args:
             learngene_or_repo_id_or_dir: a ``Learngene``, a local folder, or a Hub repo id.
             num_labels: classes of the target task (the fresh head's outputs).
             revision: branch, tag or commit of a Hub repo.
+            token / cache_dir / endpoint: Hub access for a repo id (``endpoint``: the Hub's URL,
+                default ``huggingface_hub``'s, e.g. a local server's ``http://127.0.0.1:8080``).
             freeze_learngene: keep the inherited blocks fixed during training.
             config_overrides: :meth:`IndividualConfig.for_learngene` overrides (``stem_widths``,
                 ``head_hidden``, ``image_size``, ``id2label``...).
@@ -516,7 +519,16 @@ class IndividualForImageClassification(IndividualPreTrainedModel):
         The config records which learngene it came from (``config.learngene``: ``repo_id``,
         ``revision``, ``commit_sha``, layer names, position).
         """
-        learngene, origin = resolve_learngene(learngene_or_repo_id_or_dir, revision=revision, token=token, cache_dir=cache_dir)
+        if isinstance(learngene_or_repo_id_or_dir, (str, os.PathLike)):
+            try:  # loading an artifact by name is the artifact module's job (remote-code copies lack it)
+                from learngene_hf.learngene import resolve_learngene
+            except ImportError as err:  # pragma: no cover - only without the package
+                raise ImportError("Loading a learngene by name needs the learngene-hf package: pip install learngene-hf.") from err
+        else:
+            resolve_learngene = learngene_origin
+        learngene, origin = resolve_learngene(
+            learngene_or_repo_id_or_dir, revision=revision, token=token, cache_dir=cache_dir, endpoint=endpoint
+        )
         config = IndividualConfig.for_learngene(learngene, num_labels, freeze_learngene=freeze_learngene, **config_overrides)
         model = cls(config)
         model.load_learngene(learngene, origin)
@@ -527,38 +539,25 @@ class IndividualForImageClassification(IndividualPreTrainedModel):
 IndividualModel = IndividualForImageClassification
 
 
-def resolve_learngene(
-    learngene_or_ref: Any,
-    revision: str | None = None,
-    token: str | bool | None = None,
-    cache_dir: str | os.PathLike | None = None,
-) -> tuple[Any, dict[str, Any]]:
-    """Return ``(learngene, origin)`` for a ``Learngene``, a local folder or a Hub repo id.
 
-    ``origin`` holds ``repo_id``, ``revision`` and ``commit_sha`` as far as they are known (from
-    ``learngene.config.source["pulled"]``, written when it was pulled from the Hub, else from the
-    reference given).
-    """
-    if isinstance(learngene_or_ref, (str, os.PathLike)):
-        try:
-            from learngene_hf.learngene import Learngene
-        except ImportError as err:  # pragma: no cover - only without the package
-            raise ImportError("Loading a learngene by name needs the learngene-hf package: pip install learngene-hf.") from err
-        ref = os.fspath(learngene_or_ref)
-        learngene = Learngene.from_pretrained(ref, revision=revision, token=token, cache_dir=cache_dir)
-        is_dir = os.path.isdir(ref)
-        origin = {
-            "repo_id": os.path.abspath(ref) if is_dir else ref,
-            "revision": None if is_dir else revision,
-            "commit_sha": None,
-        }
-    else:
-        learngene = learngene_or_ref
-        if not hasattr(learngene, "config") or not hasattr(learngene, "block_state_dict"):
-            raise _config_error(
-                f"Expected a Learngene, a local folder or a Hub repo id, got {type(learngene_or_ref).__name__}."
-            )
-        origin = {"repo_id": None, "revision": revision, "commit_sha": None}
+def _register_auto_classes() -> None:
+    """``AutoConfig`` / ``AutoModel`` / ``AutoModelForImageClassification`` know this family."""
+    from transformers import AutoConfig, AutoModel, AutoModelForImageClassification
+
+    AutoConfig.register(IndividualConfig.model_type, IndividualConfig, exist_ok=True)
+    AutoModel.register(IndividualConfig, IndividualBaseModel, exist_ok=True)
+    AutoModelForImageClassification.register(IndividualConfig, IndividualForImageClassification, exist_ok=True)
+
+
+def learngene_origin(
+    learngene: Any, revision: str | None = None, origin: dict[str, Any] | None = None, **_: Any
+) -> tuple[Any, dict[str, Any]]:
+    """``(learngene, origin)`` for a learngene object (anything with ``config`` and
+    ``block_state_dict``): ``repo_id``, ``revision`` and ``commit_sha`` as far as they are known
+    (from ``config.source["pulled"]``, written when it was pulled from the Hub, else ``origin``)."""
+    if not hasattr(learngene, "config") or not hasattr(learngene, "block_state_dict"):
+        raise _config_error(f"Expected a Learngene, a local folder or a Hub repo id, got {type(learngene).__name__}.")
+    origin = dict(origin or {"repo_id": None, "revision": revision, "commit_sha": None})
     known = dict((getattr(learngene.config, "source", None) or {}).get("pulled") or {})
     known.update(getattr(learngene, "origin", None) or {})
     for key in ("repo_id", "revision", "commit_sha"):
@@ -566,3 +565,7 @@ def resolve_learngene(
         if value is not None:
             origin[key] = value
     return learngene, origin
+
+
+if __name__.startswith("learngene_hf."):  # the installed package (a remote-code copy is found through auto_map)
+    _register_auto_classes()

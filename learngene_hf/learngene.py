@@ -24,6 +24,7 @@ from typing import Any, Sequence
 import torch
 
 from .collective import CollectiveModel
+from .individual import learngene_origin
 from .errors import ArtifactError, ConfigError, HubError
 from .io import follow_umask
 from .layers import BLOCK_TENSOR_NAMES
@@ -317,15 +318,18 @@ class Learngene:
         token: str | None = None,
         commit_message: str = "Upload learngene",
         create_pr: bool = False,
+        endpoint: str | None = None,
     ):
         """Create ``repo_id`` if needed and upload the learngene (safetensors, config, model card).
 
-        ``revision`` names a branch (created from ``main`` when it does not exist). Returns the
-        :class:`huggingface_hub.CommitInfo` (``.oid`` is the commit sha).
+        ``revision`` names a branch (created from ``main`` when it does not exist). ``endpoint``
+        is the Hub's URL (default: ``huggingface_hub``'s, i.e. ``HF_ENDPOINT`` or huggingface.co),
+        as for ``HfApi(endpoint=...)``. Returns the :class:`huggingface_hub.CommitInfo` (``.oid``
+        is the commit sha).
         """
         from huggingface_hub import HfApi
 
-        api = HfApi(token=token)
+        api = HfApi(endpoint=endpoint, token=token)
         try:
             api.create_repo(repo_id, private=private, exist_ok=True)
             if revision not in (None, "main"):
@@ -353,8 +357,12 @@ class Learngene:
         *,
         force_download: bool = False,
         local_files_only: bool = False,
+        endpoint: str | None = None,
     ) -> "Learngene":
         """Load a learngene from a local folder or a Hub repo, validating everything.
+
+        ``endpoint`` is the Hub's URL (default: ``huggingface_hub``'s), as for
+        ``snapshot_download(endpoint=...)``.
 
         Only JSON and safetensors are read (never pickles). Checks the format and its version,
         the channel contract, and that tensor names, shapes and dtypes match the config. From the
@@ -383,6 +391,7 @@ class Learngene:
                     allow_patterns=[CONFIG_NAME, WEIGHTS_NAME, CARD_NAME],
                     force_download=force_download,
                     local_files_only=local_files_only,
+                    endpoint=endpoint,
                 )
             )
         except Exception as err:  # noqa: BLE001 - translated below, others re-raised
@@ -492,6 +501,29 @@ def _check_tensor_table(table: dict[str, tuple[tuple[int, ...], Any]], config: L
             f"{where} does not match its config: " + "; ".join(problems)
             + ". The config and the tensors come from different learngenes or were edited: re-save or re-download both files."
         )
+
+
+def resolve_learngene(
+    learngene_or_ref: Any,
+    revision: str | None = None,
+    token: str | bool | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    endpoint: str | None = None,
+) -> tuple["Learngene", dict[str, Any]]:
+    """Return ``(learngene, origin)`` for a ``Learngene``, a local folder or a Hub repo id (what
+    :meth:`~learngene_hf.IndividualModel.from_learngene` accepts).
+
+    ``origin`` holds ``repo_id``, ``revision`` and ``commit_sha`` as far as they are known (from
+    ``learngene.config.source["pulled"]``, written when it was pulled from the Hub, else from the
+    reference given).
+    """
+    if not isinstance(learngene_or_ref, (str, os.PathLike)):
+        return learngene_origin(learngene_or_ref, revision)
+    ref = os.fspath(learngene_or_ref)
+    learngene = Learngene.from_pretrained(ref, revision=revision, token=token, cache_dir=cache_dir, endpoint=endpoint)
+    is_dir = os.path.isdir(ref)
+    origin = {"repo_id": os.path.abspath(ref) if is_dir else ref, "revision": None if is_dir else revision, "commit_sha": None}
+    return learngene_origin(learngene, revision, origin)
 
 
 def _hub_error(err: Exception, repo_id: str, revision: str | None, pushing: bool = False) -> Exception:

@@ -26,7 +26,7 @@ from typing import Any, Sequence
 
 import torch
 from torch import nn
-from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+from timm.models import build_model_with_cfg, generate_default_cfgs, is_model, register_model
 from timm.models._features import feature_take_indices  # what timm's own model files use
 
 from .growth import identity_block, replication_map, wider_block, wider_consumer_conv, wider_consumer_linear
@@ -333,19 +333,27 @@ def _create_vgg_bn(variant: str, size: str, pretrained: bool = False, **kwargs: 
     )
 
 
-@register_model
+def _register(fn):
+    """timm's ``register_model``, except in a second copy of this module (a remote-code copy next
+    to the installed package), which leaves the names pointing at the package's class."""
+    if is_model(fn.__name__) and not __name__.startswith("learngene_hf."):
+        return fn
+    return register_model(fn)
+
+
+@_register
 def learngene_vgg_tiny(pretrained: bool = False, **kwargs: Any) -> VGGBN:
     """4 conv blocks 8-8-16-16 (2 pools), neck 32: for tests."""
     return _create_vgg_bn("learngene_vgg_tiny", "tiny", pretrained, **kwargs)
 
 
-@register_model
+@_register
 def learngene_vgg_small(pretrained: bool = False, **kwargs: Any) -> VGGBN:
     """6 conv blocks 32-32-64-64-128-128 (3 pools), neck 256: CPU-sized."""
     return _create_vgg_bn("learngene_vgg_small", "small", pretrained, **kwargs)
 
 
-@register_model
+@_register
 def learngene_vgg_paper(pretrained: bool = False, **kwargs: Any) -> VGGBN:
     """The Learngene paper's collective model: 13 conv blocks 64..256 (5 pools), neck 1024-1024."""
     return _create_vgg_bn("learngene_vgg_paper", "paper", pretrained, **kwargs)

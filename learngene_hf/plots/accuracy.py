@@ -8,8 +8,10 @@ from typing import Any
 from . import save_figure
 
 
-def plot_method_accuracy(results: dict[str, Any], path: str | os.PathLike) -> str:
+def plot_method_accuracy(results: dict[str, Any], path: str | os.PathLike, labels: dict[str, str] | None = None) -> str:
     """Two panels from a :func:`learngene_hf.fewshot.compare_methods` results dict, written to ``path`` (PNG).
+
+    ``labels`` names the methods on the axes (default: their keys in ``results["methods"]``).
 
     Left: mean query accuracy (%) per method with its 95% CI and the per-episode accuracies as
     dots. Right: paired difference to scratch (points) with its 95% CI (zero line drawn).
@@ -17,11 +19,9 @@ def plot_method_accuracy(results: dict[str, Any], path: str | os.PathLike) -> st
     """
     from matplotlib.figure import Figure
 
-    from ..fewshot import method_label
-
     methods = results["methods"]
     names = list(methods)
-    labels = {n: method_label(n, methods[n]) for n in names}
+    labels = {n: (labels or {}).get(n, n) for n in names}
     fig = Figure(figsize=(4 + 1.2 * len(names), 4))
     ax_acc, ax_diff = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1, 1]})
     for i, name in enumerate(names):
