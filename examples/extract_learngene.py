@@ -11,7 +11,6 @@ Prints the layer ranking, the probed candidates, the chosen layers and why, and 
 from __future__ import annotations
 
 import argparse
-import contextlib
 
 from learngene_hf.cli import ArgumentParser, add_config_arguments, config_kwargs, run_script
 from learngene_hf.criterion import CRITERIA, STRATEGIES, parse_layers
@@ -74,13 +73,9 @@ def main(argv: list[str] | None = None) -> int:
     folder = inheritor.save_pretrained(args.output_dir, repo_id=args.push_to_hub)
     print(f"Saved to {folder} (learngene.safetensors, learngene_config.json, README.md, layer_ranking.png)")
     if args.push_to_hub:
-        endpoint = contextlib.nullcontext()
-        if args.hub_endpoint:
-            from learngene_hf.testing.hub import use_endpoint
-
-            endpoint = use_endpoint(args.hub_endpoint)
-        with endpoint:
-            commit = inheritor.push_to_hub(args.push_to_hub, revision=args.revision, private=args.private, token=args.token)
+        commit = inheritor.push_to_hub(
+            args.push_to_hub, revision=args.revision, private=args.private, token=args.token, endpoint=args.hub_endpoint
+        )
         print(f"Pushed to {args.push_to_hub} at commit {commit.oid}; pull it with Learngene.from_pretrained({args.push_to_hub!r}, revision={commit.oid!r})")
     return 0
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import os
-from contextlib import nullcontext
 
 from learngene_hf.cli import ArgumentParser, add_config_arguments, config_kwargs, make_accelerator, run_script
 from learngene_hf.data import parse_class_list, sample_episodes
@@ -75,14 +74,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def load_learngene(ref: str, revision: str | None) -> Learngene:
+def load_learngene(ref: str, revision: str | None, endpoint: str | None = None) -> Learngene:
     looks_local = ref.startswith((".", "/", "~")) or ref.count("/") != 1 or os.path.exists(ref)
     if looks_local and not os.path.isdir(ref):
         raise ArtifactError(
             f"No learngene at {ref}. Run the pipeline (examples/train_collective.py, then examples/extract_learngene.py "
             "--output-dir runs/learngene) first, or pass --learngene ORG/NAME or a learngene folder."
         )
-    return Learngene.from_pretrained(ref, revision=revision)
+    return Learngene.from_pretrained(ref, revision=revision, endpoint=endpoint)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -90,19 +89,13 @@ def main(argv: list[str] | None = None) -> None:
     run = ComparisonConfig(**config_kwargs(args, ComparisonConfig))
     accelerator = make_accelerator(args.mixed_precision, default="no")
     cfg = FewShotConfig(**config_kwargs(args, FewShotConfig), device=str(accelerator.device))
-    hub = nullcontext()
-    if args.hub_endpoint:
-        from learngene_hf.testing.hub import use_endpoint
-
-        hub = use_endpoint(args.hub_endpoint)
-    with hub:
-        with accelerator.main_process_first():
-            learngene = load_learngene(args.learngene, args.revision)
-        data, novel, open_world = load_fewshot_data(
-            learngene, args.dataset, image_column=args.image_column, label_column=args.label_column, image_size=args.image_size,
-            novel_classes=args.novel_classes, open_world_classes=args.open_world_classes,
-            allow_base_classes=args.allow_base_classes,
-        )
+    with accelerator.main_process_first():
+        learngene = load_learngene(args.learngene, args.revision, args.hub_endpoint)
+    data, novel, open_world = load_fewshot_data(
+        learngene, args.dataset, image_column=args.image_column, label_column=args.label_column, image_size=args.image_size,
+        novel_classes=args.novel_classes, open_world_classes=args.open_world_classes,
+        allow_base_classes=args.allow_base_classes,
+    )
     episodes = sample_episodes(data, novel, run.episodes, run.ways, run.shots, run.queries, seed=run.seed)
     tune_episodes = None
     if run.tune_lr:

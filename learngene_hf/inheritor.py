@@ -344,13 +344,17 @@ class Inheritor:
         private: bool = False,
         token: str | None = None,
         commit_message: str = "Upload learngene",
+        endpoint: str | None = None,
     ):
-        """Push the learngene subset (never the whole collective model) to ``repo_id``.
+        """Push the learngene subset (never the whole collective model) to ``repo_id`` on the Hub
+        at ``endpoint`` (default: ``huggingface_hub``'s).
 
         Returns the :class:`huggingface_hub.CommitInfo`.
         """
         learngene = self.learngene or self.extract()
-        return learngene.push_to_hub(repo_id, revision=revision, private=private, token=token, commit_message=commit_message)
+        return learngene.push_to_hub(
+            repo_id, revision=revision, private=private, token=token, commit_message=commit_message, endpoint=endpoint
+        )
 
 
 def _reload_probe_data(dataset: dict[str, Any], run_dir: Path):

@@ -19,10 +19,10 @@ same command redoes only the (quick) later stages.
 from __future__ import annotations
 
 import time
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import torch
 
@@ -157,30 +157,33 @@ def _select_and_save(cfg: PipelineConfig, out: Path, device: str) -> tuple[Any, 
     return inheritor.learngene, selection
 
 
-def _share(cfg: PipelineConfig, out: Path, learngene) -> tuple[Any, dict[str, Any]]:
-    """Push the learngene to the Hub and pull it back by commit sha; returns the pulled copy."""
+def _share(cfg: PipelineConfig, out: Path, learngene, endpoint: str | None) -> tuple[Any, dict[str, Any]]:
+    """Push the learngene to the Hub at ``endpoint`` and pull it back by commit sha; returns the pulled copy."""
     from huggingface_hub import HfApi
 
     from .learngene import Learngene
 
     start = time.perf_counter()
-    commit = learngene.push_to_hub(cfg.repo_id, token=cfg.token, commit_message="Learngene from learngene-hf's pipeline")
+    commit = learngene.push_to_hub(
+        cfg.repo_id, token=cfg.token, commit_message="Learngene from learngene-hf's pipeline", endpoint=endpoint
+    )
     push_s = time.perf_counter() - start
     sha = commit.oid
     start = time.perf_counter()
-    pulled = Learngene.from_pretrained(cfg.repo_id, revision=sha, token=cfg.token, cache_dir=str(out / "hub_cache"))
+    pulled = Learngene.from_pretrained(cfg.repo_id, revision=sha, token=cfg.token, cache_dir=str(out / "hub_cache"), endpoint=endpoint)
     pull_s = time.perf_counter() - start
     same = set(pulled.tensors) == set(learngene.tensors) and all(
         torch.equal(pulled.tensors[name], tensor) for name, tensor in learngene.tensors.items()
     )
     if not same:
         raise RuntimeError("The learngene pulled from the Hub differs from the one pushed; the Hub copy is corrupt.")
-    files = HfApi().list_repo_tree(cfg.repo_id, revision=sha, token=cfg.token)
+    api = HfApi(endpoint=endpoint)
+    files = api.list_repo_tree(cfg.repo_id, revision=sha, token=cfg.token)
     pulled_bytes = sum(getattr(f, "size", 0) or 0 for f in files)
     return pulled, {
         "repo_id": cfg.repo_id,
         "commit_sha": sha,
-        "endpoint": _endpoint(),
+        "endpoint": api.endpoint,
         "push_seconds": push_s,
         "pull_seconds": pull_s,
         "repo_bytes": pulled_bytes,
@@ -188,18 +191,17 @@ def _share(cfg: PipelineConfig, out: Path, learngene) -> tuple[Any, dict[str, An
     }
 
 
-def _endpoint() -> str:
-    from huggingface_hub import constants
-
-    return constants.ENDPOINT
-
-
-def _hub_context(cfg: PipelineConfig, out: Path):
-    from .testing.hub import local_hub, use_endpoint
-
+@contextmanager
+def _hub_endpoint(cfg: PipelineConfig, out: Path) -> Iterator[str]:
+    """The Hub the pipeline shares through: ``cfg.hub_endpoint``, or a local Hub server storing
+    under ``OUTPUT_DIR/hub`` (its code is imported only then) for the duration of the block."""
     if cfg.hub_endpoint:
-        return use_endpoint(cfg.hub_endpoint)
-    return local_hub(out / "hub")
+        yield cfg.hub_endpoint
+        return
+    from .testing.hub import local_hub
+
+    with local_hub(out / "hub") as endpoint:
+        yield endpoint
 
 
 def _few_shot(cfg: PipelineConfig, out: Path, learngene, accelerator, progress: bool) -> dict[int, dict[str, Any]]:
@@ -295,7 +297,7 @@ def run_pipeline(
     timings["collective"] = time.perf_counter() - start
 
     hub_info: dict[str, Any] | None = None
-    with _hub_context(cfg, out) if main else nullcontext():
+    with _hub_endpoint(cfg, out) if main else nullcontext() as endpoint:
         if main:
             say(f"[2/4] Selecting the learngene (strategy {cfg.strategy!r}) -> {out / 'learngene'}")
             start = time.perf_counter()
@@ -304,7 +306,7 @@ def run_pipeline(
             say(selection.table())
             say(f"chosen: {selection.chosen_names} - {selection.reason}")
             say(f"[3/4] Sharing it on the Hub as {cfg.repo_id!r} and pulling it back")
-            learngene, hub_info = _share(cfg, out, learngene)
+            learngene, hub_info = _share(cfg, out, learngene, endpoint)
         accelerator.wait_for_everyone()
     if not main:
         learngene = Learngene.from_pretrained(out / "learngene")

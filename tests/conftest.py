@@ -3,6 +3,8 @@ at the end under their own banner."""
 
 from __future__ import annotations
 
+import os
+import socket
 import sys
 from pathlib import Path
 from typing import Iterator
@@ -11,11 +13,27 @@ import pytest
 
 # ==================================================================================================
 # Local Hub (learngene_hf.testing.hub): the real huggingface_hub / transformers clients against a
-# Hub-protocol server on 127.0.0.1. See /work/shared/HUB_TESTING.md.
+# Hub-protocol server on 127.0.0.1. The clients find it the public way: HF_ENDPOINT is set here,
+# before anything imports huggingface_hub, to a port that the ``hub`` fixtures serve on. Tests that
+# use no fixture reach nothing there, so a test that tries to download fails fast instead.
 # ==================================================================================================
 
 HUB_TEST_TOKEN = "hf_test_alice"
 """A token the ``hub_with_tokens`` server accepts, for user ``alice``."""
+
+
+def _session_hub_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+HUB_PORT = _session_hub_port()
+HUB_ENDPOINT = f"http://127.0.0.1:{HUB_PORT}"
+assert "huggingface_hub" not in sys.modules, "conftest must set HF_ENDPOINT before huggingface_hub is imported"
+os.environ["HF_ENDPOINT"] = HUB_ENDPOINT
+os.environ["NO_PROXY"] = ",".join(filter(None, [os.environ.get("NO_PROXY"), "127.0.0.1", "localhost"]))
+os.environ["no_proxy"] = os.environ["NO_PROXY"]
 
 
 def _isolate_hf_home(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -69,16 +87,17 @@ def _importable(name: str) -> bool:
 
 @pytest.fixture
 def hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, _quiet_hub_clients: None) -> Iterator[str]:
-    """A fresh local Hub for this test; yields its endpoint (``http://127.0.0.1:PORT``).
+    """A fresh local Hub for this test at ``HF_ENDPOINT``; yields that endpoint.
 
-    huggingface_hub and transformers point at it, ``HF_HOME`` is a fresh temp folder (empty
-    cache, no stored token), ``HF_TOKEN`` is unset. Any non-empty token is accepted for private
-    repos; pushes without a token are allowed.
+    huggingface_hub, transformers and datasets use it by default (HF_ENDPOINT), ``HF_HOME`` is a
+    fresh temp folder (empty cache, no stored token), ``HF_TOKEN`` is unset. Any non-empty token
+    is accepted for private repos; pushes without a token are allowed.
     """
     from learngene_hf.testing.hub import local_hub
 
     _isolate_hf_home(tmp_path / "hf_home", monkeypatch)
-    with local_hub(tmp_path / "hub_root") as endpoint:
+    with local_hub(tmp_path / "hub_root", port=HUB_PORT) as endpoint:
+        assert endpoint == HUB_ENDPOINT
         yield endpoint
 
 
@@ -90,7 +109,7 @@ def hub_with_tokens(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, _quiet_hub_
 
     _isolate_hf_home(tmp_path / "hf_home", monkeypatch)
     tokens = {HUB_TEST_TOKEN: "alice", "hf_test_bob": "bob"}
-    with local_hub(tmp_path / "hub_root", tokens=tokens, allow_anonymous_write=False) as endpoint:
+    with local_hub(tmp_path / "hub_root", tokens=tokens, allow_anonymous_write=False, port=HUB_PORT) as endpoint:
         yield endpoint
 
 

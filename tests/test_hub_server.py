@@ -30,7 +30,7 @@ from huggingface_hub.errors import (
 )
 
 from learngene_hf.errors import HubError
-from learngene_hf.testing.hub import LocalHubServer, use_endpoint, validate_card_metadata
+from learngene_hf.testing.hub import LocalHubServer, local_hub, validate_card_metadata
 
 HUB_TEST_TOKEN = "hf_test_alice"  # user "alice" on the hub_with_tokens server (tests/conftest.py)
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -359,24 +359,32 @@ def test_bad_server_arguments_raise_hub_error(tmp_path: Path) -> None:
         LocalHubServer(tmp_path, port=70000)
     with pytest.raises(HubError, match="not running"):
         LocalHubServer(tmp_path).endpoint
-    with pytest.raises(HubError, match="endpoint"):
-        with use_endpoint("127.0.0.1:8080"):
-            pass
 
 
-def test_use_endpoint_restores_the_client_settings() -> None:
-    from huggingface_hub import constants, hf_api
+def test_library_hub_calls_take_an_explicit_endpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A server that is not HF_ENDPOINT: the library reaches it only through ``endpoint=``, and
+    the clients' defaults are left alone."""
+    import torch
+    from huggingface_hub import constants
 
-    before = (constants.ENDPOINT, constants.HUGGINGFACE_CO_URL_TEMPLATE, hf_api.api.endpoint,
-              os.environ.get("HF_ENDPOINT"))
-    with use_endpoint("http://127.0.0.1:9/") as endpoint:
-        assert endpoint == "http://127.0.0.1:9"
-        assert constants.ENDPOINT == endpoint and hf_api.api.endpoint == endpoint
-        assert constants.HUGGINGFACE_CO_URL_TEMPLATE.startswith(endpoint + "/")
-        assert os.environ["HF_ENDPOINT"] == endpoint
-    after = (constants.ENDPOINT, constants.HUGGINGFACE_CO_URL_TEMPLATE, hf_api.api.endpoint,
-             os.environ.get("HF_ENDPOINT"))
-    assert after == before
+    from learngene_hf import CollectiveConfig, CollectiveModel, IndividualModel, Learngene
+    from learngene_hf.errors import HubError as LibraryHubError
+
+    monkeypatch.setenv("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    default = constants.ENDPOINT
+    collective = CollectiveModel(CollectiveConfig(preset="tiny", task_num_labels=[3]))
+    learngene = Learngene.from_collective(collective, [1, 2])
+    with local_hub(tmp_path / "other_hub") as endpoint:
+        assert endpoint != default
+        commit = learngene.push_to_hub("org/elsewhere", endpoint=endpoint)
+        pulled = Learngene.from_pretrained("org/elsewhere", revision=commit.oid, endpoint=endpoint, cache_dir=tmp_path / "cache")
+        assert pulled.config.source["pulled"]["commit_sha"] == commit.oid
+        assert all(torch.equal(pulled.tensors[k], v) for k, v in learngene.tensors.items())
+        model = IndividualModel.from_learngene("org/elsewhere", 3, endpoint=endpoint, cache_dir=tmp_path / "cache2")
+        assert model.config.learngene["repo_id"] == "org/elsewhere"
+        assert constants.ENDPOINT == default  # nothing was redirected behind the clients' back
+    with pytest.raises(LibraryHubError):  # the default endpoint (HF_ENDPOINT of this test session) serves nothing now
+        Learngene.from_pretrained("org/elsewhere", cache_dir=tmp_path / "cache3")
 
 
 def _free_port() -> int:

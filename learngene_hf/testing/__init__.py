@@ -1,8 +1,10 @@
 """Test helpers for learngene-hf users and for this project's own test suite.
 
 ``learngene_hf.testing.hub`` holds a local server that speaks the Hugging Face Hub protocol
-(:class:`~learngene_hf.testing.hub.LocalHubServer`, :func:`~learngene_hf.testing.hub.local_hub`,
-:func:`~learngene_hf.testing.hub.use_endpoint`), so pushes and pulls can be tested offline.
+(:class:`~learngene_hf.testing.hub.LocalHubServer`, :func:`~learngene_hf.testing.hub.local_hub`), so
+pushes and pulls can be tested offline: the clients reach it through their public ``endpoint``
+argument or the ``HF_ENDPOINT`` environment variable. Nothing in the library imports it unless
+asked to run a local Hub.
 The names are re-exported here lazily, so ``python -m learngene_hf.testing.hub`` runs cleanly.
 """
 
@@ -10,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["LocalHubServer", "local_hub", "use_endpoint"]
+__all__ = ["LocalHubServer", "local_hub"]
 
 
 def __getattr__(name: str) -> Any:

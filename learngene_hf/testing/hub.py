@@ -42,6 +42,7 @@ import logging
 import os
 import re
 import shutil
+import socket
 import sys
 import tempfile
 import threading
@@ -54,7 +55,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 from learngene_hf.errors import HubError
 from learngene_hf.io import atomic_path, write_json_atomic
 
-__all__ = ["LocalHubServer", "local_hub", "use_endpoint", "validate_card_metadata", "main"]
+__all__ = ["LocalHubServer", "local_hub", "validate_card_metadata", "main"]
 
 logger = logging.getLogger(__name__)
 
@@ -813,6 +814,37 @@ def _clean_path(path: str) -> str:
     return "/".join(parts)
 
 
+class _Server(ThreadingHTTPServer):
+    """Remembers its open client connections so that :meth:`LocalHubServer.stop` can close them:
+    a keep-alive connection left open would go on being served by the stopped server's store."""
+
+    daemon_threads = True
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        self.connections: set[Any] = set()
+        self.connections_lock = threading.Lock()
+        super().__init__(*args, **kwargs)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self.connections_lock:
+            self.connections.add(request)
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request: Any) -> None:
+        with self.connections_lock:
+            self.connections.discard(request)
+        super().shutdown_request(request)
+
+    def close_connections(self) -> None:
+        with self.connections_lock:
+            open_now = list(self.connections)
+        for request in open_now:
+            try:
+                request.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+
 class LocalHubServer:
     """A Hub-protocol HTTP server over a folder of repos, run on a background thread.
 
@@ -842,7 +874,7 @@ class LocalHubServer:
         self.tokens = dict(tokens) if tokens is not None else None
         self.allow_anonymous_write = allow_anonymous_write
         self._store = _Store(self.root)
-        self._httpd: ThreadingHTTPServer | None = None
+        self._httpd: _Server | None = None
         self._thread: threading.Thread | None = None
 
     def user_for_token(self, token: str) -> str | None:
@@ -863,11 +895,10 @@ class LocalHubServer:
         if self._httpd is not None:
             return self
         try:
-            httpd = ThreadingHTTPServer((self.host, self.port), _Handler)
+            httpd = _Server((self.host, self.port), _Handler)
         except OSError as err:
             raise HubError(f"Cannot start the local hub on {self.host}:{self.port} ({err}). "
                            "Pick another port, or port=0 for a free one.") from err
-        httpd.daemon_threads = True
         httpd.hub = self  # type: ignore[attr-defined]
         self._httpd = httpd
         self._thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05},
@@ -880,6 +911,7 @@ class LocalHubServer:
         if self._httpd is None:
             return
         self._httpd.shutdown()
+        self._httpd.close_connections()
         self._httpd.server_close()
         if self._thread is not None:
             self._thread.join(timeout=5)
@@ -903,85 +935,15 @@ class LocalHubServer:
 
 
 @contextlib.contextmanager
-def use_endpoint(endpoint: str) -> Iterator[str]:
-    """Point ``huggingface_hub`` and ``transformers`` at ``endpoint`` for the duration.
-
-    Patches ``huggingface_hub.constants.ENDPOINT`` / ``HUGGINGFACE_CO_URL_TEMPLATE`` /
-    ``HF_URL_HOSTS``, module-level copies of ``ENDPOINT``, the shared ``huggingface_hub.hf_api.api``
-    instance, resets ``transformers.utils.hub._hf_api``, and sets ``HF_ENDPOINT`` and ``NO_PROXY``
-    in the environment (for subprocesses). Everything is restored on exit.
-
-    Yields:
-        ``endpoint`` without a trailing slash.
-    """
-    from huggingface_hub import constants, hf_api
-    from huggingface_hub.utils import _http
-
-    endpoint = endpoint.rstrip("/")
-    host = urlsplit(endpoint).hostname
-    if not endpoint.startswith(("http://", "https://")) or not host:
-        raise HubError(f"endpoint must look like 'http://127.0.0.1:8080', got {endpoint!r}.")
-    old_endpoint = constants.ENDPOINT
-    saved: list[tuple[Any, str, Any]] = []
-
-    def patch(obj: Any, name: str, value: Any) -> None:
-        saved.append((obj, name, getattr(obj, name)))
-        setattr(obj, name, value)
-
-    patch(constants, "ENDPOINT", endpoint)
-    patch(constants, "HUGGINGFACE_CO_URL_TEMPLATE", endpoint + "/{repo_id}/resolve/{revision}/{filename}")
-    patch(constants, "HF_URL_HOSTS", frozenset(constants.HF_URL_HOSTS | {host.lower()}))
-    for name, module in list(sys.modules.items()):
-        if (name.startswith("huggingface_hub.") and module is not None and module is not constants
-                and getattr(module, "ENDPOINT", None) == old_endpoint):
-            patch(module, "ENDPOINT", endpoint)
-    if getattr(hf_api, "api", None) is not None:
-        patch(hf_api.api, "endpoint", endpoint)
-    hffs_module = sys.modules.get("huggingface_hub.hf_file_system")
-    if hffs_module is not None:  # its module-level instance captured the endpoint at import
-        patch(hffs_module.hffs, "endpoint", endpoint)
-        patch(hffs_module.hffs._api, "endpoint", endpoint)
-        hffs_module.HfFileSystem.clear_instance_cache()
-    datasets_config = sys.modules.get("datasets.config")
-    if datasets_config is not None:  # datasets copies HF_ENDPOINT at import
-        patch(datasets_config, "HF_ENDPOINT", endpoint)
-        patch(datasets_config, "HUB_DATASETS_URL", endpoint + "/datasets/{repo_id}/resolve/{revision}/{path}")
-    old_env = {k: os.environ.get(k) for k in ("HF_ENDPOINT", "NO_PROXY", "no_proxy")}
-    no_proxy = ",".join(filter(None, [os.environ.get("NO_PROXY"), "127.0.0.1", "localhost", host]))
-    os.environ.update({"HF_ENDPOINT": endpoint, "NO_PROXY": no_proxy, "no_proxy": no_proxy})
-    proxied = any(os.environ.get(k) for k in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy",
-                                              "https_proxy", "all_proxy"))
-    if proxied:  # the shared HTTP client read the proxy settings when it was built
-        _http.close_session()
-    _reset_transformers_api()
-    try:
-        yield endpoint
-    finally:
-        for obj, name, value in reversed(saved):
-            setattr(obj, name, value)
-        for key, value in old_env.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-        if proxied:
-            _http.close_session()
-        _reset_transformers_api()
-        hffs_module = sys.modules.get("huggingface_hub.hf_file_system")
-        if hffs_module is not None:
-            hffs_module.HfFileSystem.clear_instance_cache()
-
-
-def _reset_transformers_api() -> None:
-    module = sys.modules.get("transformers.utils.hub")
-    if module is not None and hasattr(module, "_hf_api"):
-        module._hf_api = None
-
-
-@contextlib.contextmanager
 def local_hub(root: str | os.PathLike | None = None, *, tokens: dict[str, str] | None = None,
               port: int = 0, allow_anonymous_write: bool = True) -> Iterator[str]:
-    """Start a :class:`LocalHubServer` and point the Hub clients at it; yields the endpoint.
+    """Run a :class:`LocalHubServer` for the duration of the block; yields its endpoint.
+
+    Nothing about the Hub clients is changed: give the endpoint to the calls that should use it
+    (``HfApi(endpoint=...)``, ``snapshot_download(endpoint=...)``, ``Learngene.push_to_hub(...,
+    endpoint=...)``), or start the server on a fixed ``port`` and set ``HF_ENDPOINT`` to its URL
+    before ``huggingface_hub`` is imported (that is how transformers' ``push_to_hub`` /
+    ``from_pretrained`` reach it).
 
     Args:
         root: folder for the repos; a temporary folder (deleted afterwards) when ``None``.
@@ -992,15 +954,15 @@ def local_hub(root: str | os.PathLike | None = None, *, tokens: dict[str, str] |
     Example::
 
         with local_hub() as endpoint:
-            model.push_to_hub("me/tiny")
-            AutoModel.from_pretrained("me/tiny")
+            learngene.push_to_hub("me/tiny", endpoint=endpoint)
+            Learngene.from_pretrained("me/tiny", endpoint=endpoint)
     """
     with contextlib.ExitStack() as stack:
         if root is None:
             root = stack.enter_context(tempfile.TemporaryDirectory(prefix="local-hub-"))
         server = stack.enter_context(LocalHubServer(root, port=port, tokens=tokens,
                                                     allow_anonymous_write=allow_anonymous_write))
-        yield stack.enter_context(use_endpoint(server.endpoint))
+        yield server.endpoint
 
 
 def main(argv: list[str] | None = None) -> int:
