@@ -710,7 +710,9 @@ def train_collective(
                 accelerator.backward(loss)
                 if recorder is not None:
                     if accelerator.scaler is not None:
-                        accelerator.unscale_gradients()  # fp16: record the true gradients, not the scaled ones
+                        # fp16: record the true gradients, not the scaled ones (this task's optimizer only:
+                        # earlier tasks' optimizers share parameters and would unscale them twice)
+                        accelerator.unscale_gradients(optimizer)
                     recorder.step()
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)

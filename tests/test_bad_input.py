@@ -272,3 +272,34 @@ def test_selection_probes_say_which_block_they_probe(stopped_run, caplog):
         inheritor.select(k=2, probe_episodes=1, probe_epochs=1, probe_shots=1, probe_queries=1, probe_lrs=[0.05],
                          max_fraction=None)
     assert "selection: probing layers 0-1 on 1 open-world 2-way 1-shot episodes, 1 epochs at lr 0.05" in caplog.text
+
+
+FP16_RUN = """
+import json, sys, torch
+from accelerate import Accelerator
+from learngene_hf.training import CollectiveTrainingConfig, train_collective
+
+config = CollectiveTrainingConfig(preset="tiny", num_tasks=1, ways=2, epochs_per_task=1, batch_size=8, growth="none",
+                                  image_size=16, embedded={"num_classes": 6, "train_per_class": 16, "test_per_class": 4},
+                                  base="0-3", open_world="4", novel="5", mixed_precision=sys.argv[1])
+accelerator = Accelerator(mixed_precision=sys.argv[1], cpu=True)
+if sys.argv[1] == "fp16":  # accelerate only scales on GPUs; give the CPU run the GPU's loss scaling
+    accelerator.native_amp = True
+    accelerator.scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 12)
+run = train_collective(config, sys.argv[2], accelerator=accelerator, progress=False)
+names, tasks, rms = run.record.matrix("rms")
+print(json.dumps(rms.tolist()))
+"""
+
+
+def test_under_fp16_the_gradient_record_reads_unscaled_gradients(tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    env.pop("ACCELERATE_MIXED_PRECISION", None)
+    rms = {}
+    for precision in ("no", "fp16"):
+        done = subprocess.run([sys.executable, "-c", FP16_RUN, precision, str(tmp_path / precision)], env=env,
+                              capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-3000:]
+        rms[precision] = torch.tensor(json.loads(done.stdout.strip().splitlines()[-1]))
+    ratio = rms["fp16"] / rms["no"]
+    assert torch.isfinite(ratio).all() and (ratio - 1).abs().max() < 0.2, ratio  # scaled gradients would read 4096x
