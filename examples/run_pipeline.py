@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> None:
     cfg = PipelineConfig(**config_kwargs(args, PipelineConfig))
     accelerator = make_accelerator(args.mixed_precision)
     try:
-        run_pipeline(cfg, accelerator=accelerator, progress=not args.no_progress)
+        run_pipeline(cfg, accelerator=accelerator, progress=not args.no_progress, log=print)
     finally:
         accelerator.end_training()
 

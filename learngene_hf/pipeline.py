@@ -29,6 +29,9 @@ import torch
 from .errors import ConfigError
 from .fewshot import ComparisonConfig, FewShotConfig
 from .inheritor import SelectionConfig
+from .logs import get_logger
+
+logger = get_logger(__name__)
 
 DEFAULT_REPO_ID = "demo/learngene-embedded"
 
@@ -269,10 +272,13 @@ def summary_markdown(summary: dict[str, Any]) -> str:
 
 
 def run_pipeline(
-    cfg: PipelineConfig | None = None, *, accelerator=None, progress: bool = True, log=print
+    cfg: PipelineConfig | None = None, *, accelerator=None, progress: bool = True, log=None
 ) -> dict[str, Any]:
     """Run collective training, learngene selection and extraction, the Hub round trip and the
     few-shot comparison; returns the summary (also written to ``summary.json`` / ``summary.md``).
+
+    The stage lines, the selection table and the final summary go to ``log`` (default: this
+    module's logger at INFO level, through ``accelerate.logging``; the example script shows them).
 
     Under ``accelerate launch`` with several processes, training and the few-shot episodes are
     spread over the processes; selection, saving and the Hub round trip run on the main process.
@@ -288,7 +294,7 @@ def run_pipeline(
     if accelerator is None:
         accelerator = Accelerator(mixed_precision=resolve_mixed_precision("auto"))
     main = accelerator.is_main_process
-    say = log if main else (lambda *a, **k: None)
+    say = (log or logger.info) if main else (lambda *a, **k: None)
     timings: dict[str, float] = {}
 
     say(f"[1/4] Training the collective model ({cfg.preset} preset) -> {out / 'collective'}")
