@@ -379,8 +379,29 @@ class Learngene:
         text = str(repo_id_or_dir)
         if path.exists() or text.startswith((".", "/", "~")) or text.count("/") > 1:
             raise ArtifactError(f"{text} is not a folder holding a learngene; check the path (or give a Hub repo id like 'org/name').")
-        from huggingface_hub import snapshot_download
+        from huggingface_hub import HfApi, snapshot_download
 
+        # snapshot_download quietly falls back to the local cache, which is keyed by repo id only
+        # (so it may hold a copy from another server), when the endpoint does not answer: ask the
+        # endpoint first, and fail (endpoint given) or say that the cache was used (default endpoint)
+        unanswered = None
+        if not local_files_only and not _is_commit_sha(revision):
+            try:
+                HfApi(endpoint=endpoint).repo_info(text, revision=revision, token=token)
+            except Exception as err:  # noqa: BLE001 - translated below
+                from huggingface_hub.utils import OfflineModeIsEnabled
+
+                if isinstance(err, OfflineModeIsEnabled):  # HF_HUB_OFFLINE: the user chose the cache
+                    local_files_only = True
+                elif not _does_not_answer(err):
+                    raise _hub_error(err, text, revision) from err
+                elif endpoint is not None:
+                    raise HubError(
+                        f"The Hub at {endpoint} does not answer ({type(err).__name__}: {err}); start it or correct the "
+                        "endpoint (--hub-endpoint), or pass local_files_only=True to load a copy from the local cache."
+                    ) from err
+                else:
+                    unanswered, local_files_only = f"{HfApi().endpoint} ({type(err).__name__})", True
         try:
             folder = Path(
                 snapshot_download(
@@ -395,7 +416,17 @@ class Learngene:
                 )
             )
         except Exception as err:  # noqa: BLE001 - translated below, others re-raised
+            if unanswered:
+                raise HubError(f"The Hub at {unanswered} does not answer, and {text}@{revision or 'main'} is not in the "
+                               "local cache; check the network or HF_ENDPOINT.") from err
             raise _hub_error(err, text, revision) from err
+        if unanswered:
+            from .logs import get_logger
+
+            get_logger(__name__).warning(
+                f"The Hub at {unanswered} does not answer: loaded {text}@{revision or 'main'} from the local cache, "
+                f"commit {folder.name} (the cache does not record which server it came from)."
+            )
         learngene = cls._load_folder(folder, f"{text}@{revision or 'main'}", hub=True)
         learngene.config.source["pulled"] = {"repo_id": text, "revision": revision or "main", "commit_sha": folder.name}
         return learngene
@@ -524,6 +555,22 @@ def resolve_learngene(
     is_dir = os.path.isdir(ref)
     origin = {"repo_id": os.path.abspath(ref) if is_dir else ref, "revision": None if is_dir else revision, "commit_sha": None}
     return learngene_origin(learngene, revision, origin)
+
+
+def _is_commit_sha(revision: str | None) -> bool:
+    """A full 40-hex commit sha: its files never change, so a cached copy is the same everywhere."""
+    return revision is not None and len(revision) == 40 and all(c in "0123456789abcdef" for c in revision)
+
+
+def _does_not_answer(err: Exception) -> bool:
+    """Whether a Hub client error means the server did not answer (no connection, timeout, 5xx)."""
+    from huggingface_hub import errors as hub_errors
+
+    names = {cls.__name__ for cls in type(err).__mro__}
+    if names & {"TransportError", "ConnectionError", "Timeout", "TimeoutError"}:
+        return True
+    status = getattr(getattr(err, "response", None), "status_code", None)
+    return isinstance(err, hub_errors.HfHubHTTPError) and isinstance(status, int) and status >= 500
 
 
 def _hub_error(err: Exception, repo_id: str, revision: str | None, pushing: bool = False) -> Exception:

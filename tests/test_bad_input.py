@@ -303,3 +303,23 @@ def test_under_fp16_the_gradient_record_reads_unscaled_gradients(tmp_path):
         rms[precision] = torch.tensor(json.loads(done.stdout.strip().splitlines()[-1]))
     ratio = rms["fp16"] / rms["no"]
     assert torch.isfinite(ratio).all() and (ratio - 1).abs().max() < 0.2, ratio  # scaled gradients would read 4096x
+
+
+# ---------------------------------------------------------------------------------------- hub
+def test_a_hub_that_does_not_answer_is_named_not_silently_replaced_by_the_cache(hub, caplog):
+    from conftest import free_port
+
+    from learngene_hf.errors import HubError
+    from learngene_hf.testing.hub import use_endpoint
+
+    tiny_learngene().push_to_hub("me/cached-lg")
+    sha = Learngene.from_pretrained("me/cached-lg").config.source["pulled"]["commit_sha"]  # now in the local cache
+    dead = f"http://127.0.0.1:{free_port()}"
+    with pytest.raises(HubError, match=rf"The Hub at {dead} does not answer .*local_files_only=True"):
+        Learngene.from_pretrained("me/cached-lg", endpoint=dead)  # an endpoint the user chose: fail
+    with use_endpoint(dead), caplog.at_level(logging.WARNING, logger="learngene_hf"):
+        pulled = Learngene.from_pretrained("me/cached-lg")  # the default endpoint: the cache, and say so
+    assert pulled.config.source["pulled"]["commit_sha"] == sha
+    assert f"The Hub at {dead}" in caplog.text and f"from the local cache, commit {sha}" in caplog.text
+    with use_endpoint(dead), pytest.raises(HubError, match="does not answer, and me/other@main is not in the local cache"):
+        Learngene.from_pretrained("me/other")
