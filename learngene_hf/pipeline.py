@@ -8,6 +8,7 @@ one, and writes everything under one output folder::
       learngene/             the selected learngene (learngene.safetensors, config, model card,
                              layer_ranking.png)
       hub/                   the local Hub server's storage (when no endpoint is given)
+      hub_cache/             the Hub cache of the learngene pulled back by commit sha
       few_shot_{K}shot/      results.json, results.md, accuracy.png for every K in ``shots``
       summary.json           the numbers of every stage
       summary.md             the tables, also printed at the end
