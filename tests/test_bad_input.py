@@ -306,20 +306,24 @@ def test_under_fp16_the_gradient_record_reads_unscaled_gradients(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------- hub
-def test_a_hub_that_does_not_answer_is_named_not_silently_replaced_by_the_cache(hub, caplog):
+def test_a_hub_that_does_not_answer_is_named_not_silently_replaced_by_the_cache(tmp_path, caplog, _quiet_hub_clients):
     from conftest import free_port
 
     from learngene_hf.errors import HubError
-    from learngene_hf.testing.hub import use_endpoint
+    from learngene_hf.testing.hub import local_hub
 
-    tiny_learngene().push_to_hub("me/cached-lg")
-    sha = Learngene.from_pretrained("me/cached-lg").config.source["pulled"]["commit_sha"]  # now in the local cache
-    dead = f"http://127.0.0.1:{free_port()}"
-    with pytest.raises(HubError, match=rf"The Hub at {dead} does not answer .*local_files_only=True"):
-        Learngene.from_pretrained("me/cached-lg", endpoint=dead)  # an endpoint the user chose: fail
-    with use_endpoint(dead), caplog.at_level(logging.WARNING, logger="learngene_hf"):
-        pulled = Learngene.from_pretrained("me/cached-lg")  # the default endpoint: the cache, and say so
+    cache = tmp_path / "hf_cache"
+    with local_hub(tmp_path / "hub_root", port=free_port()) as other:
+        tiny_learngene().push_to_hub("me/cached-lg", endpoint=other)
+        pulled = Learngene.from_pretrained("me/cached-lg", endpoint=other, cache_dir=cache)  # now in the local cache
+        sha = pulled.config.source["pulled"]["commit_sha"]
+    # that server is gone
+    with pytest.raises(HubError, match=rf"The Hub at {other} does not answer .*local_files_only=True"):
+        Learngene.from_pretrained("me/cached-lg", endpoint=other, cache_dir=cache)  # an endpoint the user chose: fail
+    # the default endpoint (HF_ENDPOINT, where no server runs outside the hub fixtures): the cache, and say so
+    with caplog.at_level(logging.WARNING, logger="learngene_hf"):
+        pulled = Learngene.from_pretrained("me/cached-lg", cache_dir=cache)
     assert pulled.config.source["pulled"]["commit_sha"] == sha
-    assert f"The Hub at {dead}" in caplog.text and f"from the local cache, commit {sha}" in caplog.text
-    with use_endpoint(dead), pytest.raises(HubError, match="does not answer, and me/other@main is not in the local cache"):
-        Learngene.from_pretrained("me/other")
+    assert "does not answer" in caplog.text and f"from the local cache, commit {sha}" in caplog.text
+    with pytest.raises(HubError, match="does not answer, and me/other@main is not in the local cache"):
+        Learngene.from_pretrained("me/other", cache_dir=cache)
