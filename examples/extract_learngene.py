@@ -14,6 +14,7 @@ import argparse
 
 from learngene_hf.cli import ArgumentParser, add_config_arguments, config_kwargs, run_script
 from learngene_hf.criterion import CRITERIA, STRATEGIES, parse_layers
+from learngene_hf.fewshot import learngene_probe
 from learngene_hf.inheritor import Inheritor, SelectionConfig
 
 
@@ -48,7 +49,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     cfg = SelectionConfig(**config_kwargs(args, SelectionConfig))
-    inheritor = Inheritor.from_run(args.run_dir, load_probe_data=cfg.strategy == "validated" and cfg.layers is None)
+    inheritor = Inheritor.from_run(
+        args.run_dir, load_probe_data=cfg.strategy == "validated" and cfg.layers is None, probe=learngene_probe
+    )
     settings = cfg.to_dict()
     settings["max_fraction"] = cfg.max_fraction or None
     strategy = settings.pop("strategy") if cfg.layers is None else "layers"

@@ -340,6 +340,15 @@ def probe_learngene(
     return [run_method_on_episode(builder, episode, cfg, seed) for episode in episodes]
 
 
+def learngene_probe(
+    learngene: Any, episodes: Sequence[Any], lr: float, epochs: int, seed: int = 0, device: str | None = None
+) -> list[float]:
+    """The probe of the Inheritor's validated selection (``Inheritor(..., probe=learngene_probe)``):
+    query accuracy per episode of a fresh individual model around ``learngene``, trained
+    ``epochs`` epochs at ``lr`` (:func:`probe_learngene` with a :class:`FewShotConfig`)."""
+    return probe_learngene(learngene, episodes, FewShotConfig(lr=lr, epochs=epochs, device=device), seed=seed)
+
+
 # ---------------------------------------------------------------------- comparisons over episodes
 
 @dataclass

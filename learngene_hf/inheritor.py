@@ -2,7 +2,9 @@
 
 Typical use::
 
-    inheritor = Inheritor.from_run("runs/collective")      # model, gradient record, open-world data
+    from learngene_hf.fewshot import learngene_probe
+
+    inheritor = Inheritor.from_run("runs/collective", probe=learngene_probe)   # model, record, open-world data
     selection = inheritor.select()                          # "validated" by default
     print(selection.table(), selection.reason)
     learngene = inheritor.extract()                         # only the chosen blocks
@@ -15,7 +17,7 @@ from __future__ import annotations
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from .collective import CollectiveModel
 from .criterion import (
@@ -98,6 +100,10 @@ class Inheritor:
         source: extra ``LearngeneConfig.source`` entries (``repo_id``, ``revision``, ``run_dir``...).
         task_stream: ``LearngeneConfig.task_stream`` (dataset, split, num_tasks, ways, classes).
         preprocessing: ``LearngeneConfig.preprocessing`` (image size, mean, std).
+        probe: what the validated selection runs on each candidate block,
+            ``probe(learngene, episodes, lr, epochs, seed, device) -> accuracies`` (one per
+            episode); :func:`learngene_hf.fewshot.learngene_probe` trains a fresh individual model
+            per episode. Without it the validated selection falls back to the criterion and says so.
     """
 
     def __init__(
@@ -110,6 +116,7 @@ class Inheritor:
         source: dict[str, Any] | None = None,
         task_stream: dict[str, Any] | None = None,
         preprocessing: dict[str, Any] | None = None,
+        probe: Callable[..., Sequence[float]] | None = None,
     ):
         if not isinstance(collective_model, CollectiveModel):
             raise ConfigError(
@@ -121,6 +128,7 @@ class Inheritor:
         self.model = collective_model
         self.record = record
         self.probe_data = probe_data
+        self.probe = probe
         self.open_world_classes = [int(c) for c in open_world_classes] if open_world_classes is not None else []
         self.source = dict(source or {})
         self.task_stream = dict(task_stream or {})
@@ -134,12 +142,15 @@ class Inheritor:
 
     # ------------------------------------------------------------------ construction
     @classmethod
-    def from_run(cls, run_dir: str | os.PathLike, *, load_probe_data: bool = True) -> "Inheritor":
+    def from_run(
+        cls, run_dir: str | os.PathLike, *, load_probe_data: bool = True, probe: Callable[..., Sequence[float]] | None = None
+    ) -> "Inheritor":
         """Build an Inheritor from a collective run folder written by ``train_collective``.
 
         The open-world probe data is reloaded from the run's dataset description and class split
         (``load_probe_data=False`` skips it: the validated selection then falls back to the
-        criterion and says so).
+        criterion and says so). ``probe``: see :class:`Inheritor`, e.g.
+        ``Inheritor.from_run(run_dir, probe=learngene_hf.fewshot.learngene_probe)``.
         """
         from .training import load_run
 
@@ -174,6 +185,7 @@ class Inheritor:
             open_world_classes=list(split.open_world),
             source={"run_dir": str(Path(run.run_dir).resolve())},
             task_stream=task_stream,
+            probe=probe,
         )
 
     # ------------------------------------------------------------------ ranking and selection
@@ -273,11 +285,12 @@ class Inheritor:
             return None, settings, "no open-world images were given (pass probe_data=... or use Inheritor.from_run)"
         if len(self.open_world_classes) < 2:
             return None, settings, f"only {len(self.open_world_classes)} open-world class(es); a probe needs at least 2"
+        if self.probe is None:
+            return None, settings, "no probe was given (pass probe=learngene_hf.fewshot.learngene_probe)"
         if len(self.open_world_classes) < ways:  # fewer open-world classes than ways: use them all
             ways = len(self.open_world_classes)
             settings["ways"] = ways
         from .data import sample_episodes
-        from .fewshot import FewShotConfig, probe_learngene
 
         try:
             episode_list = sample_episodes(self.probe_data, self.open_world_classes, episodes, ways=ways, shots=shots,
@@ -286,14 +299,14 @@ class Inheritor:
             return None, settings, f"the open-world images cannot fill the probe episodes ({err})"
         if not lrs:
             raise ConfigError("probe_lrs is empty; give at least one learning rate, e.g. probe_lrs=(0.02, 0.05).")
-        configs = [FewShotConfig(lr=float(lr), epochs=epochs, device=device) for lr in lrs]
+        lrs = [float(lr) for lr in lrs]
 
         def probe(layers: list[int]) -> dict[str, Any]:
             """Accuracies at the candidate's best learning rate (each candidate gets its own)."""
             learngene = self._extract(layers, selection=None)
             logger.info(f"selection: probing layers {layers[0]}-{layers[-1]} on {episodes} open-world {ways}-way {shots}-shot "
-                        f"episodes, {epochs} epochs at lr {', '.join(f'{c.lr:g}' for c in configs)}")
-            by_lr = {cfg.lr: probe_learngene(learngene, episode_list, cfg, seed=seed) for cfg in configs}
+                        f"episodes, {epochs} epochs at lr {', '.join(f'{lr:g}' for lr in lrs)}")
+            by_lr = {lr: [float(a) for a in self.probe(learngene, episode_list, lr, epochs, seed, device)] for lr in lrs}
             best = max(by_lr, key=lambda lr: sum(by_lr[lr]) / len(by_lr[lr]))
             logger.info(f"selection: layers {layers[0]}-{layers[-1]}: {100 * sum(by_lr[best]) / len(by_lr[best]):.1f}% "
                         f"at lr {best:g}")

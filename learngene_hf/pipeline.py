@@ -145,9 +145,10 @@ def _train(cfg: PipelineConfig, out: Path, accelerator, progress: bool):
 
 def _select_and_save(cfg: PipelineConfig, out: Path, device: str) -> tuple[Any, Any]:
     from .criterion import DEFAULT_CRITERION
+    from .fewshot import learngene_probe
     from .inheritor import Inheritor
 
-    inheritor = Inheritor.from_run(out / "collective")
+    inheritor = Inheritor.from_run(out / "collective", probe=learngene_probe)
     selection = inheritor.select(
         cfg.strategy,
         k=cfg.k,

@@ -18,7 +18,7 @@ from learngene_hf.cli import run_script
 from learngene_hf.collective import CollectiveConfig, CollectiveModel
 from learngene_hf.data import load_tensors, sample_episodes
 from learngene_hf.errors import ArtifactError, ConfigError, DataError
-from learngene_hf.fewshot import FewShotConfig, compare_methods, load_fewshot_data, tuning_episodes
+from learngene_hf.fewshot import FewShotConfig, compare_methods, learngene_probe, load_fewshot_data, tuning_episodes
 from learngene_hf.learngene import Learngene
 from learngene_hf.training import CollectiveTrainingConfig, load_run, train_collective
 
@@ -267,7 +267,7 @@ def test_lr_tuning_and_the_episode_bar_name_the_stage_method_and_shots(data, cap
 def test_selection_probes_say_which_block_they_probe(stopped_run, caplog):
     from learngene_hf.inheritor import Inheritor
 
-    inheritor = Inheritor.from_run(stopped_run)
+    inheritor = Inheritor.from_run(stopped_run, probe=learngene_probe)
     with caplog.at_level(logging.INFO, logger="learngene_hf"):
         inheritor.select(k=2, probe_episodes=1, probe_epochs=1, probe_shots=1, probe_queries=1, probe_lrs=[0.05],
                          max_fraction=None)

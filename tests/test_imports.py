@@ -107,6 +107,8 @@ def _imports(path: Path) -> set[str]:
         ("io.py", ("stats", "data", "collective", "individual", "learngene")),
         ("stats.py", ("io", "data", "collective", "individual", "learngene")),
         ("learngene.py", ("training", "fewshot", "inheritor", "criterion", "pipeline")),
+        ("inheritor.py", ("fewshot", "pipeline")),
+        ("criterion.py", ("fewshot", "inheritor", "pipeline")),
         ("plots/accuracy.py", ("fewshot", "training", "inheritor", "pipeline")),
         ("plots/heatmap.py", ("fewshot", "training", "inheritor", "pipeline")),
         ("plots/ranking.py", ("fewshot", "training", "inheritor", "pipeline")),

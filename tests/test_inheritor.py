@@ -11,6 +11,7 @@ from huggingface_hub import HfApi
 from learngene_hf import CollectiveConfig, CollectiveModel
 from learngene_hf.data import ImageTensors
 from learngene_hf.errors import ConfigError
+from learngene_hf.fewshot import learngene_probe
 from learngene_hf.inheritor import Inheritor
 from learngene_hf.learngene import Learngene
 from learngene_hf.record import GradientRecord
@@ -61,7 +62,7 @@ def test_validated_selection_probes_candidates_on_open_world_classes_only(monkey
         return real_probe(learngene, episodes, cfg, seed, **kw)
 
     monkeypatch.setattr(fewshot, "probe_learngene", spy)
-    inheritor = Inheritor(tiny_model(), tiny_record(), probe_data=tiny_images(), open_world_classes=[5, 6, 7, 8])
+    inheritor = Inheritor(tiny_model(), tiny_record(), probe_data=tiny_images(), open_world_classes=[5, 6, 7, 8], probe=learngene_probe)
     selection = inheritor.select(k=2, criterion="stability", **PROBE)
     assert selection.strategy == "validated"
     assert set(seen_classes) <= {5, 6, 7, 8}
@@ -75,7 +76,7 @@ def test_validated_selection_probes_candidates_on_open_world_classes_only(monkey
 
 def test_validated_selection_skips_candidates_over_the_size_cap_and_records_each_probe_lr():
     model = tiny_model()
-    inheritor = Inheritor(model, tiny_record(), probe_data=tiny_images(), open_world_classes=[5, 6, 7, 8])
+    inheritor = Inheritor(model, tiny_record(), probe_data=tiny_images(), open_world_classes=[5, 6, 7, 8], probe=learngene_probe)
     fractions = {tuple(c): inheritor.parameter_fraction(c) for c in ([0, 1], [1, 2], [2, 3])}
     cap = sorted(fractions.values())[1]  # the largest block is over it
     settings = dict(PROBE, max_fraction=cap, probe_lrs=(0.01, 0.05))
@@ -133,7 +134,7 @@ def test_inheritor_rejects_wrong_inputs_with_a_fix():
 
 
 def test_save_pretrained_writes_the_learngene_and_the_ranking_plot(tmp_path):
-    inheritor = Inheritor(tiny_model(), tiny_record(), probe_data=tiny_images(), open_world_classes=[5, 6, 7, 8])
+    inheritor = Inheritor(tiny_model(), tiny_record(), probe_data=tiny_images(), open_world_classes=[5, 6, 7, 8], probe=learngene_probe)
     inheritor.select(k=2, **PROBE)
     folder = inheritor.save_pretrained(tmp_path / "lg")
     assert (folder / "layer_ranking.png").stat().st_size > 1000
@@ -170,7 +171,9 @@ def tiny_run(tmp_path_factory):
 
 
 def test_from_run_probes_open_world_classes_and_records_the_run(tiny_run, tmp_path):
-    inheritor = Inheritor.from_run(tiny_run)
+    without_probe = Inheritor.from_run(tiny_run).select(k=2)
+    assert without_probe.strategy == "criterion" and "no probe was given" in without_probe.reason
+    inheritor = Inheritor.from_run(tiny_run, probe=learngene_probe)
     assert inheritor.open_world_classes == [6, 7, 8, 9]
     selection = inheritor.select(k=2, probe_episodes=2, probe_epochs=1, probe_shots=2, probe_queries=2)
     assert selection.strategy == "validated" and selection.probe["ways"] == 4  # capped at the 4 open-world classes
