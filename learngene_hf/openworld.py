@@ -2,7 +2,9 @@
 
 :func:`auroc` is the rank-based area under the ROC curve (the Mann-Whitney U statistic divided by
 ``n_unknown * n_known``, ties counted as one half), with no sklearn dependency. The per-image
-score is :meth:`learngene_hf.CollectiveModel.unknown_score` (higher = more unknown).
+score is :meth:`learngene_hf.CollectiveModel.unknown_score` (higher = more unknown);
+:func:`unknown_scores` gives every score at once, including the Mahalanobis distance to the class
+means of :class:`ClassGaussians`.
 """
 
 from __future__ import annotations
@@ -46,3 +48,122 @@ def auroc(scores_unknown: Sequence[float] | np.ndarray | torch.Tensor, scores_kn
     n_u, n_k = unknown.size, known.size
     u_statistic = ranks[:n_u].sum() - n_u * (n_u + 1) / 2.0
     return float(u_statistic / (n_u * n_k))
+
+
+#: The open-world scores :func:`unknown_scores` computes (all "higher = more unknown").
+OPEN_WORLD_SCORES = ("energy", "msp", "mahalanobis")
+
+
+class ClassGaussians:
+    """Class-conditional Gaussians with one shared covariance over a model's embedding, for the
+    Mahalanobis open-world score (Lee et al. 2018).
+
+    Every learnt ``(task, class)`` pair is one component: :meth:`add` takes the embeddings of one
+    task's training images and stores their per-class means; the within-class scatter of all
+    tasks is pooled into one covariance. A class that comes back in a later task simply gets a
+    second component (its images then count as known when close to either mean).
+
+    Args:
+        shrinkage: weight of the scaled identity mixed into the covariance before inverting
+            (Ledoit-Wolf style; keeps the precision stable with few images per dimension).
+    """
+
+    def __init__(self, shrinkage: float = 0.1):
+        if not 0.0 <= shrinkage <= 1.0:
+            raise DataError(f"shrinkage must be in [0, 1], got {shrinkage}.")
+        self.shrinkage = float(shrinkage)
+        self.means = torch.zeros(0, 0)
+        self.scatter = torch.zeros(0, 0, dtype=torch.float64)
+        self.count = 0
+
+    def __len__(self) -> int:
+        return int(self.means.shape[0])
+
+    @torch.no_grad()
+    def add(self, features: torch.Tensor, labels: torch.Tensor) -> None:
+        """Add one component per distinct label of ``features`` [N, D] / ``labels`` [N]."""
+        features = features.detach().double().cpu()
+        labels = labels.detach().cpu()
+        if features.ndim != 2 or len(features) != len(labels) or len(features) == 0:
+            raise DataError(f"ClassGaussians.add needs features [N, D] and labels [N] with N > 0, got {tuple(features.shape)} and {tuple(labels.shape)}.")
+        if len(self) and features.shape[1] != self.means.shape[1]:
+            raise DataError(f"Features have {features.shape[1]} dims, the stored means {self.means.shape[1]}; the embedding width changed.")
+        means, scatter = [], torch.zeros(features.shape[1], features.shape[1], dtype=torch.float64)
+        for label in labels.unique(sorted=True):
+            block = features[labels == label]
+            mean = block.mean(0)
+            centred = block - mean
+            scatter += centred.T @ centred
+            means.append(mean)
+        new_means = torch.stack(means).float()
+        self.means = new_means if not len(self) else torch.cat([self.means, new_means])
+        self.scatter = scatter if self.count == 0 else self.scatter + scatter
+        self.count += int(len(features))
+
+    def precision(self) -> torch.Tensor:
+        """Inverse of the shrunk shared covariance [D, D] (float32)."""
+        if not len(self):
+            raise DataError("ClassGaussians has no component yet: add the embeddings of a learnt task first.")
+        dim = self.scatter.shape[0]
+        cov = self.scatter / max(self.count - len(self), 1)
+        target = torch.eye(dim, dtype=torch.float64) * (torch.trace(cov) / dim).clamp_min(1e-12)
+        cov = (1.0 - self.shrinkage) * cov + self.shrinkage * target
+        return torch.linalg.inv(cov).float()
+
+    @torch.no_grad()
+    def score(self, features: torch.Tensor, precision: torch.Tensor | None = None) -> torch.Tensor:
+        """Squared Mahalanobis distance [N] of ``features`` [N, D] to the nearest component
+        (higher = more unknown)."""
+        precision = self.precision() if precision is None else precision
+        precision = precision.to(features.device)
+        means = self.means.to(features.device)
+        f = features.float()
+        fp = f @ precision
+        cross = fp @ means.T  # [N, K]
+        mp = ((means @ precision) * means).sum(1)  # [K]
+        dist = (fp * f).sum(1, keepdim=True) - 2.0 * cross + mp
+        return dist.amin(1)
+
+    def state_tensors(self) -> dict[str, torch.Tensor]:
+        """Flat tensors for safetensors (see :meth:`load_state_tensors`)."""
+        return {
+            "gaussians/means": self.means.contiguous(),
+            "gaussians/scatter": self.scatter.contiguous(),
+            "gaussians/count": torch.tensor([self.count], dtype=torch.int64),
+        }
+
+    def load_state_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
+        """Inverse of :meth:`state_tensors` (missing keys leave it empty)."""
+        if "gaussians/means" in tensors:
+            self.means = tensors["gaussians/means"].float()
+            self.scatter = tensors["gaussians/scatter"].double()
+            self.count = int(tensors["gaussians/count"][0])
+
+
+@torch.no_grad()
+def unknown_scores(
+    model: torch.nn.Module,
+    pixel_values: torch.Tensor,
+    gaussians: ClassGaussians | None = None,
+    precision: torch.Tensor | None = None,
+) -> dict[str, torch.Tensor]:
+    """Every open-world score of ``pixel_values`` [B, C, H, W] from one pass through the model's
+    shared embedding (``model.embed``) and its task heads (``model.heads``).
+
+    Returns ``{"energy": [B], "msp": [B]}`` plus ``"mahalanobis"`` when ``gaussians`` holds at
+    least one component; higher = more unknown. ``energy`` is minus the largest log-sum-exp of
+    the logits over the heads, ``msp`` minus the largest maximum softmax probability, and
+    ``mahalanobis`` the distance to the nearest class mean (:class:`ClassGaussians`).
+    """
+    if not len(model.heads):
+        raise DataError("No task head yet: open-world scores need at least one learnt task.")
+    embedding = model.embed(pixel_values)
+    energy, msp = [], []
+    for head in model.heads:
+        logits = head(embedding).float()
+        energy.append(torch.logsumexp(logits, 1))
+        msp.append(logits.softmax(1).amax(1))
+    out = {"energy": -torch.stack(energy, 1).amax(1), "msp": -torch.stack(msp, 1).amax(1)}
+    if gaussians is not None and len(gaussians):
+        out["mahalanobis"] = gaussians.score(embedding.float(), precision)
+    return out
