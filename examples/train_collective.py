@@ -16,6 +16,8 @@ import json
 
 from learngene_hf.cli import ArgumentParser, add_config_arguments, config_kwargs, make_accelerator, run_script
 from learngene_hf.data import parse_class_list
+from learngene_hf.openworld import OPEN_WORLD_SCORES
+from learngene_hf.replay import REPLAY_SELECTIONS
 from learngene_hf.training import PRESET_TRAINING_DEFAULTS, CollectiveTrainingConfig, train_collective
 
 GROWTH_EXAMPLE = '[{"task": 1, "op": "deepen", "layer": "conv5"}]'
@@ -56,7 +58,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                  "open_world": ["--open-world-classes"], "novel": ["--novel-classes"]},
         parsers={"growth": _growth, "base": _class_list, "open_world": _class_list, "novel": _class_list},
         choices={"preset": sorted(PRESET_TRAINING_DEFAULTS), "mixed_precision": ["auto", "no", "fp16", "bf16"],
-                 "open_world_method": ["energy", "msp"]},
+                 "open_world_method": list(OPEN_WORLD_SCORES), "replay_selection": list(REPLAY_SELECTIONS)},
         defaults={"preset": "small"},
         default_text={**{name: _preset_default(name) for name in preset_fields},
                       "mixed_precision": "accelerate launch's choice, else auto",

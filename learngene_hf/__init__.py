@@ -43,6 +43,8 @@ _LAZY_NAMES = {
     "Inheritor": "inheritor",
     "Learngene": "learngene",
     "LearngeneConfig": "learngene",
+    "ClassGaussians": "openworld",
+    "ReplayMemory": "replay",
     "VGGBN": "vgg",
 }
 

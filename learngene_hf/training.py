@@ -10,7 +10,11 @@ Entry points: :func:`train_collective` and :func:`load_run`. A run folder holds:
     report.json            class split, task stream, accuracies, open-world AUROC, images/s, dataset
     report.md              a short human-readable summary
     run_config.json        the training config, class split and dataset description
-    checkpoint/            the state after the last finished task (used by resume)
+    open_world.safetensors class means and shared scatter of the embedding (Mahalanobis score)
+    checkpoint/            the state after the last finished task (used by resume): model/,
+                           state.json, ewc.safetensors (Fisher and anchors, when EWC is on),
+                           replay.safetensors (the replay memory, when on) and
+                           open_world.safetensors
 
 Determinism: every task starts by re-seeding all generators from ``(seed, task)`` and builds a fresh
 optimizer (it has a new head anyway), so a run stopped after any task and resumed ends with the
@@ -30,6 +34,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import torch
+from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from .collective import COLLECTIVE_PRESETS, CollectiveConfig, CollectiveModel
@@ -37,8 +42,9 @@ from .errors import ArtifactError, ConfigError
 from .ewc import EWC
 from .io import follow_umask, read_json, write_json_atomic, write_text_atomic
 from .logs import get_logger
-from .openworld import auroc
+from .openworld import OPEN_WORLD_SCORES, ClassGaussians, auroc, unknown_scores
 from .record import DEFAULT_THRESHOLDS, GradientRecord, GradientRecorder
+from .replay import REPLAY_SELECTIONS, ReplayMemory
 
 logger = get_logger(__name__)
 
@@ -76,13 +82,25 @@ class CollectiveTrainingConfig:
     name-or-index, "width": w}`` / ``{"task": t, "op": "deepen", "layer": name-or-index}``
     applied at the start of task ``t`` (after its head is added).
 
-    Forgetting control: ``ewc_weight`` (0 = off); the Fisher is estimated at the end of each task
-    on ``ewc_batches`` batches of its training images.
+    Forgetting control (all off by default = the paper's setting; the "small" preset turns on
+    the measured best, see :data:`PRESET_TRAINING_DEFAULTS`):
+
+    - ``bn_freeze_after``: from this task on (0-based; 0 = never) every BatchNorm layer runs
+      in eval mode while training, so its running statistics stop following the current task
+      (the affine parameters still train);
+    - ``ewc_weight`` (0 = off): EWC penalty weight; the Fisher is estimated at the end of each
+      task on ``ewc_batches`` batches of its training images;
+    - ``replay_per_class`` (0 = off): exemplars kept per class of every finished task
+      (``replay_selection`` "herding" or "random"); every training step adds the loss of
+      ``replay_batch_size`` stored images through their own (frozen) task heads.
 
     Record: ``record_gradients``, ``thresholds``, ``heatmap_threshold`` (the threshold drawn).
 
-    Open world: before each task t >= 1, ``open_world_method`` ("energy" or "msp") scores the new
-    task's test images against up to ``open_world_known`` held-out test images of known classes.
+    Open world: before each task t >= 1, every score of
+    :data:`~learngene_hf.openworld.OPEN_WORLD_SCORES` ("energy", "msp", "mahalanobis") rates the
+    new task's test images against up to ``open_world_known`` held-out test images of known
+    classes (AUROC per score in the report); ``open_world_method`` is the one reported as
+    ``open_world_auroc``.
 
     Data: ``dataset`` (None = the embedded procedural dataset, else anything
     ``learngene_hf.data.load_tensors`` accepts), ``image_column``, ``label_column``,
@@ -110,6 +128,10 @@ class CollectiveTrainingConfig:
     growth_factor: float = 2.0
     ewc_weight: float = 0.0
     ewc_batches: int = 8
+    bn_freeze_after: int = 0
+    replay_per_class: int = 0
+    replay_selection: str = "herding"
+    replay_batch_size: int = 16
     thresholds: list[float] = field(default_factory=lambda: list(DEFAULT_THRESHOLDS))
     heatmap_threshold: float = 5e-10
     record_gradients: bool = True
@@ -169,8 +191,19 @@ class CollectiveTrainingConfig:
             raise ConfigError(f"growth must be 'paper', 'none' or a list of events, got {self.growth!r}.")
         if self.mixed_precision not in ("auto", "no", "fp16", "bf16"):
             raise ConfigError(f"mixed_precision must be 'auto', 'no', 'fp16' or 'bf16', got {self.mixed_precision!r}.")
-        if self.open_world_method not in ("energy", "msp"):
-            raise ConfigError(f"open_world_method must be 'energy' or 'msp', got {self.open_world_method!r}.")
+        if self.open_world_method not in OPEN_WORLD_SCORES:
+            raise ConfigError(f"open_world_method must be one of {OPEN_WORLD_SCORES}, got {self.open_world_method!r}.")
+        if not isinstance(self.bn_freeze_after, int) or self.bn_freeze_after < 0:
+            raise ConfigError(
+                f"bn_freeze_after must be a task index >= 1 (statistics of at least one task are kept) or 0 (never "
+                f"freeze), got {self.bn_freeze_after!r}."
+            )
+        if not isinstance(self.replay_per_class, int) or self.replay_per_class < 0:
+            raise ConfigError(f"replay_per_class must be an integer >= 0 (0 = no replay), got {self.replay_per_class!r}.")
+        if not isinstance(self.replay_batch_size, int) or self.replay_batch_size <= 0:
+            raise ConfigError(f"replay_batch_size must be a positive integer, got {self.replay_batch_size!r}.")
+        if self.replay_selection not in REPLAY_SELECTIONS:
+            raise ConfigError(f"replay_selection must be one of {REPLAY_SELECTIONS}, got {self.replay_selection!r}.")
         if self.heatmap_threshold not in self.thresholds:
             raise ConfigError(f"heatmap_threshold {self.heatmap_threshold} must be one of thresholds {self.thresholds}.")
         if self.stop_after_task is not None and (not isinstance(self.stop_after_task, int) or self.stop_after_task <= 0):
@@ -381,22 +414,78 @@ def evaluate_task(accelerator, model: CollectiveModel, images, labels, task_id: 
     return float((preds == targets).float().mean())
 
 
-def open_world_auroc(accelerator, model: CollectiveModel, unknown_images, known_images, method: str = "energy", batch_size: int = 256) -> float:
-    """AUROC of ``model.unknown_score`` separating ``unknown_images`` [N_u,3,H,W] (classes not
-    learnt) from ``known_images`` [N_k,3,H,W] (held-out images of learnt classes)."""
+def open_world_aurocs(
+    accelerator,
+    model: CollectiveModel,
+    unknown_images,
+    known_images,
+    gaussians: ClassGaussians | None = None,
+    batch_size: int = 256,
+) -> dict[str, float]:
+    """AUROC of every open-world score (:func:`~learngene_hf.openworld.unknown_scores`)
+    separating ``unknown_images`` [N_u,3,H,W] (classes not learnt) from ``known_images``
+    [N_k,3,H,W] (held-out images of learnt classes). "mahalanobis" needs ``gaussians``."""
     was_training = model.training
     model.eval()
+    precision = gaussians.precision() if gaussians is not None and len(gaussians) else None
+    names = [m for m in OPEN_WORLD_SCORES if m != "mahalanobis" or precision is not None]
+
+    def score(m, x):
+        scores = unknown_scores(m, x, gaussians, precision)
+        return torch.stack([scores[name] for name in names], 1)
+
     try:
-        score = lambda m, x: m.unknown_score(x, method=method)  # noqa: E731
         unknown, _ = _gathered(accelerator, model, unknown_images, torch.zeros(len(unknown_images), dtype=torch.long), batch_size, score)
         known, _ = _gathered(accelerator, model, known_images, torch.zeros(len(known_images), dtype=torch.long), batch_size, score)
     finally:
         model.train(was_training)
-    return auroc(unknown, known)
+    return {name: auroc(unknown[:, i], known[:, i]) for i, name in enumerate(names)}
+
+
+def open_world_auroc(accelerator, model: CollectiveModel, unknown_images, known_images, method: str = "energy", batch_size: int = 256) -> float:
+    """AUROC of the logit score ``method`` ("energy" or "msp") separating ``unknown_images``
+    from ``known_images`` (see :func:`open_world_aurocs` for every score at once)."""
+    if method not in ("energy", "msp"):
+        raise ConfigError(f"open_world_auroc takes 'energy' or 'msp' (got {method!r}); use open_world_aurocs for 'mahalanobis'.")
+    return open_world_aurocs(accelerator, model, unknown_images, known_images, None, batch_size)[method]
+
+
+@torch.no_grad()
+def _embeddings(model: CollectiveModel, images: torch.Tensor, batch_size: int, device) -> torch.Tensor:
+    """``model.embed`` of ``images`` in eval mode, [N, D] on the CPU (every process computes all)."""
+    was_training = model.training
+    model.eval()
+    try:
+        out = [model.embed(_inputs(images[i : i + batch_size].to(device))).float().cpu() for i in range(0, len(images), batch_size)]
+    finally:
+        model.train(was_training)
+    return torch.cat(out)
+
+
+def freeze_batchnorm_statistics(model: torch.nn.Module) -> int:
+    """Put every BatchNorm layer of ``model`` in eval mode (running statistics stop updating, the
+    affine parameters still train); returns how many layers it touched. Call after every
+    ``model.train()``."""
+    layers = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    for layer in layers:
+        layer.eval()
+    return len(layers)
+
+
+def replay_loss(model: CollectiveModel, images: torch.Tensor, labels: torch.Tensor, tasks: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy of replayed ``images`` [R,C,H,W] (local ``labels`` [R]) through the head
+    of their own task (``tasks`` [R]); one pass through ``model.embed``."""
+    embedding = model.embed(_inputs(images))
+    total = torch.zeros((), device=embedding.device, dtype=torch.float32)
+    for task in tasks.unique().tolist():
+        rows = tasks == task
+        logits = model.heads[task](embedding[rows]).float()
+        total = total + nn.functional.cross_entropy(logits, labels[rows], reduction="sum")
+    return total / len(labels)
 
 
 # ---------------------------------------------------------------------------------------------- checkpoint
-def _save_checkpoint(run_dir: Path, model: CollectiveModel, state: dict, ewc: EWC) -> None:
+def _save_checkpoint(run_dir: Path, model: CollectiveModel, state: dict, ewc: EWC, replay: ReplayMemory | None, gaussians: ClassGaussians) -> None:
     """Write ``checkpoint/`` atomically: a temp folder, then renames (old one removed last)."""
     from safetensors.torch import save_file
 
@@ -411,6 +500,12 @@ def _save_checkpoint(run_dir: Path, model: CollectiveModel, state: dict, ewc: EW
     if tensors:
         save_file(tensors, str(tmp / "ewc.safetensors"))
         follow_umask(tmp / "ewc.safetensors")
+    if replay is not None and len(replay):
+        save_file(replay.state_tensors(), str(tmp / "replay.safetensors"))
+        follow_umask(tmp / "replay.safetensors")
+    if len(gaussians):
+        save_file(gaussians.state_tensors(), str(tmp / "open_world.safetensors"))
+        follow_umask(tmp / "open_world.safetensors")
     write_json_atomic(tmp / "state.json", state)
     if old.exists():
         shutil.rmtree(old)
@@ -489,6 +584,11 @@ def _summarise(report: dict) -> None:
         sum(t["accuracy_after"] - t["accuracy_end"] for t in tasks) / len(tasks) if end and len(end) == len(tasks) else None
     )
     report["mean_open_world_auroc"] = sum(aurocs) / len(aurocs) if aurocs else None
+    per_score: dict[str, list[float]] = {}
+    for t in tasks:
+        for name, value in (t.get("open_world_aurocs") or {}).items():
+            per_score.setdefault(name, []).append(value)
+    report["mean_open_world_aurocs"] = {name: sum(v) / len(v) for name, v in per_score.items()}
     seconds = sum(t["train_seconds"] for t in tasks)
     report["images_per_second"] = sum(t["train_images_seen"] for t in tasks) / seconds if seconds > 0 else None
 
@@ -508,7 +608,10 @@ def _report_markdown(report: dict) -> str:
         f"{report['parameters']:,} parameters, {len(report['growth_log'])} growth events",
         f"- Mean accuracy after learning each task: {_fmt(report['mean_accuracy_after'])}; at the end: "
         f"{_fmt(report['mean_accuracy_end'])} (mean forgetting {_fmt(report['mean_forgetting'])})",
-        f"- Mean open-world AUROC ({report['open_world_method']}): {_fmt(report['mean_open_world_auroc'])}",
+        f"- Mean open-world AUROC ({report['open_world_method']}): {_fmt(report['mean_open_world_auroc'])}"
+        + (" (" + ", ".join(f"{k} {_fmt(v)}" for k, v in report.get("mean_open_world_aurocs", {}).items()) + ")"
+           if report.get("mean_open_world_aurocs") else ""),
+        f"- Forgetting control: {report['forgetting_control']}",
         f"- Training throughput: {_fmt(report['images_per_second'], 1)} images/s on {report['num_processes']} "
         f"process(es), device `{report['device']}`, mixed precision `{report['mixed_precision']}`",
         "",
@@ -525,7 +628,12 @@ def _report_markdown(report: dict) -> str:
     return "\n".join(lines)
 
 
-def _write_outputs(run_dir: Path, model: CollectiveModel, record: GradientRecord, report: dict, config: CollectiveTrainingConfig) -> None:
+def _write_outputs(
+    run_dir: Path, model: CollectiveModel, record: GradientRecord, report: dict, config: CollectiveTrainingConfig,
+    gaussians: ClassGaussians,
+) -> None:
+    from safetensors.torch import save_file
+
     from .plots.heatmap import plot_gradient_heatmap
 
     tmp = run_dir / ".model.tmp"
@@ -538,6 +646,11 @@ def _write_outputs(run_dir: Path, model: CollectiveModel, record: GradientRecord
     record.save(run_dir / "gradient_record.json")
     if record.epochs:
         plot_gradient_heatmap(record, run_dir / "heatmap.png", "frac_above", config.heatmap_threshold)
+    if len(gaussians):
+        tmp_file = run_dir / ".open_world.safetensors.tmp"
+        save_file(gaussians.state_tensors(), str(tmp_file))
+        follow_umask(tmp_file)
+        os.replace(tmp_file, run_dir / "open_world.safetensors")
     write_json_atomic(run_dir / "report.json", report)
     write_text_atomic(run_dir / "report.md", _report_markdown(report))
 
@@ -609,6 +722,8 @@ def train_collective(
     # ------------------------------------------------------------------ start or resume
     checkpoint = _checkpoint_dir(run_dir) if resume else None
     ewc = EWC(config.ewc_weight)
+    replay = ReplayMemory(config.replay_per_class, config.replay_selection) if config.replay_per_class else None
+    gaussians = ClassGaussians()
     if checkpoint is not None:
         fresh_start = "pass resume=False (--no-resume) to start over, or choose another output folder"
         try:
@@ -632,6 +747,14 @@ def train_collective(
                 from safetensors.torch import load_file
 
                 ewc.load_state_tensors(load_file(str(checkpoint / "ewc.safetensors")))
+            if replay is not None and (checkpoint / "replay.safetensors").is_file():
+                from safetensors.torch import load_file
+
+                replay.load_state_tensors(load_file(str(checkpoint / "replay.safetensors")))
+            if (checkpoint / "open_world.safetensors").is_file():
+                from safetensors.torch import load_file
+
+                gaussians.load_state_tensors(load_file(str(checkpoint / "open_world.safetensors")))
         except (ArtifactError, KeyError, TypeError, ValueError, OSError) as err:
             raise ArtifactError(f"The checkpoint in {checkpoint} is corrupt or incomplete ({err}); {fresh_start}.") from err
         if main:
@@ -667,12 +790,13 @@ def train_collective(
 
         # open world: how unknown are the new task's images to the model so far?
         entry["open_world_auroc"] = None
+        entry["open_world_aurocs"] = None
         if t > 0:
             known = torch.cat([tasks[k].test_images for k in range(t)])
             pick = torch.randperm(len(known), generator=torch.Generator().manual_seed(seed_t))[: config.open_world_known]
-            entry["open_world_auroc"] = open_world_auroc(
-                accelerator, model, task.test_images, known[pick], config.open_world_method, config.eval_batch_size
-            )
+            aurocs = open_world_aurocs(accelerator, model, task.test_images, known[pick], gaussians, config.eval_batch_size)
+            entry["open_world_aurocs"] = aurocs
+            entry["open_world_auroc"] = aurocs.get(config.open_world_method)
 
         head = model.add_task(len(task.classes))
         entry["growth"] = apply_growth(model, events, t, torch.Generator().manual_seed(seed_t + 1))
@@ -693,12 +817,18 @@ def train_collective(
             disable=not (progress and main),
             leave=False,
         )
-        losses, penalties = [], []
+        losses, penalties, replayed = [], [], []
         seen = 0
+        freeze_bn = config.bn_freeze_after > 0 and t >= config.bn_freeze_after
+        replaying = replay is not None and len(replay) > 0
+        replay_generator = torch.Generator().manual_seed(seed_t + 4)
         started = time.perf_counter()
         for epoch in range(config.epochs_per_task):
+            if freeze_bn:
+                freeze_batchnorm_statistics(model)
             loss_sum = torch.zeros((), device=accelerator.device)
             penalty_sum = torch.zeros((), device=accelerator.device)
+            replay_sum = torch.zeros((), device=accelerator.device)
             batches = 0
             for x, y in loader:
                 out = wrapped(pixel_values=_inputs(x), labels=y, task_id=head)
@@ -707,6 +837,11 @@ def train_collective(
                     penalty = ewc.penalty(model)
                     penalty_sum += penalty.detach()
                     loss = loss + penalty
+                if replaying:
+                    rx, ry, rt = replay.sample(config.replay_batch_size, replay_generator)
+                    rloss = replay_loss(model, rx.to(accelerator.device), ry.to(accelerator.device), rt.to(accelerator.device))
+                    replay_sum += rloss.detach()
+                    loss = loss + rloss
                 accelerator.backward(loss)
                 if recorder is not None:
                     if accelerator.scaler is not None:
@@ -725,6 +860,7 @@ def train_collective(
             mean_loss = float(accelerator.reduce(loss_sum / max(batches, 1), "mean"))
             losses.append(mean_loss)
             penalties.append(float(accelerator.reduce(penalty_sum / max(batches, 1), "mean")))
+            replayed.append(float(accelerator.reduce(replay_sum / max(batches, 1), "mean")))
             bar.set_postfix(loss=f"{mean_loss:.3f}")
         seconds = time.perf_counter() - started
         bar.close()
@@ -732,6 +868,8 @@ def train_collective(
             recorder.end_task(t)
         entry["epoch_losses"] = losses
         entry["epoch_ewc_penalties"] = penalties
+        entry["epoch_replay_losses"] = replayed
+        entry["batchnorm_frozen"] = freeze_bn
         entry["train_seconds"] = seconds
         entry["train_images_seen"] = int(accelerator.reduce(torch.tensor(seen, device=accelerator.device), "sum"))
         entry["accuracy_after"] = evaluate_task(accelerator, model, task.test_images, task.test_labels, head, config.eval_batch_size)
@@ -741,6 +879,12 @@ def train_collective(
             fisher_batches = ((_inputs(x), y) for i, (x, y) in zip(range(config.ewc_batches), fisher_loader))
             reduce = (lambda v: accelerator.reduce(v, "mean")) if accelerator.num_processes > 1 else None
             ewc.consolidate(model, fisher_batches, head, reduce=reduce)
+        # what the model remembers of this task: class statistics of its embedding and exemplars
+        features = _embeddings(model, task.train_images, config.eval_batch_size, accelerator.device)
+        gaussians.add(features, task.train_labels)
+        if replay is not None:
+            replay.add_task(t, task.train_images, task.train_labels, list(task.classes), features,
+                            generator=torch.Generator().manual_seed(seed_t + 3))
         accelerator.free_memory()
         del wrapped, optimizer, loader
         for h in model.heads:
@@ -755,7 +899,7 @@ def train_collective(
             "growth_events": events,
         }
         if main:
-            _save_checkpoint(run_dir, model, state, ewc)
+            _save_checkpoint(run_dir, model, state, ewc, replay, gaussians)
         accelerator.wait_for_everyone()
 
     # ------------------------------------------------------------------ final evaluation and outputs
@@ -779,6 +923,14 @@ def train_collective(
         "tasks": report_tasks,
         "dataset": dataset_description,
         "open_world_method": config.open_world_method,
+        "forgetting_control": {
+            "bn_freeze_after": config.bn_freeze_after,
+            "ewc_weight": config.ewc_weight,
+            "replay_per_class": config.replay_per_class,
+            "replay_selection": config.replay_selection if config.replay_per_class else None,
+            "replay_batch_size": config.replay_batch_size if config.replay_per_class else None,
+            "replay_images": len(replay) if replay is not None else 0,
+        },
         "growth_log": [dict(e) for e in model.config.growth_log],
         "final_widths": list(model.config.widths),
         "layer_names": list(model.config.layer_names),
@@ -791,7 +943,7 @@ def train_collective(
     record.layer_names = list(model.config.layer_names)
     model = model.to("cpu")
     if main:
-        _write_outputs(run_dir, model, record, report, config)
+        _write_outputs(run_dir, model, record, report, config, gaussians)
     accelerator.wait_for_everyone()
     return CollectiveRun(model=model, record=record, report=report, split=split, config=config, run_dir=run_dir)
 

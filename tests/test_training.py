@@ -209,3 +209,36 @@ def test_two_cpu_processes_match_a_one_process_run(tmp_path):
     # measured: the runs differ by 15% of the update a run makes (a 2-process run that did not
     # train would differ by the whole update)
     assert flat("two", "one").norm() < 0.35 * update
+
+
+def test_resume_with_replay_and_frozen_batchnorm_equals_uninterrupted(tmp_path):
+    data = _data()
+    options = dict(replay_per_class=3, replay_batch_size=8, bn_freeze_after=1, ewc_weight=5.0,
+                   growth=[{"task": 2, "op": "widen", "layer": "conv2", "width": 12}])
+    full = train_collective(_config(**options), tmp_path / "full", data=data, progress=False)
+    train_collective(_config(stop_after_task=2, **options), tmp_path / "cut", data=data, progress=False)
+    assert (tmp_path / "cut" / "checkpoint" / "replay.safetensors").is_file()
+    assert (tmp_path / "cut" / "checkpoint" / "open_world.safetensors").is_file()
+    resumed = train_collective(_config(**options), tmp_path / "cut", data=data, progress=False)
+    for (name, a), b in zip(full.model.state_dict().items(), resumed.model.state_dict().values()):
+        torch.testing.assert_close(a, b, msg=name)
+    keep = ("accuracy_after", "accuracy_end", "open_world_aurocs", "epoch_losses", "epoch_replay_losses")
+    assert [{k: t[k] for k in keep} for t in resumed.report["tasks"]] == [{k: t[k] for k in keep} for t in full.report["tasks"]]
+    assert (tmp_path / "cut" / "open_world.safetensors").is_file()
+    assert set(full.report["mean_open_world_aurocs"]) == {"energy", "msp", "mahalanobis"}
+
+
+def test_frozen_batchnorm_statistics_stop_following_later_tasks(tmp_path):
+    data = _data()
+
+    def stats(run):
+        return {k: v for k, v in run.model.state_dict().items() if "running_" in k}
+
+    first = train_collective(_config(growth="none", stop_after_task=1), tmp_path / "first", data=data, progress=False)
+    frozen = train_collective(_config(growth="none", bn_freeze_after=1), tmp_path / "frozen", data=data, progress=False)
+    moving = train_collective(_config(growth="none"), tmp_path / "moving", data=data, progress=False)
+    for name, value in stats(first).items():
+        torch.testing.assert_close(stats(frozen)[name], value, msg=name)
+        assert not torch.equal(stats(moving)[name], value), name
+    assert [t["batchnorm_frozen"] for t in frozen.report["tasks"]] == [False, True, True]
+    assert frozen.report["tasks"][0]["epoch_losses"] == moving.report["tasks"][0]["epoch_losses"]

@@ -1,0 +1,176 @@
+"""How well does the collective model remember its tasks and recognise the unknown?
+
+Two stages, both on the embedded procedural dataset with the "small" preset:
+
+``--stage tune`` chooses the forgetting-control settings on a short stream drawn from the
+**open-world** classes only (never the base classes the benchmark reports on): the EWC weight
+grid, BatchNorm freezing points and replay sizes, each a separate run. Writes
+``benchmarks/results/collective_memory_tuning.{json,md}``.
+
+``--stage compare`` runs the full 15-task stream on the base classes once per variant - no
+control (the old default), EWC (tuned weight), BatchNorm frozen, replay, and the new default of
+the "small" preset - one after another in this process (so that background load hits them
+alike), and writes ``benchmarks/results/collective_memory.{json,md}`` and
+``benchmarks/results/collective_memory.png`` (accuracy per task at the end of the stream). The
+run folders stay in ``--runs-dir`` (the no-control and default runs are what the learngene check
+in the README extracts from).
+
+    python benchmarks/collective_memory.py --stage tune
+    python benchmarks/collective_memory.py --stage compare
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from learngene_hf.data import split_classes
+from learngene_hf.io import write_json_atomic, write_text_atomic
+from learngene_hf.openworld import OPEN_WORLD_SCORES
+from learngene_hf.plots.memory import plot_task_accuracy
+from learngene_hf.training import PRESET_TRAINING_DEFAULTS, CollectiveTrainingConfig, train_collective
+
+RESULTS = Path(__file__).resolve().parent / "results"
+OFF = {"bn_freeze_after": 0, "ewc_weight": 0.0, "replay_per_class": 0}
+
+
+def run_variant(name: str, overrides: dict[str, Any], runs_dir: Path, **stream: Any) -> dict[str, Any]:
+    """Train one variant from scratch; returns its summary row (and the per-task accuracies)."""
+    config = CollectiveTrainingConfig.for_preset("small", **stream, **overrides)
+    start = time.perf_counter()
+    run = train_collective(config, runs_dir / name, resume=False, progress=False)
+    wall = time.perf_counter() - start
+    report = run.report
+    row = {
+        "variant": name,
+        "settings": {k: getattr(config, k) for k in ("bn_freeze_after", "ewc_weight", "replay_per_class",
+                                                        "replay_selection", "replay_batch_size", "epochs_per_task")},
+        "mean_forgetting": report["mean_forgetting"],
+        "mean_accuracy_after": report["mean_accuracy_after"],
+        "mean_accuracy_end": report["mean_accuracy_end"],
+        "open_world_auroc": report["mean_open_world_aurocs"],
+        "images_per_second": report["images_per_second"],
+        "train_seconds": sum(t["train_seconds"] for t in report["tasks"]),
+        "wall_seconds": wall,
+        "accuracy_after": [t["accuracy_after"] for t in report["tasks"]],
+        "accuracy_end": [t["accuracy_end"] for t in report["tasks"]],
+        "run_dir": str(runs_dir / name),
+    }
+    auroc = " ".join(f"{k} {v:.3f}" for k, v in row["open_world_auroc"].items())
+    print(f"{name:>18}: forgetting {row['mean_forgetting']:.3f}, end acc {row['mean_accuracy_end']:.3f}, "
+          f"after {row['mean_accuracy_after']:.3f}, AUROC {auroc}, {row['images_per_second']:.0f} img/s, "
+          f"{wall:.0f} s", flush=True)
+    return row
+
+
+def _table(rows: list[dict[str, Any]], reference: str | None) -> list[str]:
+    scores = [s for s in OPEN_WORLD_SCORES if any(s in r["open_world_auroc"] for r in rows)]
+    ref = next((r for r in rows if r["variant"] == reference), None)
+    head = ["variant", "settings", "mean forgetting", "final acc.", "acc. after learning"]
+    head += [f"AUROC {s}" for s in scores] + ["images/s", "wall s", "wall vs no control"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        s = r["settings"]
+        settings = (f"BN frozen from task {s['bn_freeze_after']}" if s["bn_freeze_after"] else "BN trains") + (
+            f", EWC {s['ewc_weight']:g}" if s["ewc_weight"] else "") + (
+            f", replay {s['replay_per_class']}/class ({s['replay_selection']}, {s['replay_batch_size']}/batch)"
+            if s["replay_per_class"] else "") + f", {s['epochs_per_task']} epochs"
+        cells = [r["variant"], settings, f"{r['mean_forgetting']:.3f}", f"{r['mean_accuracy_end']:.3f}",
+                 f"{r['mean_accuracy_after']:.3f}"]
+        cells += [f"{r['open_world_auroc'][k]:.3f}" if k in r["open_world_auroc"] else "-" for k in scores]
+        ratio = f"{r['wall_seconds'] / ref['wall_seconds']:.2f}x" if ref else "-"
+        cells += [f"{r['images_per_second']:.0f}", f"{r['wall_seconds']:.0f}", ratio]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def _machine() -> str:
+    return f"{platform.processor() or platform.machine()}, torch {torch.__version__}, {torch.get_num_threads()} threads"
+
+
+def tune(args: argparse.Namespace) -> None:
+    split = split_classes(100, seed=0)
+    stream = dict(num_tasks=args.tune_tasks, epochs_per_task=args.tune_epochs, train_per_class=args.tune_images,
+                  base=list(split.open_world), open_world=[], novel=[])
+    grid: list[tuple[str, dict[str, Any]]] = [("no control", dict(OFF))]
+    grid += [(f"EWC {w:g}", dict(OFF, ewc_weight=w)) for w in args.ewc_grid]
+    grid += [(f"BN frozen from {k}", dict(OFF, bn_freeze_after=k)) for k in args.bn_grid]
+    grid += [(f"replay {m}", dict(OFF, replay_per_class=m)) for m in args.replay_grid]
+    grid += [(f"BN 1 + replay {m}", dict(OFF, bn_freeze_after=1, replay_per_class=m)) for m in args.replay_grid]
+    grid += [(f"BN 1 + replay 20 + EWC {w:g}", dict(OFF, bn_freeze_after=1, replay_per_class=20, ewc_weight=w))
+             for w in args.combo_ewc]
+    if args.only:
+        grid = [(n, o) for n, o in grid if any(key in n for key in args.only)]
+    rows = [run_variant(name, overrides, args.runs_dir / "tune", **stream) for name, overrides in grid]
+    result = {"stage": "tune", "stream": stream, "rows": rows,
+              "machine": _machine(), "note": args.note}
+    out = RESULTS / "collective_memory_tuning.json"
+    write_json_atomic(out, result)
+    md = ["# Collective memory: tuning on the open-world classes", "",
+          f"Stream: {stream['num_tasks']} five-way tasks drawn from the 16 open-world classes of the embedded dataset "
+          f"(never the base classes), {stream['epochs_per_task']} epochs, {stream['train_per_class']} images per class; "
+          f"small preset. Machine: {_machine()}. {args.note}", ""]
+    md += _table(rows, "no control") + [""]
+    write_text_atomic(RESULTS / "collective_memory_tuning.md", "\n".join(md))
+    print("\n".join(md))
+
+
+def compare(args: argparse.Namespace) -> None:
+    default = {k: PRESET_TRAINING_DEFAULTS["small"].get(k, v) for k, v in OFF.items()}
+    variants: list[tuple[str, dict[str, Any]]] = [
+        ("no control", dict(OFF)),
+        ("EWC", dict(OFF, ewc_weight=args.ewc_weight)),
+        ("BN frozen", dict(OFF, bn_freeze_after=args.bn_freeze_after)),
+        ("replay", dict(OFF, replay_per_class=args.replay_per_class)),
+        ("new default", {}),
+    ]
+    if args.only:
+        variants = [(n, o) for n, o in variants if n in args.only]
+    stream = dict(num_tasks=args.num_tasks) if args.num_tasks else {}
+    rows = [run_variant(name, overrides, args.runs_dir, **stream) for name, overrides in variants]
+    result = {"stage": "compare", "new_default": default, "rows": rows, "machine": _machine(), "note": args.note}
+    write_json_atomic(RESULTS / "collective_memory.json", result)
+    plot_task_accuracy({r["variant"]: {"after": r["accuracy_after"], "end": r["accuracy_end"]} for r in rows},
+                       RESULTS / "collective_memory.png")
+    md = ["# Collective memory: forgetting and open-world recognition", "",
+          f"Small preset, embedded data, {len(rows[0]['accuracy_end'])} five-way tasks from the base classes, "
+          f"one run per variant in one process. Machine: {_machine()}. {args.note}",
+          "AUROC: mean over tasks 1.. of the open-world AUROC (new task's test images vs known classes' test images).",
+          ""]
+    md += _table(rows, "no control") + ["", "Accuracy per task at the end of the stream: `collective_memory.png`.", ""]
+    write_text_atomic(RESULTS / "collective_memory.md", "\n".join(md))
+    print("\n".join(md))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--stage", choices=["tune", "compare"], required=True)
+    parser.add_argument("--runs-dir", type=Path, default=Path("runs/collective_memory"))
+    parser.add_argument("--only", nargs="*", default=None, help="run only the variants whose name contains one of these")
+    parser.add_argument("--note", default="", help="free text for the results (e.g. machine load)")
+    # tune
+    parser.add_argument("--tune-tasks", type=int, default=6)
+    parser.add_argument("--tune-epochs", type=int, default=3)
+    parser.add_argument("--tune-images", type=int, default=150)
+    parser.add_argument("--ewc-grid", type=float, nargs="*", default=[10.0, 100.0, 1000.0, 10000.0])
+    parser.add_argument("--bn-grid", type=int, nargs="*", default=[1, 2])
+    parser.add_argument("--replay-grid", type=int, nargs="*", default=[10, 20])
+    parser.add_argument("--combo-ewc", type=float, nargs="*", default=[])
+    # compare
+    parser.add_argument("--num-tasks", type=int, default=None)
+    parser.add_argument("--ewc-weight", type=float, default=100.0)
+    parser.add_argument("--bn-freeze-after", type=int, default=1)
+    parser.add_argument("--replay-per-class", type=int, default=20)
+    args = parser.parse_args()
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    (tune if args.stage == "tune" else compare)(args)
+
+
+if __name__ == "__main__":
+    main()

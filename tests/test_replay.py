@@ -1,0 +1,78 @@
+"""Replay memory: exemplar selection, sampling, checkpoint round trip, and less forgetting in training."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from test_ewc import _stream_data
+
+from learngene_hf.errors import ConfigError, DataError
+from learngene_hf.replay import ReplayMemory, herding
+from learngene_hf.training import CollectiveTrainingConfig, train_collective
+
+
+def test_herding_picks_distinct_rows_whose_mean_tracks_the_class_mean():
+    gen = torch.Generator().manual_seed(0)
+    features = torch.randn(60, 8, generator=gen) + 2.0
+    picked = herding(features, 10)
+    assert len(picked) == 10 and len(set(picked.tolist())) == 10
+    unit = torch.nn.functional.normalize(features, dim=1)
+    herd_gap = (unit[picked].mean(0) - unit.mean(0)).norm()
+    random_gaps = [(unit[torch.randperm(60, generator=gen)[:10]].mean(0) - unit.mean(0)).norm() for _ in range(20)]
+    assert herd_gap < min(random_gaps)
+    assert len(herding(features[:4], 10)) == 4  # a class with fewer images keeps them all
+
+
+def test_memory_keeps_per_class_exemplars_samples_and_round_trips():
+    images = torch.arange(30, dtype=torch.uint8).view(30, 1, 1, 1).expand(30, 3, 2, 2).contiguous()
+    labels = torch.arange(3).repeat_interleave(10)
+    memory = ReplayMemory(4, "random")
+    memory.add_task(0, images, labels, [7, 8, 9], generator=torch.Generator().manual_seed(0))
+    memory.add_task(1, images[:20], labels[:20], [1, 2], generator=torch.Generator().manual_seed(1))
+    assert len(memory) == 4 * 3 + 4 * 2
+    assert memory.tasks.tolist() == [0] * 12 + [1] * 8
+    assert memory.classes.tolist() == [7] * 4 + [8] * 4 + [9] * 4 + [1] * 4 + [2] * 4
+    # every stored image belongs to its label (image value // 10 == local label)
+    assert torch.equal(memory.images[:, 0, 0, 0].long() // 10, memory.labels)
+    x, y, t = memory.sample(16, torch.Generator().manual_seed(3))
+    assert x.shape == (16, 3, 2, 2) and y.shape == t.shape == (16,)
+    again = ReplayMemory(4, "random")
+    again.load_state_tensors(memory.state_tensors())
+    x2, y2, t2 = again.sample(16, torch.Generator().manual_seed(3))
+    assert torch.equal(x, x2) and torch.equal(y, y2) and torch.equal(t, t2)
+
+
+def test_memory_rejects_bad_settings_and_missing_features():
+    with pytest.raises(ConfigError, match="per_class"):
+        ReplayMemory(0)
+    with pytest.raises(ConfigError, match="selection"):
+        ReplayMemory(5, "reservoir")
+    with pytest.raises(DataError, match="Herding"):
+        ReplayMemory(5).add_task(0, torch.zeros(4, 3, 2, 2), torch.zeros(4, dtype=torch.long), [0])
+    with pytest.raises(DataError, match="empty"):
+        ReplayMemory(5).sample(3, torch.Generator())
+    with pytest.raises(ConfigError, match="replay_per_class"):
+        CollectiveTrainingConfig.for_preset("tiny", replay_per_class=-1)
+    with pytest.raises(ConfigError, match="bn_freeze_after"):
+        CollectiveTrainingConfig.for_preset("tiny", bn_freeze_after=-2)
+
+
+def test_replay_reduces_forgetting_of_the_first_task(tmp_path):
+    data = _stream_data()
+    results = {}
+    for per_class in (0, 10):
+        config = CollectiveTrainingConfig.for_preset(
+            "tiny", num_tasks=3, epochs_per_task=5, lr=0.03, train_per_class=40, test_per_class=20,
+            growth="none", replay_per_class=per_class, replay_batch_size=16, record_gradients=False,
+            base=list(range(15)), open_world=[], novel=[],
+        )
+        run = train_collective(config, tmp_path / f"replay{per_class}", data=data, resume=False, progress=False)
+        results[per_class] = run
+    off, on = results[0].report["tasks"], results[10].report["tasks"]
+    assert off[0]["epoch_losses"] == on[0]["epoch_losses"]  # nothing to replay during the first task
+    assert all(v == 0.0 for v in off[1]["epoch_replay_losses"]) and on[1]["epoch_replay_losses"][-1] > 0
+    assert results[10].report["forgetting_control"]["replay_images"] == 3 * 5 * 10
+    assert (tmp_path / "replay10" / "checkpoint" / "replay.safetensors").is_file()
+    drop_off = off[0]["accuracy_after"] - off[0]["accuracy_end"]
+    drop_on = on[0]["accuracy_after"] - on[0]["accuracy_end"]
+    assert drop_on < drop_off
