@@ -76,3 +76,13 @@ def test_replay_reduces_forgetting_of_the_first_task(tmp_path):
     drop_off = off[0]["accuracy_after"] - off[0]["accuracy_end"]
     drop_on = on[0]["accuracy_after"] - on[0]["accuracy_end"]
     assert drop_on < drop_off
+
+
+def test_task_accuracy_plot_is_a_png_and_needs_a_variant(tmp_path):
+    from learngene_hf.plots.memory import plot_task_accuracy
+
+    path = plot_task_accuracy({"no control": {"after": [0.9, 0.8], "end": [0.3, 0.8]},
+                               "replay": {"end": [0.7, 0.8]}}, tmp_path / "acc.png")
+    assert open(path, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(ValueError, match="at least one variant"):
+        plot_task_accuracy({}, tmp_path / "none.png")
