@@ -96,6 +96,7 @@ def _machine() -> str:
 def tune(args: argparse.Namespace) -> None:
     split = split_classes(100, seed=0)
     stream = dict(num_tasks=args.tune_tasks, epochs_per_task=args.tune_epochs, train_per_class=args.tune_images,
+                  batch_size=args.batch_size or 64,
                   base=list(split.open_world), open_world=[], novel=[])
     grid: list[tuple[str, dict[str, Any]]] = [("no control", dict(OFF))]
     grid += [(f"EWC {w:g}", dict(OFF, ewc_weight=w)) for w in args.ewc_grid]
@@ -141,7 +142,7 @@ def compare(args: argparse.Namespace) -> None:
     if args.only:
         variants = [(n, o) for n, o in variants if n in args.only]
     stream = {k: v for k, v in (("num_tasks", args.num_tasks), ("train_per_class", args.images_per_class),
-                                ("epochs_per_task", args.epochs_per_task)) if v is not None}
+                                ("epochs_per_task", args.epochs_per_task), ("batch_size", args.batch_size)) if v is not None}
     rows = []
     for name, overrides in variants:
         if overrides is None:
@@ -186,10 +187,11 @@ def main() -> None:
     parser.add_argument("--runs-dir", type=Path, default=Path("runs/collective_memory"))
     parser.add_argument("--only", nargs="*", default=None, help="run only the variants whose name contains one of these")
     parser.add_argument("--note", default="", help="free text for the results (e.g. machine load)")
+    parser.add_argument("--batch-size", type=int, default=None, help="training batch size (small: 64)")
     # tune
-    parser.add_argument("--tune-tasks", type=int, default=4)
-    parser.add_argument("--tune-epochs", type=int, default=6)
-    parser.add_argument("--tune-images", type=int, default=60)
+    parser.add_argument("--tune-tasks", type=int, default=3)
+    parser.add_argument("--tune-epochs", type=int, default=4)
+    parser.add_argument("--tune-images", type=int, default=100)
     parser.add_argument("--ewc-grid", type=float, nargs="*", default=[100.0, 1000.0, 10000.0])
     parser.add_argument("--bn-grid", type=int, nargs="*", default=[])
     parser.add_argument("--replay-grid", type=int, nargs="*", default=[])
