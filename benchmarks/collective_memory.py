@@ -30,6 +30,7 @@ from typing import Any
 import torch
 
 from learngene_hf.data import split_classes
+from learngene_hf.errors import DataError
 from learngene_hf.io import read_json, write_json_atomic, write_text_atomic
 from learngene_hf.openworld import OPEN_WORLD_SCORES
 from learngene_hf.plots.memory import plot_task_accuracy
@@ -43,7 +44,13 @@ def run_variant(name: str, overrides: dict[str, Any], runs_dir: Path, **stream: 
     """Train one variant from scratch; returns its summary row (and the per-task accuracies)."""
     config = CollectiveTrainingConfig.for_preset("small", **stream, **overrides)
     start = time.perf_counter()
-    run = train_collective(config, runs_dir / name, resume=False, progress=False)
+    try:
+        run = train_collective(config, runs_dir / name, resume=False, progress=False)
+    except DataError as err:  # NaN scores: the run diverged
+        print(f"{name:>18}: diverged ({err})", flush=True)
+        return {"variant": name, "diverged": str(err), "wall_seconds": time.perf_counter() - start,
+                "settings": {k: getattr(config, k) for k in ("bn_freeze_after", "ewc_weight", "replay_per_class",
+                                                                "replay_selection", "replay_batch_size", "epochs_per_task")}}
     wall = time.perf_counter() - start
     report = run.report
     row = {
@@ -69,7 +76,7 @@ def run_variant(name: str, overrides: dict[str, Any], runs_dir: Path, **stream: 
 
 
 def _table(rows: list[dict[str, Any]], reference: str | None) -> list[str]:
-    scores = [s for s in OPEN_WORLD_SCORES if any(s in r["open_world_auroc"] for r in rows)]
+    scores = [s for s in OPEN_WORLD_SCORES if any(s in r.get("open_world_auroc", {}) for r in rows)]
     ref = next((r for r in rows if r["variant"] == reference), None)
     head = ["variant", "settings", "mean forgetting", "final acc.", "acc. after learning"]
     head += [f"AUROC {s}" for s in scores] + ["images/s", "wall s", "wall vs no control"]
@@ -80,6 +87,9 @@ def _table(rows: list[dict[str, Any]], reference: str | None) -> list[str]:
             f", EWC {s['ewc_weight']:g}" if s["ewc_weight"] else "") + (
             f", replay {s['replay_per_class']}/class ({s['replay_selection']}, {s['replay_batch_size']}/batch)"
             if s["replay_per_class"] else "") + f", {s['epochs_per_task']} epochs"
+        if r.get("diverged"):
+            lines.append("| " + " | ".join([r["variant"], settings, "diverged (NaN)"] + ["-"] * (len(head) - 3)) + " |")
+            continue
         cells = [r["variant"], settings, f"{r['mean_forgetting']:.3f}", f"{r['mean_accuracy_end']:.3f}",
                  f"{r['mean_accuracy_after']:.3f}"]
         cells += [f"{r['open_world_auroc'][k]:.3f}" if k in r["open_world_auroc"] else "-" for k in scores]
@@ -105,9 +115,16 @@ def tune(args: argparse.Namespace) -> None:
     if args.only:
         grid = [(n, o) for n, o in grid if any(key in n for key in args.only)]
     rows = []
+    previous = RESULTS / "collective_memory_tuning.json"
+    if not any(n == "no control" for n, _ in grid) and previous.is_file():
+        # reuse earlier rows of the same stream (e.g. the reference) when only some variants are rerun
+        old = read_json(previous)
+        if old.get("stream") == stream:
+            rows = [r for r in old["rows"] if r["variant"] not in {n for n, _ in grid}]
     for name, overrides in grid:
         rows.append(run_variant(name, overrides, args.runs_dir / "tune", **stream))
         ewc_rows = [r for r in rows if r["settings"]["ewc_weight"] > 0]
+        rows.sort(key=lambda r: (r["settings"]["ewc_weight"], r["variant"]))
         result = {"stage": "tune", "stream": stream, "rows": rows, "machine": _machine(), "note": args.note,
                   "best_ewc_weight": best_ewc_weight(rows[0], ewc_rows) if ewc_rows else None}
         write_json_atomic(RESULTS / "collective_memory_tuning.json", result)
@@ -121,9 +138,12 @@ def tune(args: argparse.Namespace) -> None:
     print("\n".join(md))
 
 
-def best_ewc_weight(reference: dict[str, Any], rows: list[dict[str, Any]]) -> float:
+def best_ewc_weight(reference: dict[str, Any], rows: list[dict[str, Any]]) -> float | None:
     """The EWC weight with the lowest mean forgetting among those whose mean accuracy right after
     learning stays within 0.05 of ``reference`` (no control); the smallest weight if none does."""
+    rows = [r for r in rows if not r.get("diverged")]
+    if not rows:
+        return None
     ok = [r for r in rows if r["mean_accuracy_after"] >= reference["mean_accuracy_after"] - 0.05]
     if not ok:
         return min(r["settings"]["ewc_weight"] for r in rows)
