@@ -505,19 +505,25 @@ def load_fewshot_data(
 
     Without ``dataset`` the learngene's ``config.task_stream["dataset"]`` names the data (the
     embedded dataset when it says nothing); without ``novel_classes`` / ``open_world_classes``
-    the learngene's class split gives them. Episodes are drawn from the training images of those
-    classes (the collective model never trained on them). Novel or open-world classes that the
-    collective model trained on (its base classes) raise :class:`DataError` unless
-    ``allow_base_classes=True``: the inherited layers have seen them, so the comparison would
-    flatter the learngene.
+    the learngene's class split gives them, or the dataset's own split for a built-in dataset
+    (``dataset="digits"``: :data:`~learngene_hf.data.DIGITS_SPLIT`, images at the learngene's
+    input size). Episodes are drawn from the training images of those classes (the collective
+    model never trained on them). Novel or open-world classes that the collective model trained
+    on (its base classes) raise :class:`DataError` unless ``allow_base_classes=True``: the
+    inherited layers have seen them, so the comparison would flatter the learngene.
     """
-    from .data import EMBEDDED_SOURCES, ClassSplit, load_arguments, load_tensors, split_classes
+    from .data import EMBEDDED_SOURCES, ClassSplit, builtin_split, load_arguments, load_tensors, split_classes
 
     stream = dict(getattr(getattr(learngene, "config", None), "task_stream", None) or {})
     if dataset is None and stream.get("dataset"):
         source, kwargs = load_arguments(stream["dataset"])
         if image_size is not None:
             kwargs["image_size"] = image_size
+    elif builtin_split(dataset) is not None:  # a built-in dataset with its own class split (digits)
+        source = dataset
+        size = image_size or (getattr(getattr(learngene, "config", None), "preprocessing", None) or {}).get("image_size")
+        kwargs = {"image_size": size} if size else {}
+        stream = {"split": builtin_split(dataset).to_dict()}
     else:
         source = dataset
         kwargs = {} if dataset in EMBEDDED_SOURCES else {"image_column": image_column, "label_column": label_column}

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from ..errors import DataError
+from .digits import DIGITS, digits_tensors, make_digits_dataset
 from .procedural import load_or_generate_arrays, make_procedural_dataset
 from .tensors import ImageTensors
 
@@ -140,7 +141,8 @@ def load_image_dataset(source: str | None = None, *, image_column: str = "img", 
 
     Args:
         source: ``None`` or ``"embedded"`` for the procedural dataset (``embedded_kwargs`` go to
-            :func:`make_procedural_dataset`); otherwise a Hub dataset id (``"uoft-cs/cifar100"``),
+            :func:`make_procedural_dataset`); ``"digits"`` for scikit-learn's handwritten digits
+            (:mod:`learngene_hf.data.digits`; ``image_size`` sets their side); otherwise a Hub dataset id (``"uoft-cs/cifar100"``),
             an imagefolder or parquet folder, a parquet file or glob, or a ``save_to_disk`` folder.
         image_column / label_column: column names; the label must be integer or ``ClassLabel``.
         train_split / test_split: split names in the source; they become ``train`` / ``test``.
@@ -156,6 +158,12 @@ def load_image_dataset(source: str | None = None, *, image_column: str = "img", 
         _check_embedded_options(embedded_kwargs)
         dsd = make_procedural_dataset(**embedded_kwargs)
         source_name = EMBEDDED
+    elif source == DIGITS:
+        unknown = sorted(set(embedded_kwargs) - {"image_size"})
+        if unknown:
+            raise DataError(f"options {unknown} do not apply to the digits dataset; it only takes image_size.")
+        dsd = make_digits_dataset(embedded_kwargs.get("image_size"))
+        source_name = DIGITS
     else:
         if embedded_kwargs:
             raise DataError(f"options {sorted(embedded_kwargs)} only apply to the embedded dataset, not to "
@@ -264,6 +272,8 @@ def load_tensors(source: str | None = None, *, image_column: str = "img", label_
     """
     if source is None or source == EMBEDDED:
         return _embedded_tensors(image_size, **kwargs)
+    if source == DIGITS:
+        return digits_tensors(image_size)
     dsd = load_image_dataset(source, image_column=image_column, label_column=label_column,
                              train_split=train_split, test_split=test_split, **kwargs)
     train = dataset_to_tensors(dsd["train"], image_column, label_column, image_size)
