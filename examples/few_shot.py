@@ -2,7 +2,9 @@
 
     python examples/few_shot.py                                   # runs/learngene, embedded data
     accelerate launch examples/few_shot.py --learngene ORG/NAME   # a learngene on the Hub, all processes
-    python examples/few_shot.py --compare --tune-lr               # + whole / last-k / first-k / worst-k, tuned lrs
+    python examples/few_shot.py --compare --tune-lr               # + whole / last-k / first-k / worst-k and the baselines
+    python examples/few_shot.py --sizes --tune-lr                 # descendants of several sizes vs scratch / weight selection
+    python examples/few_shot.py --dataset digits --ways 3         # scikit-learn's real digits (novel classes 7-9)
 
 For each of --episodes N-way K-shot episodes on the novel classes (from the learngene's class split
 unless --novel-classes is given) a fresh individual model is built from the learngene and a fresh
@@ -10,6 +12,13 @@ scratch model with the same architecture; both are trained with identical data, 
 (paper defaults: SGD lr 5e-3, 30 epochs, batch 32) and evaluated on the queries. Episodes are spread
 over the accelerate processes. --tune-lr picks every method's learning rate (scratch included) on
 open-world episodes, never on the novel classes.
+
+--compare also runs the baselines on the same episodes: logistic regression (L2 picked on
+open-world episodes with --tune-lr) and nearest centroid (cosine) on standardized 2x2-pooled frozen
+features of a random descendant, of the learngene and of the whole collective model, and weight
+selection (Xu et al., ICLR 2024) from the collective model. --sizes compares descendants of
+several sizes (learngene + head, + one fresh block, the collective's size) with scratch and weight
+selection of the same size and writes sizes.json, sizes.md and sizes.png.
 
 Writes OUTPUT_DIR/results.json (per-episode accuracies, mean +/- 95% CI per method, paired
 difference to scratch), results.md (the table, also printed) and accuracy.png.
@@ -22,10 +31,12 @@ import os
 
 from learngene_hf.cli import ArgumentParser, add_config_arguments, config_kwargs, make_accelerator, run_script
 from learngene_hf.data import parse_class_list, sample_episodes
+from learngene_hf.descendants import compare_sizes, format_sizes_table, write_sizes
 from learngene_hf.errors import ArtifactError
 from learngene_hf.fewshot import (
     ComparisonConfig,
     FewShotConfig,
+    collective_model_of,
     compare_methods,
     comparison_methods,
     format_table,
@@ -62,7 +73,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                       help="class ids for --tune-lr (default: the learngene's open-world classes)")
     episodes = parser.add_argument_group("episodes and methods (learngene_hf.fewshot.ComparisonConfig)")
     add_config_arguments(episodes, ComparisonConfig)
-    episodes.add_argument("--collective-run", default=None, help="collective run folder for --compare (default: the learngene's run_dir)")
+    episodes.add_argument("--collective-run", default=None,
+                          help="collective run folder for --compare / --sizes (default: the learngene's run_dir)")
     schedule = parser.add_argument_group("training schedule (learngene_hf.fewshot.FewShotConfig)")
     add_config_arguments(schedule, FewShotConfig, exclude={"device"}, negations={"bn_reestimate": ["--keep-bn-stats"]})
     schedule.add_argument("--mixed-precision", default=None, choices=["auto", "no", "fp16", "bf16"],
@@ -102,7 +114,7 @@ def main(argv: list[str] | None = None) -> None:
         tune_episodes = tuning_episodes(data, open_world, run.tune_episodes, run.ways, run.shots, run.queries, seed=run.seed)
     overrides = {"image_size": args.image_size} if args.image_size else {}
     methods = comparison_methods(learngene, compare=run.compare, collective_run=args.collective_run,
-                                 freeze_learngene=run.freeze_learngene, **overrides)
+                                 freeze_learngene=run.freeze_learngene, baselines=run.baselines, **overrides)
     results = compare_methods(
         learngene, episodes, cfg, methods=methods,
         tune_lr_episodes=tune_episodes, lr_grid=run.lr_grid,
@@ -111,10 +123,19 @@ def main(argv: list[str] | None = None) -> None:
     results["setting"]["learngene"] = args.learngene
     results["setting"]["revision"] = args.revision
     results["setting"]["processes"] = accelerator.num_processes
+    sizes = None
+    if run.sizes:
+        sizes = compare_sizes(learngene, collective_model_of(learngene, args.collective_run), episodes, cfg,
+                              tune_lr_episodes=tune_episodes, lr_grid=run.lr_grid, accelerator=accelerator, seed=run.seed,
+                              progress=not args.no_progress, **overrides)
     if accelerator.is_main_process:
         paths = write_results(results, args.output_dir, plot=not args.no_plot)
         print(format_table(results))
         print(f"results: {paths['results']}")
+        if sizes is not None:
+            size_paths = write_sizes(sizes, args.output_dir, plot=not args.no_plot)
+            print(format_sizes_table(sizes["sizes"]))
+            print(f"sizes: {size_paths['results']}")
     accelerator.wait_for_everyone()
     accelerator.end_training()
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Callable, Sequence
 
 import torch
@@ -94,7 +94,12 @@ class ComparisonConfig:
         queries: query images per class.
         seed: seed of the episodes and of every model's fresh layers.
         compare: also run the whole backbone and the last-k, first-k and worst-ranked blocks of
-            the collective run.
+            the collective run (and, with ``baselines``, the frozen-feature baselines and weight
+            selection).
+        baselines: with ``compare``, also run logistic regression and nearest centroid on frozen
+            features (random descendant, learngene, whole collective model) and weight selection.
+        sizes: also compare descendants of several sizes with scratch and weight selection of the
+            same size (``sizes.json`` / ``sizes.md`` / ``sizes.png``).
         freeze_learngene: train only the fresh layers.
         tune_lr: pick every method's lr (scratch included) on open-world episodes.
         tune_episodes: open-world episodes per learning rate when tuning.
@@ -107,6 +112,8 @@ class ComparisonConfig:
     queries: int = 15
     seed: int = 0
     compare: bool = False
+    baselines: bool = True
+    sizes: bool = False
     freeze_learngene: bool = False
     tune_lr: bool = False
     tune_episodes: int = 3
@@ -302,16 +309,25 @@ def build_individual(
 
 
 def run_method_on_episode(
-    builder: Callable[[int], IndividualModel], episode: Any, cfg: FewShotConfig, seed: int = 0
+    builder: Callable[[int], nn.Module],
+    episode: Any,
+    cfg: FewShotConfig,
+    seed: int = 0,
+    fit: Callable[..., nn.Module] | None = None,
+    settings: dict[str, Any] | None = None,
 ) -> float:
-    """Build a fresh model with ``builder(ways)`` under the episode's seed, train it on the support
-    set, and return its query accuracy."""
+    """Build a fresh model with ``builder(ways)`` under the episode's seed, fit it on the support
+    set (``fit(model, images, labels, cfg, seed, **settings)``; ``None``: fine-tune it with
+    :func:`train_individual`), and return its query accuracy."""
     ways = len(episode.classes)
     s = episode_seed(seed, episode.index, getattr(episode, "seed", 0))
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(s)
         model = builder(ways)
-    train_individual(model, episode.support_images, episode.support_labels, cfg, s)
+    if fit is None:
+        train_individual(model, episode.support_images, episode.support_labels, cfg, s)
+    else:
+        fit(model, episode.support_images, episode.support_labels, cfg, s, **(settings or {}))
     return evaluate(model, episode.query_images, episode.query_labels, cfg)
 
 
@@ -353,17 +369,34 @@ def learngene_probe(
 
 @dataclass
 class Method:
-    """One way to build the individual model of an episode.
+    """One way to get an episode's classifier: a builder and a fit function (one generic pair).
 
-    ``builder(num_labels)`` returns a fresh model; ``lr`` overrides ``FewShotConfig.lr`` (``None``:
-    keep it); ``description`` goes into the results.
+    ``builder(num_labels)`` returns a fresh model; ``fit(model, support_images, support_labels,
+    cfg, seed, **settings)`` trains or fits it on the support set (``None``: fine-tune it with
+    :func:`train_individual`); the fitted model is scored with :func:`evaluate`. Fine-tuned
+    methods build an ``IndividualModel``; frozen-feature baselines build a
+    :class:`~learngene_hf.baselines.FrozenFeatureClassifier` and fit it with
+    :func:`~learngene_hf.baselines.fit_frozen_features`.
+
+    ``lr`` overrides ``FewShotConfig.lr`` for fine-tuned methods (``None``: keep it);
+    ``settings`` are the fit function's keyword arguments (e.g. ``{"l2": 0.01}``) and ``search``
+    the values of those settings to pick from on open-world episodes (e.g. ``{"l2": [...]}``);
+    ``description`` goes into the results.
     """
 
     name: str
-    builder: Callable[[int], IndividualModel]
+    builder: Callable[[int], nn.Module]
     lr: float | None = None
     description: str = ""
     same_as: list[str] | None = None  # --compare blocks this method already covers (not run twice)
+    fit: Callable[..., nn.Module] | None = None
+    settings: dict[str, Any] = field(default_factory=dict)
+    search: dict[str, Sequence[Any]] | None = None
+
+    @property
+    def fine_tunes(self) -> bool:
+        """Whether the method fine-tunes its model with :func:`train_individual` (``lr`` applies)."""
+        return self.fit is None
 
 
 def _as_method(method: Any) -> Method:
@@ -429,8 +462,9 @@ def run_episodes(
         accuracy = {}
         for method in methods:
             run_cfg = cfg if method.lr is None else FewShotConfig(**{**cfg.to_dict(), "lr": float(method.lr)})
+            fitted = {} if method.fine_tunes else {"fit": method.fit, "settings": method.settings}
             with autocast():
-                accuracy[method.name] = run_method_on_episode(method.builder, ep, run_cfg, seed)
+                accuracy[method.name] = run_method_on_episode(method.builder, ep, run_cfg, seed, **fitted)
         rows.append({"index": int(ep.index), "seed": int(getattr(ep, "seed", 0)), "classes": [int(c) for c in ep.classes],
                      "accuracy": accuracy})
     if world > 1:
@@ -488,6 +522,38 @@ def tuning_episodes(
         logger.info(f"lr tuning: {tune_ways}-way open-world episodes (only {len(open_world)} open-world classes; "
                     f"the novel episodes stay {ways}-way)")
     return sample_episodes(data, open_world, num_episodes, tune_ways, shots, queries, seed=seed + 10_000, role="open_world")
+
+
+def tune_settings(
+    method: Method,
+    open_world_episodes: Sequence[Any],
+    cfg: FewShotConfig | None = None,
+    accelerator: Any | None = None,
+    seed: int = 0,
+    progress: bool = False,
+    desc: str | None = None,
+) -> tuple[dict[str, Any], dict[str, float]]:
+    """Pick the fit settings of a (non-fine-tuned) method from ``method.search`` on open-world episodes.
+
+    Every combination of the searched values is run on the same episodes; returns ``(best
+    settings, {"name=value,...": mean accuracy})``. Ties go to the earlier combination (grids list
+    the stronger regularisation last, e.g. L2 strengths from small to large: ties keep the
+    smaller). Never pass novel-class episodes here.
+    """
+    import itertools
+
+    cfg = cfg or FewShotConfig()
+    search = dict(method.search or {})
+    if not search or not open_world_episodes:
+        raise ConfigError("tune_settings needs a method with a non-empty search and at least one open-world episode.")
+    keys = list(search)
+    combos = [dict(zip(keys, values)) for values in itertools.product(*(list(search[k]) for k in keys))]
+    labels = [",".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in c.items()) for c in combos]
+    variants = [replace(method, name=label, settings={**method.settings, **c}) for label, c in zip(labels, combos)]
+    rows = run_episodes(variants, open_world_episodes, cfg, accelerator, progress, seed, desc=desc)
+    means = {label: sum(r["accuracy"][label] for r in rows) / len(rows) for label in labels}
+    best = max(range(len(combos)), key=lambda i: (means[labels[i]], -i))
+    return {**method.settings, **combos[best]}, means
 
 
 def load_fewshot_data(
@@ -556,12 +622,29 @@ def load_fewshot_data(
     return train, novel, open_world
 
 
+def _collective_run_dir(learngene: Any, collective_run: str | None) -> str:
+    run_dir = collective_run or (learngene.config.source or {}).get("run_dir")
+    if not run_dir:
+        raise ConfigError("--compare and --sizes need the collective run the learngene came from: pass --collective-run "
+                          "RUN_DIR (collective_run=...); this learngene does not record config.source['run_dir'].")
+    return str(run_dir)
+
+
+def collective_model_of(learngene: Any, collective_run: str | None = None) -> nn.Module:
+    """The collective model of the run ``learngene`` came from (``collective_run``, default its
+    ``config.source["run_dir"]``)."""
+    from .training import load_run
+
+    return load_run(_collective_run_dir(learngene, collective_run)).model
+
+
 def comparison_methods(
     learngene: Any,
     *,
     compare: bool = False,
     collective_run: str | None = None,
     freeze_learngene: bool = False,
+    baselines: bool = True,
     **individual_overrides: Any,
 ) -> list[Method]:
     """The methods compared by :func:`compare_methods`.
@@ -570,7 +653,10 @@ def comparison_methods(
     random init). With ``compare=True``, from the collective run (``collective_run``, default the
     learngene's ``config.source["run_dir"]``) and with ``k`` = the learngene's number of layers:
     ``whole`` (every conv layer), ``last_k`` (the paper's choice), ``first_k`` and ``worst_k`` (the
-    block the learngene's criterion ranks worst). Each inherited variant's scratch twin is not
+    block the learngene's criterion ranks worst), and with ``baselines`` (default) the methods of
+    :func:`learngene_hf.descendants.baseline_methods`: logistic regression and nearest centroid on
+    the frozen features of a random descendant, of the learngene and of the whole collective model,
+    and weight selection from the collective model. Each inherited variant's scratch twin is not
     needed: ``scratch`` is the reference for the given learngene's architecture.
     """
     def from_lg(lg: Any) -> Callable[[int], IndividualModel]:
@@ -587,10 +673,7 @@ def comparison_methods(
     from .learngene import Learngene
     from .training import load_run
 
-    run_dir = collective_run or (learngene.config.source or {}).get("run_dir")
-    if not run_dir:
-        raise ConfigError("--compare needs the collective run the learngene came from: pass --collective-run RUN_DIR "
-                          "(collective_run=...); this learngene does not record config.source['run_dir'].")
+    run_dir = _collective_run_dir(learngene, collective_run)
     run = load_run(run_dir)
     model = run.model
     n, k = model.config.num_layers, learngene.config.num_layers
@@ -622,6 +705,10 @@ def comparison_methods(
         lg = Learngene.from_collective(model, layers, source=dict(source), task_stream=dict(learngene.config.task_stream or {}),
                                        preprocessing=dict(learngene.config.preprocessing or {}))
         methods.append(Method(name, from_lg(lg), description=f"{description}: {lg.config.layer_names}"))
+    if baselines:
+        from .descendants import baseline_methods
+
+        methods += baseline_methods(learngene, model, **individual_overrides)
     return methods
 
 
@@ -649,6 +736,7 @@ def compare_methods(
     ``mean``, ``ci95``, ``diff_vs_scratch`` {``mean``, ``ci95``}) and ``episodes`` (per episode:
     ``index``, ``seed``, ``classes``, ``accuracy`` per method).
     """
+    from .baselines import inheritance
     from .stats import mean_ci, paired_difference
 
     if methods is None:
@@ -669,14 +757,29 @@ def compare_methods(
         tune_shots = int(ep0.support_labels.shape[0]) // max(tune_ways, 1)
         grid_text = ", ".join(f"{lr:g}" for lr in sorted({float(x) for x in lr_grid}))
         for i, method in enumerate(methods, start=1):
-            what = (f"lr tuning {i}/{len(methods)}: {method.name}, {tune_ways}-way {tune_shots}-shot, lr {grid_text} "
-                    f"on {len(tune_lr_episodes)} open-world episodes")
+            if method.fine_tunes:
+                what = (f"lr tuning {i}/{len(methods)}: {method.name}, {tune_ways}-way {tune_shots}-shot, lr {grid_text} "
+                        f"on {len(tune_lr_episodes)} open-world episodes")
+            elif method.search:
+                values = "; ".join(f"{k} {', '.join(f'{v:g}' if isinstance(v, float) else str(v) for v in grid)}"
+                                   for k, grid in method.search.items())
+                what = (f"tuning {i}/{len(methods)}: {method.name}, {tune_ways}-way {tune_shots}-shot, {values} "
+                        f"on {len(tune_lr_episodes)} open-world episodes")
+            else:
+                tuned.append(method)  # nothing to tune (e.g. nearest centroid)
+                continue
             if not progress:
                 logger.info(what)
-            best, means = tune_lr(method.builder, tune_lr_episodes, lr_grid, cfg, accelerator, seed + 1, progress=progress,
-                                  desc=what)
-            searches[method.name] = {f"{lr:g}": acc for lr, acc in means.items()}
-            tuned.append(Method(method.name, method.builder, best, method.description, method.same_as))
+            if method.fine_tunes:
+                best, means = tune_lr(method.builder, tune_lr_episodes, lr_grid, cfg, accelerator, seed + 1,
+                                      progress=progress, desc=what)
+                searches[method.name] = {f"{lr:g}": acc for lr, acc in means.items()}
+                tuned.append(replace(method, lr=best))
+            else:
+                best_settings, means = tune_settings(method, tune_lr_episodes, cfg, accelerator, seed + 1,
+                                                     progress=progress, desc=what)
+                searches[method.name] = means
+                tuned.append(replace(method, settings=best_settings))
         methods = tuned
     rows = run_episodes(methods, episodes, cfg, accelerator, progress, seed)
     ways = len(episodes[0].classes)
@@ -688,16 +791,21 @@ def compare_methods(
         entry: dict[str, Any] = {
             "description": method.description,
             "same_as": method.same_as,
-            "lr": float(method.lr if method.lr is not None else cfg.lr),
-            "lr_search": searches.get(method.name),
+            "kind": "fine-tuned" if method.fine_tunes else "frozen features",
+            "lr": float(method.lr if method.lr is not None else cfg.lr) if method.fine_tunes else None,
+            "lr_search": searches.get(method.name) if method.fine_tunes else None,
+            "settings": dict(method.settings) or None,
+            "settings_search": None if method.fine_tunes else searches.get(method.name),
             "accuracies": accs,
             "mean": mean,
             "ci95": _finite(half),
         }
         with torch.random.fork_rng(devices=[]):
             model = method.builder(ways)
-        entry["parameters"] = sum(p.numel() for p in model.parameters())
-        entry["inherited_parameters"] = model.num_inherited_parameters() if model.has_learngene else 0
+        inherited = inheritance(model)
+        entry["parameters"] = sum(p.numel() for p in model.parameters())  # needed at inference
+        entry["inherited_parameters"] = inherited["parameters"]
+        entry["inherited_bytes"] = inherited["bytes"]
         if scratch is not None and method.name != "scratch":
             d_mean, d_half = paired_difference(accs, scratch)
             entry["diff_vs_scratch"] = {"mean": d_mean, "ci95": _finite(d_half)}
@@ -727,14 +835,16 @@ def method_label(name: str, entry: dict[str, Any]) -> str:
 
 
 def format_table(results: dict[str, Any]) -> str:
-    """A markdown table: method, lr, mean accuracy +/- 95% CI, paired difference to scratch (points)."""
+    """A markdown table: method, lr (fine-tuned) or fit settings (frozen features), mean accuracy +/- 95%
+    CI, paired difference to scratch (points), inherited / all parameters (all = what inference
+    needs) and inherited bytes."""
     s = results["setting"]
     lines = [
         f"{s['ways']}-way {s['shots']}-shot, {s['queries']} queries per class, {s['episodes']} episodes "
         f"(accuracy in %, mean +/- 95% CI)",
         "",
-        "| method | lr | accuracy | vs scratch | inherited / all parameters |",
-        "| --- | --- | --- | --- | --- |",
+        "| method | lr | accuracy | vs scratch | inherited / all parameters | inherited bytes |",
+        "| --- | --- | --- | --- | --- | --- |",
     ]
 
     def pm(mean: float, half: float | None) -> str:
@@ -745,8 +855,17 @@ def format_table(results: dict[str, Any]) -> str:
         vs = ("+" if diff["mean"] >= 0 else "") + pm(diff["mean"], diff["ci95"]) if diff else "-"
         label = method_label(name, m)
         sizes = f"{m.get('inherited_parameters', 0):,} / {m['parameters']:,}"
-        lines.append(f"| {label} | {m['lr']:g} | {pm(m['mean'], m['ci95'])} | {vs} | {sizes} |")
+        lines.append(f"| {label} | {_fit_label(m)} | {pm(m['mean'], m['ci95'])} | {vs} | {sizes} | "
+                     f"{m.get('inherited_bytes', 0):,} |")
     return "\n".join(lines)
+
+
+def _fit_label(entry: dict[str, Any]) -> str:
+    """The lr of a fine-tuned method, or the fit settings of a frozen-feature one (``l2=0.01``)."""
+    if entry.get("lr") is not None:
+        return f"{entry['lr']:g}"
+    settings = entry.get("settings") or {}
+    return ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in settings.items()) or "-"
 
 
 def write_results(results: dict[str, Any], output_dir: str, plot: bool = True) -> dict[str, str]:

@@ -196,7 +196,12 @@ def test_compare_adds_blocks_of_the_collective_run_and_tunes_lr_on_open_world(tm
                               lr_grid=(0.01, 0.05), progress=False)
     methods = results["methods"]
     # the learngene is the last block: it is not run a second time as "last_2"
-    assert list(methods) == ["learngene", "scratch", "whole", "first_2", "worst_2"]
+    assert list(methods)[:5] == ["learngene", "scratch", "whole", "first_2", "worst_2"]
+    # then the baselines: frozen features of a random descendant, the learngene, the collective; weight selection
+    assert list(methods)[5:] == ["logreg_random", "centroid_random", "logreg_learngene", "centroid_learngene",
+                                 "logreg_collective", "centroid_collective", "weight_selection"]
     assert "last_2" in methods["learngene"]["same_as"] and "learngene (= last_2" in format_table(results)
-    assert all(set(m["lr_search"]) == {"0.01", "0.05"} and m["lr"] in (0.01, 0.05) for m in methods.values())
+    tuned = [m for m in methods.values() if m["kind"] == "fine-tuned"]
+    assert len(tuned) == 6 and all(set(m["lr_search"]) == {"0.01", "0.05"} and m["lr"] in (0.01, 0.05) for m in tuned)
+    assert methods["logreg_collective"]["settings_search"] and methods["logreg_collective"]["lr"] is None
     assert results["setting"]["lr_tuned_on"] == "open-world classes"
