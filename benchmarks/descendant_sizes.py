@@ -6,7 +6,8 @@ scikit-learn's real digits.
 
 1. Collective model and learngene: reused from ``RUN_DIR/collective`` and ``RUN_DIR/learngene``
    (``examples/run_pipeline.py`` writes them); when missing they are made the pipeline's way
-   (small preset on the embedded data, validated selection).
+   (small preset on the embedded data, validated selection), or quicker with ``--num-tasks``,
+   ``--epochs-per-task``, ``--images-per-class`` and ``--layers`` (an explicit learngene).
 2. Size sweep (embedded data, novel classes, 5-way 5-shot): the learngene with 0, 1 and all fresh
    blocks after it, each next to scratch and weight selection of that size, plus logistic
    regression and nearest centroid on frozen features of a random descendant, the learngene and
@@ -51,22 +52,33 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--skip-digits", action="store_true")
     parser.add_argument("--output", default=str(RESULTS / "descendant_sizes"), help="path prefix of the outputs")
     parser.add_argument("--seed", type=int, default=0)
+    run = parser.add_argument_group("collective run, when RUN_DIR has none (default: the pipeline's)")
+    run.add_argument("--num-tasks", type=int, default=None)
+    run.add_argument("--epochs-per-task", type=int, default=None)
+    run.add_argument("--images-per-class", type=int, default=None)
+    run.add_argument("--layers", default=None, help="explicit learngene layers, e.g. '0,1,2' (default: validated selection)")
     return parser.parse_args()
 
 
-def ensure_run(run_dir: Path, seed: int) -> tuple[Learngene, torch.nn.Module, dict]:
-    """The learngene and collective model of ``run_dir``, made the pipeline's way when missing."""
+def ensure_run(run_dir: Path, seed: int, layers: list[int] | None = None, **training: int | None) -> tuple[Learngene, torch.nn.Module, dict]:
+    """The learngene and collective model of ``run_dir``, made the pipeline's way when missing
+    (``training``: ``num_tasks``, ``epochs_per_task``, ``train_per_class`` overrides; ``layers``:
+    an explicit learngene instead of the validated selection)."""
     made = {}
     if not (run_dir / "collective").is_dir() or not (run_dir / "learngene" / "learngene.safetensors").is_file():
         from learngene_hf.inheritor import Inheritor
         from learngene_hf.training import CollectiveTrainingConfig, train_collective
 
         start = time.perf_counter()
-        train_collective(CollectiveTrainingConfig.for_preset("small", seed=seed), run_dir / "collective", resume=True)
+        train_collective(CollectiveTrainingConfig.for_preset("small", seed=seed, **training), run_dir / "collective",
+                         resume=True)
         inheritor = Inheritor.from_run(run_dir / "collective")
-        inheritor.select("validated", k=3, seed=seed, device="cpu")
+        if layers:
+            inheritor.select("validated", k=len(layers), layers=layers, seed=seed, device="cpu")
+        else:
+            inheritor.select("validated", k=3, seed=seed, device="cpu")
         inheritor.save_pretrained(run_dir / "learngene")
-        made["seconds"] = time.perf_counter() - start
+        made = {"seconds": time.perf_counter() - start, "layers": layers, **{k: v for k, v in training.items() if v}}
     learngene = Learngene.from_pretrained(run_dir / "learngene")
     return learngene, load_run(run_dir / "collective").model, made
 
@@ -75,7 +87,9 @@ def main() -> None:
     args = parse_args()
     torch.set_num_threads(min(2, torch.get_num_threads()))
     run_dir = Path(args.run_dir)
-    learngene, collective, made = ensure_run(run_dir, args.seed)
+    layers = [int(x) for x in args.layers.split(",")] if args.layers else None
+    learngene, collective, made = ensure_run(run_dir, args.seed, layers, num_tasks=args.num_tasks,
+                                             epochs_per_task=args.epochs_per_task, train_per_class=args.images_per_class)
     cfg = FewShotConfig(device="cpu")
     lr_grid = [float(x) for x in args.lr_grid.split(",")]
     report = {"machine": {"cpu": platform.processor() or platform.machine(), "torch_threads": torch.get_num_threads(),
