@@ -29,6 +29,7 @@ from pathlib import Path
 
 import torch
 
+from learngene_hf.baselines import DEFAULT_L2_GRID
 from learngene_hf.data import sample_episodes
 from learngene_hf.descendants import baseline_methods, format_sizes_table, size_methods, size_rows
 from learngene_hf.fewshot import FewShotConfig, compare_methods, comparison_methods, format_table, load_fewshot_data
@@ -49,6 +50,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--queries", type=int, default=15)
     parser.add_argument("--lr-grid", default="0.01,0.02,0.05")
     parser.add_argument("--digits-ways", type=int, default=3)
+    parser.add_argument("--digits-episodes", type=int, default=None, help="episodes of the digits row (default: --episodes)")
+    parser.add_argument("--digits-weight-selection", action=argparse.BooleanOptionalAction, default=True,
+                        help="include weight selection in the digits row")
     parser.add_argument("--skip-digits", action="store_true")
     parser.add_argument("--output", default=str(RESULTS / "descendant_sizes"), help="path prefix of the outputs")
     parser.add_argument("--seed", type=int, default=0)
@@ -108,30 +112,42 @@ def main() -> None:
     sizes["seconds"] = time.perf_counter() - start
     sizes["sizes"] = size_rows(sizes)
     report["sizes"] = sizes
+    report["tuning"] = (f"lr from {{{', '.join(f'{lr:g}' for lr in lr_grid)}}} for the fine-tuned methods and the L2 "
+                        f"strength from {{{', '.join(f'{v:g}' for v in DEFAULT_L2_GRID)}}} for logistic regression, picked on "
+                        f"{len(tune)} open-world episode(s); FewShotConfig defaults otherwise")
+    write_report(report, learngene, run_dir, Path(args.output))
 
     # --- digits: the same learngene on real handwritten digits
     if not args.skip_digits:
         digits, d_novel, d_open = load_fewshot_data(learngene, "digits")
-        d_episodes = sample_episodes(digits, d_novel, args.episodes, args.digits_ways, args.shots, args.queries, seed=args.seed)
+        d_episodes = sample_episodes(digits, d_novel, args.digits_episodes or args.episodes, args.digits_ways, args.shots, args.queries, seed=args.seed)
         d_tune = sample_episodes(digits, d_open, args.tune_episodes, args.digits_ways, args.shots, args.queries,
                                  seed=args.seed + 10_000)
-        d_methods = comparison_methods(learngene)[:2] + baseline_methods(learngene, collective)
+        d_methods = comparison_methods(learngene)[:2] + baseline_methods(
+            learngene, collective, weight_selection_method=args.digits_weight_selection)
         start = time.perf_counter()
         report["digits"] = compare_methods(learngene, d_episodes, cfg, methods=d_methods, tune_lr_episodes=d_tune,
                                            lr_grid=lr_grid, seed=args.seed, progress=True)
         report["digits"]["seconds"] = time.perf_counter() - start
         report["digits"]["setting"]["dataset"] = "digits"
+        write_report(report, learngene, run_dir, Path(args.output))
 
-    out = Path(args.output)
+
+def write_report(report: dict, learngene: Learngene, run_dir: Path, out: Path) -> None:
+    """Write the JSON, the markdown (also printed) and the size plot of what has run so far."""
+    sizes = report["sizes"]
     s = sizes["setting"]
     title = f"embedded data, {s['ways']}-way {s['shots']}-shot, {s['episodes']} episodes"
     lines = ["# Descendant sizes and baselines", "",
              f"Learngene {learngene.config.layer_names} ({learngene.num_parameters():,} parameters) from `{run_dir}`; "
              f"CPU, {torch.get_num_threads()} torch threads, machine shared with other jobs.", "",
-             f"## Sizes ({title}, lr / L2 picked on {len(tune)} open-world episodes per value)", "",
+             f"Tuning: {report['tuning']}.", "",
+             f"## Sizes ({title})", "",
              format_sizes_table(sizes["sizes"]), "", "All methods on the same episodes:", "", format_table(sizes)]
     if "digits" in report:
-        lines += ["", "## Digits (scikit-learn, real 8x8 digits upscaled; novel classes 7-9)", "",
+        d = report["digits"]["setting"]
+        lines += ["", f"## Digits (scikit-learn's real 8x8 digits upscaled; novel classes 7-9, {d['ways']}-way "
+                  f"{d['shots']}-shot, {d['episodes']} episodes; tuned on open-world classes 4-6)", "",
                   format_table(report["digits"])]
     text = "\n".join(lines) + "\n"
     write_json_atomic(out.with_suffix(".json"), report)
