@@ -76,7 +76,9 @@ def ensure_run(run_dir: Path, seed: int, layers: list[int] | None = None, **trai
         start = time.perf_counter()
         train_collective(CollectiveTrainingConfig.for_preset("small", seed=seed, **training), run_dir / "collective",
                          resume=True)
-        inheritor = Inheritor.from_run(run_dir / "collective")
+        from learngene_hf.fewshot import learngene_probe
+
+        inheritor = Inheritor.from_run(run_dir / "collective", probe=learngene_probe)
         if layers:
             inheritor.select("validated", k=len(layers), layers=layers, seed=seed, device="cpu")
         else:
