@@ -50,10 +50,15 @@ _LAZY_NAMES = {
     "ClassGaussians": "openworld",
     "ReplayMemory": "replay",
     "VGGBN": "vgg",
+    "VIT_PRESETS": "vit",
+    "ViTCollectiveConfig": "vit",
+    "ViTCollectiveModel": "vit",
+    "ViTIndividualConfig": "vit",
+    "ViTIndividualModel": "vit",
 }
 
 #: Library -> the modules of this package that register themselves with it when imported.
-_REGISTERING_MODULES = {"timm": ("vgg",), "transformers": ("collective", "individual")}
+_REGISTERING_MODULES = {"timm": ("vgg", "vit"), "transformers": ("collective", "individual", "vit")}
 
 __all__ = [
     *_LAZY_NAMES,

@@ -20,12 +20,13 @@ if TYPE_CHECKING:  # pragma: no cover
     from .learngene import Learngene
 
 TEMPLATE_NAME = "learngene.md"
+VIT_TEMPLATE_NAME = "learngene_vit.md"
 _REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*/[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 
 
-def template_path() -> str:
-    """Path of the packaged model card template."""
-    return str(resources.files("learngene_hf.model_cards") / TEMPLATE_NAME)
+def template_path(name: str = TEMPLATE_NAME) -> str:
+    """Path of a packaged model card template (default: the layer learngene's)."""
+    return str(resources.files("learngene_hf.model_cards") / name)
 
 
 def _is_hub_id(value: Any) -> bool:
@@ -113,6 +114,8 @@ def learngene_card(learngene: "Learngene", repo_id: str | None = None) -> ModelC
     else:
         stream_text = "not recorded"
     fraction = sizes.get("parameter_fraction")
+    if cfg.form == "linear_expansion":
+        return _linear_expansion_card(learngene, card_data, repo_id, stream_text)
     return ModelCard.from_template(
         card_data,
         template_path=template_path(),
@@ -143,5 +146,35 @@ def learngene_card(learngene: "Learngene", repo_id: str | None = None) -> ModelC
         candidates=candidates,
         all_scores=all_scores,
         task_stream_text=stream_text,
+        format_version=cfg.format_version,
+    )
+
+
+def _linear_expansion_card(learngene: "Learngene", card_data: ModelCardData, repo_id: str | None, stream_text: str) -> ModelCard:
+    cfg = learngene.config
+    arch = cfg.expansion
+    sizes = cfg.sizes or {}
+    src = cfg.source or {}
+    pair = sum(t.numel() for name, t in learngene.tensors.items() if name.startswith(("base.", "inc.")))
+    card_data.tags = [t for t in card_data.tags if not t.startswith("learngene-")] + ["learngene-hf", "vision-transformer", "tleg"]
+    return ModelCard.from_template(
+        card_data,
+        template_path=template_path(VIT_TEMPLATE_NAME),
+        model_title=f"Linear-expansion learngene of {source_name(src)}",
+        repo_id=repo_id or "path/to/this/learngene",
+        rule=arch["rule"],
+        depth=arch["depth"],
+        embed_dim=arch["embed_dim"],
+        num_heads=arch["num_heads"],
+        mlp_ratio=arch["mlp_ratio"],
+        patch_size=arch["patch_size"],
+        image_size=arch["image_size"],
+        learngene_parameters=f"{learngene.num_parameters():,}",
+        learngene_size=_human_bytes(learngene.num_bytes()),
+        pair_parameters=f"{pair:,}",
+        collective_parameters=f"{sizes['collective_parameters']:,}" if "collective_parameters" in sizes else "an unknown number of",
+        source_name=source_name(src),
+        task_stream_text=stream_text,
+        preprocessing=", ".join(f"{k}={v}" for k, v in (cfg.preprocessing or {}).items()),
         format_version=cfg.format_version,
     )

@@ -27,6 +27,8 @@ from .errors import ConfigError
 def stable_parameters(model: nn.Module) -> dict[str, nn.Parameter]:
     """Shared parameters of a collective model by stable name (``<layer name>.<param>`` for conv
     blocks, ``neck.<param>`` for the MLP); task heads are left out."""
+    if hasattr(model, "shared_parameters"):  # model families that name their shared parameters
+        return model.shared_parameters()
     out: dict[str, nn.Parameter] = {}
     for name, block in zip(model.config.layer_names, model.blocks):
         for pname, param in block.named_parameters():

@@ -514,7 +514,9 @@ class IndividualForImageClassification(IndividualPreTrainedModel):
                 default ``huggingface_hub``'s, e.g. a local server's ``http://127.0.0.1:8080``).
             freeze_learngene: keep the inherited blocks fixed during training.
             config_overrides: :meth:`IndividualConfig.for_learngene` overrides (``stem_widths``,
-                ``head_hidden``, ``image_size``, ``id2label``...).
+                ``head_hidden``, ``image_size``, ``id2label``...). For a linear-expansion (ViT)
+                learngene the result is a :class:`~learngene_hf.vit.ViTIndividualModel` and the
+                overrides are ``num_blocks`` (descendant depth) and ``embed_dim`` (width).
 
         The config records which learngene it came from (``config.learngene``: ``repo_id``,
         ``revision``, ``commit_sha``, layer names, position).
@@ -529,6 +531,13 @@ class IndividualForImageClassification(IndividualPreTrainedModel):
         learngene, origin = resolve_learngene(
             learngene_or_repo_id_or_dir, revision=revision, token=token, cache_dir=cache_dir, endpoint=endpoint
         )
+        if getattr(learngene.config, "form", "layers") == "linear_expansion":
+            # a ViT learngene (TLEG): its descendants are ViTs of any depth (num_blocks=...)
+            from .vit import ViTIndividualModel
+
+            if freeze_learngene:
+                raise _config_error("freeze_learngene is not offered for linear-expansion learngenes: every descendant block is trained.")
+            return ViTIndividualModel.from_learngene(learngene, num_labels, origin=origin, **config_overrides)
         config = IndividualConfig.for_learngene(learngene, num_labels, freeze_learngene=freeze_learngene, **config_overrides)
         model = cls(config)
         model.load_learngene(learngene, origin)

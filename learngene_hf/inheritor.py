@@ -32,6 +32,7 @@ from .errors import ConfigError, DataError
 from .learngene import Learngene
 from .logs import get_logger
 from .record import GradientRecord
+from .vit import ViTCollectiveModel
 
 logger = get_logger(__name__)
 
@@ -118,9 +119,14 @@ class Inheritor:
         preprocessing: dict[str, Any] | None = None,
         probe: Callable[..., Sequence[float]] | None = None,
     ):
-        if not isinstance(collective_model, CollectiveModel):
+        if isinstance(collective_model, ViTCollectiveModel) and not collective_model.is_linear_expansion:
             raise ConfigError(
-                f"Inheritor needs a CollectiveModel, got {type(collective_model).__name__}; load one with "
+                "This ViT collective model was trained without the linear-expansion constraint (expansion='none'), so it "
+                "has no learngene to extract; train it with expansion='linear' (the ViT presets' default)."
+            )
+        if not isinstance(collective_model, (CollectiveModel, ViTCollectiveModel)):
+            raise ConfigError(
+                f"Inheritor needs a CollectiveModel or ViTCollectiveModel, got {type(collective_model).__name__}; load one with "
                 "CollectiveModel.from_pretrained(...) or Inheritor.from_run(run_dir)."
             )
         if record is not None and not isinstance(record, GradientRecord):
@@ -188,6 +194,12 @@ class Inheritor:
             probe=probe,
         )
 
+    @property
+    def is_linear_expansion(self) -> bool:
+        """Whether the collective model is a linear-expansion ViT: its learngene is then its whole
+        base/increment pair, and there is nothing to select."""
+        return isinstance(self.model, ViTCollectiveModel)
+
     # ------------------------------------------------------------------ ranking and selection
     @property
     def layer_names(self) -> list[str]:
@@ -232,6 +244,11 @@ class Inheritor:
         parameters are not probed (``None``: no cap). A learngene is meant to be a small part of
         the collective model; on grown models the paper's last block is often most of it.
         """
+        if self.is_linear_expansion:
+            raise ConfigError(
+                "A linear-expansion ViT has one learngene, its base and increment tensors: there are no layers to select. "
+                "Call extract() (or save_pretrained / push_to_hub) directly."
+            )
         if layers is not None and strategy == "validated":
             strategy = "layers"
         if strategy != "validated":
@@ -332,6 +349,13 @@ class Inheritor:
         ``layers`` overrides the selection with an explicit list; without it the last
         :meth:`select` result is used (running the default ``select()`` first if there is none).
         """
+        if self.is_linear_expansion:
+            if layers is not None:
+                raise ConfigError("A linear-expansion learngene is the whole base/increment pair; do not pass layers=.")
+            self.learngene = Learngene.from_vit_collective(
+                self.model, source=dict(self.source), task_stream=dict(self.task_stream), preprocessing=dict(self.preprocessing)
+            )
+            return self.learngene
         if layers is not None:
             self.select("layers", layers=layers)
         elif self.selection is None:

@@ -1,10 +1,19 @@
-"""The learngene artifact: a few conv blocks of a collective model plus what is needed to inherit them.
+"""The learngene artifact: what a descendant inherits from a collective model, and how.
+
+Two forms share one format (``learngene_config.json`` + ``learngene.safetensors``):
+
+* ``"form": "layers"`` (the default; files without the field are layers): a few conv blocks of a
+  VGG-BN collective model, copied as they are into an individual model.
+* ``"form": "linear_expansion"`` (TLEG): two tensors per transformer-block parameter, ``base.<p>``
+  and ``inc.<p>``, plus the patch embedding, class token, position embedding and final norm
+  (``embed.<name>``); block ``l`` of an ``L``-block descendant starts at ``base + c(l, L) * inc``.
+  ``config.expansion`` records the rule, the architecture and the shapes.
 
 A :class:`Learngene` is to a collective model what a PEFT adapter is to its base model: a tiny
 artifact (``learngene_config.json`` + ``learngene.safetensors``) that names where it came from and
 the channel contract a descendant must satisfy, and that is validated when loaded.
 
-Tensor names are stable and independent of where the block sat in the collective model:
+Layer tensor names are stable and independent of where the block sat in the collective model:
 ``blocks.{j}.conv.weight``, ``blocks.{j}.bn.weight``, ``blocks.{j}.bn.bias``,
 ``blocks.{j}.bn.running_mean``, ``blocks.{j}.bn.running_var``, ``blocks.{j}.bn.num_batches_tracked``
 for ``j = 0 .. len(config.layers) - 1``.
@@ -28,6 +37,14 @@ from .individual import learngene_origin
 from .errors import ArtifactError, ConfigError, HubError
 from .io import follow_umask
 from .layers import BLOCK_TENSOR_NAMES
+from .vit import (
+    BLOCK_PARAMETER_NAMES,
+    EMBEDDING_TENSOR_NAMES,
+    EXPANSION_RULES,
+    block_tensor_shapes,
+    embedding_tensor_shapes,
+    mlp_hidden,
+)
 
 FORMAT_NAME = "learngene-hf"
 FORMAT_VERSION = 1
@@ -35,6 +52,9 @@ CONFIG_NAME = "learngene_config.json"
 WEIGHTS_NAME = "learngene.safetensors"
 CARD_NAME = "README.md"
 POSITIONS = ("input", "middle", "output", "whole")
+FORMS = ("layers", "linear_expansion")
+#: Keys of ``LearngeneConfig.expansion`` (linear-expansion learngenes).
+EXPANSION_KEYS = ("rule", "depth", "embed_dim", "num_heads", "mlp_ratio", "patch_size", "image_size", "in_channels", "shapes")
 _FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 
 
@@ -58,6 +78,10 @@ class LearngeneConfig:
         task_stream: what the collective model learnt (dataset, classes, number of tasks, ways).
         sizes: parameter counts and bytes of the learngene and of the collective model.
         preprocessing: image size, mean and std the collective model was trained with.
+        form: ``"layers"`` or ``"linear_expansion"`` (see the module docstring).
+        expansion: for ``"linear_expansion"``: ``rule`` (a :data:`~learngene_hf.vit.EXPANSION_RULES`
+            name), the source architecture (``depth``, ``embed_dim``, ``num_heads``, ``mlp_ratio``,
+            ``patch_size``, ``image_size``, ``in_channels``) and ``shapes`` ({tensor name: shape}).
     """
 
     layers: list[dict[str, Any]]
@@ -73,6 +97,8 @@ class LearngeneConfig:
     preprocessing: dict[str, Any] = field(default_factory=dict)
     format: str = FORMAT_NAME
     format_version: int = FORMAT_VERSION
+    form: str = "layers"
+    expansion: dict[str, Any] = field(default_factory=dict)
 
     @property
     def num_layers(self) -> int:
@@ -97,6 +123,8 @@ class LearngeneConfig:
 
     def expected_tensor_shapes(self) -> dict[str, tuple[int, ...]]:
         """The name and shape of every tensor the safetensors file must hold."""
+        if self.form == "linear_expansion":
+            return linear_expansion_shapes(self.expansion)
         shapes: dict[str, tuple[int, ...]] = {}
         for j, layer in enumerate(self.layers):
             cin, cout, k = int(layer["in_channels"]), int(layer["out_channels"]), int(layer["kernel_size"])
@@ -130,6 +158,13 @@ class LearngeneConfig:
             )
         if version < 1:
             raise ArtifactError(f"{where} has an invalid format_version {version}; re-save the learngene.")
+        if self.form not in FORMS:
+            raise ArtifactError(
+                f"{where} has form {self.form!r}; this learngene-hf knows {list(FORMS)}. Upgrade learngene-hf, or check the file."
+            )
+        if self.form == "linear_expansion":
+            _validate_expansion(self.expansion, where)
+            return
         if not isinstance(self.layers, list) or not self.layers:
             raise ArtifactError(f"{where} lists no inherited layers; re-extract the learngene with the Inheritor.")
         for j, layer in enumerate(self.layers):
@@ -165,6 +200,12 @@ class Learngene:
         self.tensors = dict(tensors)
 
     def __repr__(self) -> str:
+        if self.config.form == "linear_expansion":
+            arch = self.config.expansion
+            return (
+                f"Learngene(form='linear_expansion', rule={arch['rule']!r}, width {arch['embed_dim']}, trained at depth "
+                f"{arch['depth']}, parameters={self.num_parameters():,})"
+            )
         names = ", ".join(self.config.layer_names)
         return (
             f"Learngene(layers=[{names}], position={self.config.position!r}, "
@@ -241,13 +282,67 @@ class Learngene:
         }
         return learngene
 
+    @classmethod
+    def from_vit_collective(cls, model: Any, **metadata: Any) -> "Learngene":
+        """The linear-expansion learngene of a :class:`~learngene_hf.vit.ViTCollectiveModel`
+        trained with ``expansion="linear"``: its base and increment tensors of every block
+        parameter and its embeddings / final norm. ``metadata``: ``source``, ``selection``,
+        ``task_stream``, ``preprocessing`` entries of the config."""
+        cfg = model.config
+        tensors = model.learngene_tensors()
+        expansion = {
+            "rule": cfg.expansion_rule,
+            "depth": int(cfg.depth),
+            "embed_dim": int(cfg.embed_dim),
+            "num_heads": int(cfg.num_heads),
+            "mlp_ratio": float(cfg.mlp_ratio),
+            "patch_size": int(cfg.patch_size),
+            "image_size": int(cfg.image_size),
+            "in_channels": int(cfg.in_channels),
+            "shapes": {name: list(t.shape) for name, t in tensors.items()},
+        }
+        source = {"model_type": cfg.model_type, "preset": cfg.preset, "depth": int(cfg.depth), "embed_dim": int(cfg.embed_dim)}
+        source.update(metadata.pop("source", {}) or {})
+        selection = metadata.pop("selection", None) or {
+            "strategy": "linear_expansion",
+            "reason": f"the whole base/increment pair of the {cfg.depth}-block linear-expansion collective ViT (TLEG)",
+        }
+        config = LearngeneConfig(
+            layers=[], in_channels=int(cfg.in_channels), out_channels=int(cfg.embed_dim), position="whole",
+            family="vit", source=source, selection=selection, form="linear_expansion", expansion=expansion, **metadata,
+        )
+        learngene = cls(config, tensors)
+        collective_params = sum(p.numel() for p in model.parameters())
+        block_params = sum(p.numel() for p in model.vit.blocks.parameters())
+        config.sizes = {
+            "learngene_parameters": learngene.num_parameters(),
+            "learngene_bytes": learngene.num_bytes(),
+            "collective_parameters": collective_params,
+            "collective_bytes": sum(p.numel() * p.element_size() for p in model.parameters()),
+            "parameter_fraction": learngene.num_parameters() / collective_params,
+            "block_parameters": block_params,
+            "unconstrained_block_parameters": block_params // 2 * int(cfg.depth),
+        }
+        return learngene
+
+    def descendant_block_parameters(self, num_blocks: int) -> int:
+        """Block parameters of a ``num_blocks``-block descendant at the learngene's width
+        (linear-expansion learngenes)."""
+        return self._block_tensor_parameters() // 2 * int(num_blocks)
+
+    def _block_tensor_parameters(self) -> int:
+        return sum(t.numel() for n, t in self.tensors.items() if n.startswith(("base.", "inc.")))
+
     def block_state_dict(self, j: int) -> dict[str, torch.Tensor]:
         """Tensors of inherited block ``j`` with names relative to the block (``conv.weight``, ...)."""
         prefix = f"blocks.{j}."
         return {name[len(prefix):]: t for name, t in self.tensors.items() if name.startswith(prefix)}
 
     def num_parameters(self) -> int:
-        """Learnable parameters (conv weights, BatchNorm scale and shift), buffers excluded."""
+        """Learnable parameters (conv weights, BatchNorm scale and shift; every tensor of a
+        linear-expansion learngene), buffers excluded."""
+        if self.config.form == "linear_expansion":
+            return sum(t.numel() for t in self.tensors.values())
         return sum(t.numel() for n, t in self.tensors.items() if n.endswith(("conv.weight", "bn.weight", "bn.bias")))
 
     def num_bytes(self) -> int:
@@ -275,6 +370,7 @@ class Learngene:
             "in_channels": str(cfg.in_channels),
             "out_channels": str(cfg.out_channels),
             "position": cfg.position,
+            "form": cfg.form,
         }
 
     def save_pretrained(self, save_directory: str | os.PathLike, *, repo_id: str | None = None, model_card: bool = True) -> Path:
@@ -496,6 +592,12 @@ def _check_metadata(metadata: dict[str, str], config: LearngeneConfig, where: st
         raise ArtifactError(f"{where} has no readable format_version in its metadata; re-save the learngene.") from None
     if version > FORMAT_VERSION:
         raise ArtifactError(f"{where} uses format version {version}, newer than supported ({FORMAT_VERSION}); upgrade learngene-hf.")
+    form = metadata.get("form", "layers")  # files written before forms existed hold layers
+    if form != config.form:
+        raise ArtifactError(
+            f"{where} holds a {form!r} learngene but {CONFIG_NAME} describes a {config.form!r} one: the two files come from "
+            "different learngenes. Keep the two files from the same save (re-save or re-download both)."
+        )
     if "layers" in metadata:
         try:
             names = json.loads(metadata["layers"])
@@ -506,6 +608,53 @@ def _check_metadata(metadata: dict[str, str], config: LearngeneConfig, where: st
                 f"{where} holds layers {names} but {CONFIG_NAME} describes {config.layer_names}: the config does not match "
                 "the tensors. Keep the two files from the same save (re-save or re-download both)."
             )
+
+
+def linear_expansion_shapes(expansion: dict[str, Any]) -> dict[str, tuple[int, ...]]:
+    """Names and shapes of a linear-expansion learngene's tensors, from its architecture."""
+    block = block_tensor_shapes(int(expansion["embed_dim"]), mlp_hidden(int(expansion["embed_dim"]), float(expansion["mlp_ratio"])))
+    embed = embedding_tensor_shapes(
+        int(expansion["embed_dim"]), int(expansion["patch_size"]), int(expansion.get("in_channels", 3)), int(expansion["image_size"])
+    )
+    shapes = {f"{part}.{name}": block[name] for part in ("base", "inc") for name in BLOCK_PARAMETER_NAMES}
+    shapes.update({f"embed.{name}": embed[name] for name in EMBEDDING_TENSOR_NAMES})
+    return shapes
+
+
+def _validate_expansion(expansion: Any, where: str) -> None:
+    """Check the ``expansion`` section of a linear-expansion learngene config."""
+    fix = "re-extract the learngene with the Inheritor (or Learngene.from_vit_collective)"
+    if not isinstance(expansion, dict) or not expansion:
+        raise ArtifactError(f"{where}: form 'linear_expansion' needs an 'expansion' section (rule, architecture, shapes); {fix}.")
+    missing = [key for key in EXPANSION_KEYS if key not in expansion]
+    if missing:
+        raise ArtifactError(f"{where}: the expansion section lacks {missing}; {fix}.")
+    if expansion["rule"] not in EXPANSION_RULES:
+        raise ArtifactError(
+            f"{where}: expansion rule {expansion['rule']!r} is unknown; this learngene-hf knows {list(EXPANSION_RULES)}. "
+            "Upgrade learngene-hf or fix the rule."
+        )
+    for key in ("depth", "embed_dim", "num_heads", "patch_size", "image_size", "in_channels"):
+        value = expansion[key]
+        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+            raise ArtifactError(f"{where}: expansion {key}={value!r} must be a positive integer; {fix}.")
+    if expansion["depth"] < 2:
+        raise ArtifactError(f"{where}: expansion depth {expansion['depth']} < 2: a base/increment pair is learnt by at least 2 blocks; {fix}.")
+    if not isinstance(expansion["mlp_ratio"], (int, float)) or expansion["mlp_ratio"] <= 0:
+        raise ArtifactError(f"{where}: expansion mlp_ratio={expansion['mlp_ratio']!r} must be a positive number; {fix}.")
+    if expansion["embed_dim"] % expansion["num_heads"]:
+        raise ArtifactError(f"{where}: embed_dim {expansion['embed_dim']} is not divisible by num_heads {expansion['num_heads']}; {fix}.")
+    if expansion["image_size"] % expansion["patch_size"]:
+        raise ArtifactError(f"{where}: image_size {expansion['image_size']} is not a multiple of patch_size {expansion['patch_size']}; {fix}.")
+    recorded = expansion["shapes"]
+    expected = linear_expansion_shapes(expansion)
+    if not isinstance(recorded, dict) or {k: tuple(v) for k, v in recorded.items()} != expected:
+        got = recorded if not isinstance(recorded, dict) else {k: list(v) for k, v in recorded.items() if tuple(v) != expected.get(k)}
+        raise ArtifactError(
+            f"{where}: the recorded shapes do not match the architecture (embed_dim {expansion['embed_dim']}, mlp_ratio "
+            f"{expansion['mlp_ratio']}, patch {expansion['patch_size']}, image {expansion['image_size']}): differing or unexpected "
+            f"{got}, missing {sorted(set(expected) - set(recorded if isinstance(recorded, dict) else {}))}; {fix}."
+        )
 
 
 def _check_tensor_table(table: dict[str, tuple[tuple[int, ...], Any]], config: LearngeneConfig, where: str) -> None:

@@ -207,6 +207,8 @@ class GradientRecorder:
         self.record.layer_names = list(model.config.layer_names)
 
     def _layers(self) -> list[tuple[str, torch.Tensor]]:
+        if hasattr(self.model, "recorded_weights"):  # model families that say which weights to follow
+            return self.model.recorded_weights()
         return [(name, block.conv.weight) for name, block in zip(self.model.config.layer_names, self.model.blocks)]
 
     @torch.no_grad()

@@ -38,6 +38,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from .collective import COLLECTIVE_PRESETS, CollectiveConfig, CollectiveModel
+from .vit import VIT_PRESETS, ViTCollectiveConfig, ViTCollectiveModel
 from .errors import ArtifactError, ConfigError
 from .ewc import EWC
 from .io import follow_umask, read_json, write_json_atomic, write_text_atomic
@@ -58,6 +59,10 @@ PRESET_TRAINING_DEFAULTS: dict[str, dict[str, Any]] = {
     "paper": {"num_tasks": 50, "epochs_per_task": 10, "lr": 1e-3, "train_per_class": None, "test_per_class": None},
     "small": {"num_tasks": 15, "epochs_per_task": 6, "lr": 0.03, "train_per_class": 300, "test_per_class": 40},
     "tiny": {"num_tasks": 3, "epochs_per_task": 1, "lr": 0.05, "train_per_class": 20, "test_per_class": 10},
+    # ViT collective models (linear expansion, TLEG); growth is not offered for them
+    "vit-paper": {"num_tasks": 50, "epochs_per_task": 10, "lr": 1e-3, "train_per_class": None, "test_per_class": None, "growth": "none"},
+    "vit-small": {"num_tasks": 15, "epochs_per_task": 6, "lr": 0.03, "train_per_class": 300, "test_per_class": 40, "growth": "none"},
+    "vit-tiny": {"num_tasks": 3, "epochs_per_task": 1, "lr": 0.05, "train_per_class": 20, "test_per_class": 10, "growth": "none"},
 }
 
 # fields that may differ between a run and its resumption
@@ -167,8 +172,13 @@ class CollectiveTrainingConfig:
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` naming the first bad field and how to fix it."""
-        if self.preset not in COLLECTIVE_PRESETS:
-            raise ConfigError(f"preset={self.preset!r} is unknown; choose one of {sorted(COLLECTIVE_PRESETS)}.")
+        if self.preset not in COLLECTIVE_PRESETS and self.preset not in VIT_PRESETS:
+            raise ConfigError(f"preset={self.preset!r} is unknown; choose one of {sorted(COLLECTIVE_PRESETS) + sorted(VIT_PRESETS)}.")
+        if self.preset in VIT_PRESETS and self.growth != "none":
+            raise ConfigError(
+                f"growth={self.growth!r} is not offered for the ViT preset {self.preset!r} (widen/deepen are VGG operations); "
+                "use growth='none' (--growth none)."
+            )
         for name in ("num_tasks", "ways", "epochs_per_task", "batch_size", "eval_batch_size", "ewc_batches", "growth_layers"):
             value = getattr(self, name)
             if not isinstance(value, int) or value <= 0:
@@ -306,6 +316,14 @@ def _check_growth_plan(events: Sequence[dict], layer_names: Sequence[str]) -> No
         if event["op"] == "deepen":
             used = {int(n[4:]) for n in names if n.startswith("conv") and n[4:].isdigit()}
             names.insert(index + 1, f"conv{max(used, default=-1) + 1}")
+
+
+def new_collective_model(preset: str, image_size: int):
+    """A fresh collective model of ``preset``: a VGG-BN :class:`CollectiveModel` or, for a
+    :data:`~learngene_hf.vit.VIT_PRESETS` name, a linear-expansion :class:`ViTCollectiveModel`."""
+    if preset in VIT_PRESETS:
+        return ViTCollectiveModel(ViTCollectiveConfig(preset=preset, image_size=image_size))
+    return CollectiveModel(CollectiveConfig(preset=preset, image_size=image_size))
 
 
 def _layer_index(model: CollectiveModel, layer: int | str) -> int:
@@ -550,7 +568,9 @@ def _save_model(model: CollectiveModel, folder: Path) -> None:
 def _load_model(folder: Path) -> CollectiveModel:
     try:
         with _quiet_transformers():
-            return CollectiveModel.from_pretrained(folder, dtype=torch.float32)
+            from transformers import AutoModelForImageClassification
+
+            return AutoModelForImageClassification.from_pretrained(folder, dtype=torch.float32)
     except Exception as err:  # noqa: BLE001 - report which folder is bad
         raise ArtifactError(f"Cannot load the collective model from {folder} ({err}); re-run train_collective.") from err
 
@@ -762,7 +782,7 @@ def train_collective(
     else:
         set_seed(config.seed)
         if model is None:
-            model = CollectiveModel(CollectiveConfig(preset=config.preset, image_size=int(train.images.shape[-1])))
+            model = new_collective_model(config.preset, int(train.images.shape[-1]))
         if model.config.num_tasks:
             raise ConfigError(
                 f"The starting model already has {model.config.num_tasks} task heads; give a model without heads "
@@ -770,7 +790,9 @@ def train_collective(
             )
         record = GradientRecord(config.thresholds)
         report_tasks = []
-        events = plan_growth(config, model.config.layer_names, model.config.widths)
+        if config.growth != "none" and not hasattr(model, "widen"):
+            raise ConfigError(f"{type(model).__name__} cannot grow; train it with growth='none'.")
+        events = [] if config.growth == "none" else plan_growth(config, model.config.layer_names, model.config.widths)
         start_task = 0
     if main:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -932,7 +954,7 @@ def train_collective(
             "replay_images": len(replay) if replay is not None else 0,
         },
         "growth_log": [dict(e) for e in model.config.growth_log],
-        "final_widths": list(model.config.widths),
+        "final_widths": list(getattr(model.config, "widths", [])),
         "layer_names": list(model.config.layer_names),
         "parameters": sum(p.numel() for p in model.parameters()),
         "num_processes": accelerator.num_processes,
