@@ -230,7 +230,8 @@ class LearngeneViT(VisionTransformer):
 
 
 def _create(variant: str, pretrained: bool = False, **kwargs: Any) -> LearngeneViT:
-    feature_cfg = None if kwargs.get("expansion", "linear") == "linear" else dict(out_indices=3, feature_cls="getter")
+    out_indices = kwargs.pop("out_indices", 3)
+    feature_cfg = None if kwargs.get("expansion", "linear") == "linear" else dict(out_indices=out_indices, feature_cls="getter")
     return build_model_with_cfg(LearngeneViT, variant, pretrained, feature_cfg=feature_cfg, **kwargs)
 
 
