@@ -52,29 +52,37 @@ def main(argv: list[str] | None = None) -> int:
     inheritor = Inheritor.from_run(
         args.run_dir, load_probe_data=cfg.strategy == "validated" and cfg.layers is None, probe=learngene_probe
     )
-    settings = cfg.to_dict()
-    settings["max_fraction"] = cfg.max_fraction or None
-    strategy = settings.pop("strategy") if cfg.layers is None else "layers"
-    settings.pop("strategy", None)
-    selection = inheritor.select(strategy, **settings)
-    print(f"Layer ranking by '{selection.criterion}' (lower = more stable):" if selection.criterion else "No gradient record: no ranking.")
-    print(selection.table())
-    if selection.ranking:
-        print("\nBest blocks:", ", ".join(f"#{r['rank']} {r['layers']} ({r['score']:.4g})" for r in selection.ranking[:5]))
-    for cand in selection.candidates:
-        if "skipped" in cand:
-            print(f"  candidate {cand['layers']} ({'/'.join(cand['origin'])}): not probed, {cand['skipped']}")
-        else:
-            print(f"  candidate {cand['layers']} ({'/'.join(cand['origin'])}): open-world probe accuracy "
-                  f"{100 * cand['mean']:.1f}% +/- {100 * cand['ci95']:.1f} (lr {cand['lr']:g})")
-    print(f"\nChosen layers {selection.layers} {selection.chosen_names}: {selection.reason}")
-    learngene = inheritor.extract()
-    sizes = learngene.config.sizes
-    print(f"Learngene: {sizes['learngene_parameters']:,} parameters ({sizes['learngene_bytes'] / 1e6:.2f} MB) of the collective "
-          f"model's {sizes['collective_parameters']:,} ({100 * sizes['parameter_fraction']:.1f}%); channels "
-          f"{learngene.config.in_channels}->{learngene.config.out_channels}, position '{learngene.config.position}'.")
+    if inheritor.is_linear_expansion:
+        learngene = inheritor.extract()  # a linear-expansion ViT: the whole base/increment pair, nothing to select
+        sizes = learngene.config.sizes
+        print(f"Linear-expansion learngene (rule {learngene.config.expansion['rule']}): {sizes['learngene_parameters']:,} parameters "
+              f"({sizes['learngene_bytes'] / 1e6:.2f} MB) of the collective ViT's {sizes['collective_parameters']:,}; descendants "
+              "of any depth: IndividualModel.from_learngene(..., num_blocks=L).")
+    else:
+        settings = cfg.to_dict()
+        settings["max_fraction"] = cfg.max_fraction or None
+        strategy = settings.pop("strategy") if cfg.layers is None else "layers"
+        settings.pop("strategy", None)
+        selection = inheritor.select(strategy, **settings)
+        print(f"Layer ranking by '{selection.criterion}' (lower = more stable):" if selection.criterion else "No gradient record: no ranking.")
+        print(selection.table())
+        if selection.ranking:
+            print("\nBest blocks:", ", ".join(f"#{r['rank']} {r['layers']} ({r['score']:.4g})" for r in selection.ranking[:5]))
+        for cand in selection.candidates:
+            if "skipped" in cand:
+                print(f"  candidate {cand['layers']} ({'/'.join(cand['origin'])}): not probed, {cand['skipped']}")
+            else:
+                print(f"  candidate {cand['layers']} ({'/'.join(cand['origin'])}): open-world probe accuracy "
+                      f"{100 * cand['mean']:.1f}% +/- {100 * cand['ci95']:.1f} (lr {cand['lr']:g})")
+        print(f"\nChosen layers {selection.layers} {selection.chosen_names}: {selection.reason}")
+        learngene = inheritor.extract()
+        sizes = learngene.config.sizes
+        print(f"Learngene: {sizes['learngene_parameters']:,} parameters ({sizes['learngene_bytes'] / 1e6:.2f} MB) of the collective "
+              f"model's {sizes['collective_parameters']:,} ({100 * sizes['parameter_fraction']:.1f}%); channels "
+              f"{learngene.config.in_channels}->{learngene.config.out_channels}, position '{learngene.config.position}'.")
     folder = inheritor.save_pretrained(args.output_dir, repo_id=args.push_to_hub)
-    print(f"Saved to {folder} (learngene.safetensors, learngene_config.json, README.md, layer_ranking.png)")
+    print(f"Saved to {folder} (learngene.safetensors, learngene_config.json, README.md"
+          f"{'' if inheritor.is_linear_expansion else ', layer_ranking.png'})")
     if args.push_to_hub:
         commit = inheritor.push_to_hub(
             args.push_to_hub, revision=args.revision, private=args.private, token=args.token, endpoint=args.hub_endpoint

@@ -3,6 +3,7 @@
     python examples/train_collective.py                     # embedded data, preset "small"
     accelerate launch examples/train_collective.py ...      # same, on every accelerate process
     python examples/train_collective.py --preset paper --dataset uoft-cs/cifar100   # the paper's setting
+    python examples/train_collective.py --preset vit-small --output-dir runs/vit     # a linear-expansion ViT (TLEG)
 
 Writes the run folder (model/, gradient_record.json, heatmap.png, report.json, report.md,
 run_config.json, checkpoint/). Running the same command again resumes after the last finished
@@ -44,8 +45,13 @@ def _class_list(text: str) -> list[int]:
 
 
 def _preset_default(name: str) -> str:
-    values = {preset: d[name] for preset, d in PRESET_TRAINING_DEFAULTS.items()}
-    return "the preset's: " + ", ".join(f"{p} {'all' if v is None else f'{v:g}'}" for p, v in sorted(values.items()))
+    fallback = CollectiveTrainingConfig.__dataclass_fields__[name].default
+    values = {preset: d.get(name, fallback) for preset, d in PRESET_TRAINING_DEFAULTS.items()}
+
+    def show(v) -> str:
+        return "all" if v is None else f"{v:g}" if isinstance(v, (int, float)) else str(v)
+
+    return "the preset's: " + ", ".join(f"{p} {show(v)}" for p, v in sorted(values.items()))
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -57,7 +63,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         aliases={"train_per_class": ["--images-per-class"], "base": ["--base-classes"],
                  "open_world": ["--open-world-classes"], "novel": ["--novel-classes"]},
         parsers={"growth": _growth, "base": _class_list, "open_world": _class_list, "novel": _class_list},
-        choices={"preset": sorted(PRESET_TRAINING_DEFAULTS), "mixed_precision": ["auto", "no", "fp16", "bf16"],
+        choices={"preset": sorted(PRESET_TRAINING_DEFAULTS), "mixed_precision": ["auto", "no", "fp16", "bf16"], "optimizer": ["sgd", "adamw"],
                  "open_world_method": list(OPEN_WORLD_SCORES), "replay_selection": list(REPLAY_SELECTIONS)},
         defaults={"preset": "small"},
         default_text={**{name: _preset_default(name) for name in preset_fields},

@@ -249,3 +249,19 @@ def test_weight_selection_takes_the_first_blocks_of_an_unconstrained_vit():
     torch.testing.assert_close(model.vit.blocks[1].mlp.fc2.weight, select_elements(plain.vit.blocks[1].mlp.fc2.weight, (16, 32)))
     with pytest.raises(IncompatibleLearngeneError, match="only 3"):
         ViTIndividualModel.from_weight_selection(plain, num_labels=5, num_blocks=4)
+
+
+def test_vit_learngene_goes_through_the_hub_and_builds_descendants_by_repo_id(vit_learngene, hub):
+    from huggingface_hub import HfApi, hf_hub_download
+
+    from learngene_hf.testing.hub import validate_card_metadata
+
+    learngene, _ = vit_learngene
+    sha = learngene.push_to_hub("me/learngene-vit").oid
+    errors, _ = validate_card_metadata(open(hf_hub_download("me/learngene-vit", "README.md"), encoding="utf-8").read())
+    assert errors == []
+    assert HfApi().model_info("me/learngene-vit").sha == sha
+    shallow = IndividualModel.from_learngene("me/learngene-vit", num_labels=5, num_blocks=2, revision=sha)
+    deep = IndividualModel.from_learngene("me/learngene-vit", num_labels=5, num_blocks=8, revision=sha)
+    assert (len(shallow.vit.blocks), len(deep.vit.blocks)) == (2, 8)
+    assert shallow.config.learngene["repo_id"] == "me/learngene-vit" and shallow.config.learngene["commit_sha"] == sha
