@@ -65,6 +65,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--shots", type=int, default=5)
     p.add_argument("--quick", action="store_true", help="tiny everything, for a smoke test")
     p.add_argument("--output-dir", default=str(RESULTS))
+    p.add_argument("--work-dir", default="runs/vit_descendants", help="where the two collective runs are written")
     args = p.parse_args(argv)
     if args.quick:
         args.depths, args.num_tasks, args.collective_epochs, args.collective_per_class = "2,3", 2, 1, 20
@@ -302,13 +303,13 @@ def main(argv=None) -> dict[str, Any]:
     info = machine()
     train, test = load_tensors(None, train_per_class=max(args.collective_per_class, args.train_per_class, 20),
                                test_per_class=max(args.test_per_class, 20))
-    work = out / "vit_descendants_runs"
+    work = Path(args.work_dir)
     learngene, plain, runs = train_collectives(args, (train, test), work)
     novel = list(runs["linear"].split.novel)
     pair = sum(t.numel() for n, t in learngene.tensors.items() if n.startswith(("base.", "inc.")))
     unconstrained_blocks = sum(p.numel() for p in plain.vit.blocks.parameters())
     results: dict[str, Any] = {
-        "settings": {k: v for k, v in vars(args).items() if k != "output_dir"} | {"novel_classes": len(novel)},
+        "settings": {k: v for k, v in vars(args).items() if k not in ("output_dir", "work_dir")} | {"novel_classes": len(novel)},
         "machine": info,
         "collective": {k: r.report["mean_accuracy_after"] for k, r in runs.items()},
         "sizes": {"learngene_parameters": learngene.num_parameters(), "pair_parameters": pair,
