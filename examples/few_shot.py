@@ -5,13 +5,17 @@
     python examples/few_shot.py --compare --tune-lr               # + whole / last-k / first-k / worst-k and the baselines
     python examples/few_shot.py --sizes --tune-lr                 # descendants of several sizes vs scratch / weight selection
     python examples/few_shot.py --dataset digits --ways 3         # scikit-learn's real digits (novel classes 7-9)
+    python examples/few_shot.py --recipe paper                    # the paper's schedule, for reproduction
 
 For each of --episodes N-way K-shot episodes on the novel classes (from the learngene's class split
 unless --novel-classes is given) a fresh individual model is built from the learngene and a fresh
-scratch model with the same architecture; both are trained with identical data, seed and schedule
-(paper defaults: SGD lr 5e-3, 30 epochs, batch 32) and evaluated on the queries. Episodes are spread
-over the accelerate processes. --tune-lr picks every method's learning rate (scratch included) on
-open-world episodes, never on the novel classes.
+scratch model with the same architecture; both are trained with identical data, seed and recipe
+and evaluated on the queries. The default recipe counts optimisation steps, fits the head on
+frozen features first and then fine-tunes everything (LP-FT), with warm-up, cosine decay and label
+smoothing; --recipe paper trains with the paper's schedule (SGD lr 5e-3, 30 epochs, batch 32), and
+any flag of the training group changes one value of the recipe. Episodes are spread over the
+accelerate processes. --tune-lr picks every method's recipe values (lr, and steps / weight decay
+with --steps-grid / --wd-grid; scratch included) on open-world episodes, never on the novel classes.
 
 --compare also runs the baselines on the same episodes: logistic regression (L2 picked on
 open-world episodes with --tune-lr) and nearest centroid (cosine) on standardized 2x2-pooled frozen
@@ -75,7 +79,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add_config_arguments(episodes, ComparisonConfig)
     episodes.add_argument("--collective-run", default=None,
                           help="collective run folder for --compare / --sizes (default: the learngene's run_dir)")
-    schedule = parser.add_argument_group("training schedule (learngene_hf.fewshot.FewShotConfig)")
+    schedule = parser.add_argument_group("training recipe (learngene_hf.fewshot.FewShotConfig; --recipe picks the "
+                                         "named values, the other flags change single ones)")
     add_config_arguments(schedule, FewShotConfig, exclude={"device"}, negations={"bn_reestimate": ["--keep-bn-stats"]})
     schedule.add_argument("--mixed-precision", default=None, choices=["auto", "no", "fp16", "bf16"],
                           help="wins over accelerate's setting when given (default: accelerate launch's choice, else no)")
@@ -84,6 +89,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     out.add_argument("--no-plot", action="store_true")
     out.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     return parser.parse_args(argv)
+
+
+def fewshot_config(args: argparse.Namespace, device: str | None = None) -> FewShotConfig:
+    """The recipe the command line asks for: ``--recipe`` (default: the library's), with the
+    recipe flags that were given on top."""
+    given = config_kwargs(args, FewShotConfig)
+    return FewShotConfig.from_recipe(given.pop("recipe", "default"), **given, device=device)
 
 
 def load_learngene(ref: str, revision: str | None, endpoint: str | None = None) -> Learngene:
@@ -100,7 +112,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     run = ComparisonConfig(**config_kwargs(args, ComparisonConfig))
     accelerator = make_accelerator(args.mixed_precision, default="no")
-    cfg = FewShotConfig(**config_kwargs(args, FewShotConfig), device=str(accelerator.device))
+    cfg = fewshot_config(args, str(accelerator.device))
     with accelerator.main_process_first():
         learngene = load_learngene(args.learngene, args.revision, args.hub_endpoint)
     data, novel, open_world = load_fewshot_data(
@@ -117,7 +129,7 @@ def main(argv: list[str] | None = None) -> None:
                                  freeze_learngene=run.freeze_learngene, baselines=run.baselines, **overrides)
     results = compare_methods(
         learngene, episodes, cfg, methods=methods,
-        tune_lr_episodes=tune_episodes, lr_grid=run.lr_grid,
+        tune_lr_episodes=tune_episodes, tune_grid=run.tune_grid(),
         accelerator=accelerator, seed=run.seed, progress=not args.no_progress,
     )
     results["setting"]["learngene"] = args.learngene

@@ -36,6 +36,7 @@ _LAZY_NAMES = {
     "CollectiveConfig": "collective",
     "CollectiveForImageClassification": "collective",
     "CollectiveModel": "collective",
+    "FewShotConfig": "fewshot",
     "IndividualBaseModel": "individual",
     "IndividualConfig": "individual",
     "IndividualForImageClassification": "individual",

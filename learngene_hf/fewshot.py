@@ -1,7 +1,9 @@
 """Few-shot training of individual models: one fresh model per episode and method, on tensors.
 
-* :class:`FewShotConfig`: the schedule (paper defaults: SGD lr 5e-3, momentum 0.9, weight decay
-  5e-4, 30 epochs, batch 32), augmentation, BatchNorm re-estimation, device.
+* :class:`FewShotConfig`: the training recipe as plain data: optimisation steps, LP-FT, head/body
+  learning rates, warm-up + cosine schedule, label smoothing, augmentation, BatchNorm
+  re-estimation, device. ``FewShotConfig()`` is the library's default recipe,
+  ``FewShotConfig.from_recipe("paper")`` the paper's (SGD lr 5e-3, 30 epochs, batch 32).
 * :func:`train_individual` / :func:`evaluate`: train one model on a support set, score it on a query set.
 * :func:`probe_learngene`: quick few-shot probes of a learngene (or of scratch) over episodes; the
   Inheritor's validated selection runs it on open-world episodes.
@@ -31,16 +33,53 @@ from .logs import get_logger
 logger = get_logger(__name__)
 
 
+#: Names accepted by :meth:`FewShotConfig.from_recipe`.
+RECIPES: tuple[str, ...] = ("default", "paper")
+
+#: Optimisation steps of the default recipe when neither ``steps`` nor ``epochs`` is given.
+DEFAULT_STEPS = 100
+
+
 @dataclass
 class FewShotConfig:
-    """Schedule of one few-shot training run.
+    """The recipe of one few-shot training run, as plain data.
+
+    The run is a fixed sequence of ``total_steps(n)`` optimisation steps. Step ``t`` draws its
+    batch indices (and augmentation) from the episode's own ``torch.Generator``, runs the model,
+    takes the cross-entropy loss (with ``label_smoothing``), back-propagates, and makes one SGD
+    step (``momentum``, ``weight_decay``) in which every parameter group gets the learning rate
+    :meth:`group_lr` (group, t): a deterministic function of the step and of the group, nothing
+    else. No step depends on the model's outputs, so one-at-a-time and stacked training read the
+    same description.
+
+    Parameter groups: ``"head"`` (the MLP neck and the classifier) and ``"body"`` (every trainable
+    conv block, inherited or fresh). Inherited blocks frozen with ``freeze_learngene`` are not
+    trained at all.
 
     Attributes:
-        lr: SGD learning rate (paper: 5e-3).
-        epochs: passes over the support set (paper: 30).
+        recipe: the name of the preset the values started from ("default", "paper");
+            informational, the fields below are the recipe.
+        steps: optimisation steps. Each step trains on ``min(batch_size, N)`` support images
+            drawn without replacement (``torch.randperm(N)[:batch_size]``).
+        epochs: the paper's way of counting instead: ``epochs`` shuffled passes over the support
+            set in batches of ``batch_size`` (a last batch of one image is skipped). Give either
+            ``steps`` or ``epochs``; with neither, ``steps = DEFAULT_STEPS``.
+        lr: peak SGD learning rate of the body.
+        head_lr_scale: the head's learning rate is ``lr * head_lr_scale``.
+        lp_steps: LP-FT (Kumar et al., ICLR 2022): during the first ``lp_steps`` steps only the
+            head trains (the body gets no gradient and no optimizer state: linear probing on
+            frozen features, BatchNorm still in train mode); the body fine-tunes afterwards.
+        warmup_steps: linear warm-up of every group's learning rate from ``lr / warmup_steps``
+            to its peak, counted from the group's first step (the body's starts at ``lp_steps``).
+        schedule: "constant" or "cosine" (decay from the peak, after warm-up, to
+            ``final_lr_scale`` x peak at the last step).
+        final_lr_scale: the learning rate at the end of a cosine schedule, as a fraction of the peak.
         batch_size: support images per step (paper: 32).
-        momentum / weight_decay: SGD settings (paper: 0.9 / 5e-4).
-        augment: random crop (4-pixel zero padding) + horizontal flip of support images.
+        momentum / weight_decay: SGD settings (paper: 0.9 / 5e-4); both groups.
+        label_smoothing: of the cross-entropy loss (0: plain cross-entropy).
+        augment: random crop (``crop_padding`` zero pixels on each side) + horizontal flip of
+            support images.
+        crop_padding: padding of the random crop (0: flip only).
         bn_reestimate: before training, reset the inherited BatchNorm running statistics and
             re-estimate them on the support images (cumulative average). ``False`` keeps the
             collective model's statistics.
@@ -48,25 +87,113 @@ class FewShotConfig:
         eval_batch_size: images per forward pass in :func:`evaluate`.
     """
 
-    lr: float = 5e-3
-    epochs: int = 30
+    recipe: str = field(default="default", metadata={"choices": RECIPES})
+    steps: int | None = None
+    epochs: int | None = None
+    lr: float = 0.05
+    head_lr_scale: float = 1.0
+    lp_steps: int = 20
+    warmup_steps: int = 5
+    schedule: str = "cosine"
+    final_lr_scale: float = 0.0
     batch_size: int = 32
     momentum: float = 0.9
     weight_decay: float = 5e-4
+    label_smoothing: float = 0.1
     augment: bool = True
+    crop_padding: int = 4
     bn_reestimate: bool = True
     device: str | None = None
     eval_batch_size: int = 256
 
     def __post_init__(self) -> None:
-        if not self.lr > 0:
-            raise ConfigError(f"lr must be positive, got {self.lr}.")
-        if self.epochs < 0:
-            raise ConfigError(f"epochs must be >= 0, got {self.epochs}.")
+        if self.steps is not None and self.epochs is not None:
+            raise ConfigError(f"Give steps or epochs, not both (got steps={self.steps}, epochs={self.epochs}); "
+                              "steps counts optimisation steps, epochs passes over the support set.")
+        if self.steps is None and self.epochs is None:
+            self.steps = DEFAULT_STEPS
+        for name in ("steps", "epochs", "lp_steps", "warmup_steps", "crop_padding"):
+            value = getattr(self, name)
+            if value is not None and int(value) < 0:
+                raise ConfigError(f"{name} must be >= 0, got {value}.")
+        if not self.lr > 0 or not self.head_lr_scale >= 0:
+            raise ConfigError(f"lr must be positive and head_lr_scale >= 0, got lr={self.lr}, head_lr_scale={self.head_lr_scale}.")
+        if self.schedule not in ("constant", "cosine"):
+            raise ConfigError(f"schedule must be 'constant' or 'cosine', got {self.schedule!r}.")
+        if not 0.0 <= self.final_lr_scale <= 1.0 or not 0.0 <= self.label_smoothing < 1.0:
+            raise ConfigError(f"final_lr_scale must be in [0, 1] and label_smoothing in [0, 1), got "
+                              f"{self.final_lr_scale}, {self.label_smoothing}.")
         if self.batch_size <= 0 or self.eval_batch_size <= 0:
             raise ConfigError(f"batch sizes must be positive, got batch_size={self.batch_size}, eval_batch_size={self.eval_batch_size}.")
         if self.momentum < 0 or self.weight_decay < 0:
             raise ConfigError(f"momentum and weight_decay must be >= 0, got {self.momentum}, {self.weight_decay}.")
+
+    @classmethod
+    def from_recipe(cls, name: str = "default", **overrides: Any) -> "FewShotConfig":
+        """A named recipe, with ``overrides`` (any field) on top.
+
+        * ``"default"``: the library's recipe for descendants: ``DEFAULT_STEPS`` steps, LP-FT
+          (head first on frozen features), warm-up + cosine decay, label smoothing. Its values
+          were tuned on open-world classes (see the README).
+        * ``"paper"``: the Learngene paper's schedule (SGD lr 5e-3, momentum 0.9, weight decay
+          5e-4, 30 epochs, batch 32, constant lr, crop + flip), for reproduction.
+        """
+        if name == "default":
+            base: dict[str, Any] = {}
+        elif name == "paper":
+            base = {"epochs": 30, "lr": 5e-3, "head_lr_scale": 1.0, "lp_steps": 0, "warmup_steps": 0, "schedule": "constant",
+                    "final_lr_scale": 0.0, "batch_size": 32, "momentum": 0.9, "weight_decay": 5e-4,
+                    "label_smoothing": 0.0, "augment": True, "crop_padding": 4}
+        else:
+            raise ConfigError(f"Unknown recipe {name!r}; choose one of {list(RECIPES)} (or set the fields yourself).")
+        base.update(overrides)
+        if "steps" in overrides and "epochs" not in overrides:
+            base["epochs"] = None
+        return cls(recipe=name, **base)
+
+    def replace(self, **changes: Any) -> "FewShotConfig":
+        """A copy with ``changes``; ``steps`` replaces ``epochs`` (and vice versa)."""
+        values = self.to_dict()
+        if "steps" in changes and "epochs" not in changes:
+            values["epochs"] = None
+        if "epochs" in changes and "steps" not in changes:
+            values["steps"] = None
+        values.update(changes)
+        return FewShotConfig(**values)
+
+    # ------------------------------------------------------------------ schedule
+    def batches_per_epoch(self, n: int) -> int:
+        """Batches of one pass in ``epochs`` mode over ``n`` support images (a last batch of one
+        image is skipped when ``n >= 2``)."""
+        full, rest = divmod(int(n), self.batch_size)
+        return full + (1 if rest > 1 or (rest == 1 and n < 2) else 0)
+
+    def total_steps(self, n: int) -> int:
+        """Optimisation steps of a run on ``n`` support images."""
+        if self.epochs is not None:
+            return int(self.epochs) * self.batches_per_epoch(n)
+        return int(self.steps)
+
+    def group_lr(self, group: str, step: int, total_steps: int) -> float:
+        """Learning rate of parameter group ``group`` ("head" or "body") at step ``step`` (0-based)
+        of a run of ``total_steps`` steps: 0 for the body during the LP steps, then linear warm-up,
+        then constant or cosine decay to ``final_lr_scale`` x peak."""
+        if group == "head":
+            peak, first = self.lr * self.head_lr_scale, 0
+        elif group == "body":
+            peak, first = self.lr, min(self.lp_steps, total_steps)
+        else:
+            raise ConfigError(f"Unknown parameter group {group!r}; the groups are 'head' and 'body'.")
+        t = step - first
+        if t < 0:
+            return 0.0
+        if self.warmup_steps and t < self.warmup_steps:
+            return peak * (t + 1) / self.warmup_steps
+        if self.schedule == "constant":
+            return peak
+        decay = max(total_steps - first - self.warmup_steps, 1)
+        progress = min(max((t - self.warmup_steps) / decay, 0.0), 1.0)
+        return peak * (self.final_lr_scale + (1 - self.final_lr_scale) * 0.5 * (1 + math.cos(math.pi * progress)))
 
     def resolved_device(self) -> torch.device:
         """The device to train on."""
@@ -101,9 +228,12 @@ class ComparisonConfig:
         sizes: also compare descendants of several sizes with scratch and weight selection of the
             same size (``sizes.json`` / ``sizes.md`` / ``sizes.png``).
         freeze_learngene: train only the fresh layers.
-        tune_lr: pick every method's lr (scratch included) on open-world episodes.
-        tune_episodes: open-world episodes per learning rate when tuning.
+        tune_lr: pick every method's recipe values (scratch included) on open-world episodes: the
+            lr, and steps / weight decay when their grids are given.
+        tune_episodes: open-world episodes per grid point when tuning.
         lr_grid: learning rates tried when tuning.
+        steps_grid: optimisation steps tried when tuning (empty: steps are not tuned).
+        wd_grid: weight decays tried when tuning (empty: not tuned).
     """
 
     episodes: int = 20
@@ -118,8 +248,25 @@ class ComparisonConfig:
     tune_lr: bool = False
     tune_episodes: int = 3
     lr_grid: tuple[float, ...] = DEFAULT_LR_GRID
+    steps_grid: tuple[int, ...] = ()
+    wd_grid: tuple[float, ...] = ()
+
+    def tune_grid(self) -> dict[str, list[float]]:
+        """What tuning searches: ``{"lr": [...]}`` plus ``"steps"`` / ``"weight_decay"`` when their
+        grids are given (see :func:`tune_recipe`)."""
+        grid: dict[str, list[float]] = {"lr": list(self.lr_grid)}
+        if self.steps_grid:
+            grid["steps"] = [int(s) for s in self.steps_grid]
+        if self.wd_grid:
+            grid["weight_decay"] = [float(w) for w in self.wd_grid]
+        return grid
 
     def __post_init__(self) -> None:
+        self.steps_grid = tuple(int(s) for s in self.steps_grid)
+        self.wd_grid = tuple(float(w) for w in self.wd_grid)
+        if any(s <= 0 for s in self.steps_grid) or any(w < 0 for w in self.wd_grid):
+            raise ConfigError(f"steps_grid must hold positive step counts and wd_grid non-negative weight decays, got "
+                              f"{self.steps_grid!r}, {self.wd_grid!r}.")
         for name in ("episodes", "shots", "queries", "tune_episodes"):
             value = getattr(self, name)
             if not isinstance(value, int) or value <= 0:
@@ -162,7 +309,8 @@ def _model_stats(model: nn.Module) -> tuple[list[float], list[float]]:
 def augment_batch(x: torch.Tensor, generator: torch.Generator, padding: int = 4) -> torch.Tensor:
     """Random crop after ``padding`` zero pixels on each side, then random horizontal flip.
 
-    ``x`` [B, C, H, W] float -> [B, C, H, W]; draws from ``generator`` (CPU) only.
+    ``x`` [B, C, H, W] float -> [B, C, H, W]; draws from ``generator`` (CPU) only, in this order:
+    ``randint(0, 2*padding+1, (B,))`` row offsets, the same for columns, ``rand(B) < 0.5`` flips.
     """
     b, _, h, w = x.shape
     padded = nn.functional.pad(x, (padding, padding, padding, padding))
@@ -209,6 +357,37 @@ def reestimate_batchnorm(model: IndividualModel, images: torch.Tensor, batch_siz
             m.training = mode
 
 
+def parameter_groups(model: IndividualModel) -> dict[str, list[nn.Parameter]]:
+    """The trainable parameters of ``model`` by recipe group: ``"head"`` (MLP neck and
+    classifier) and ``"body"`` (the conv blocks); frozen parameters are in neither."""
+    head = {id(p) for module in (model.neck, model.classifier) for p in module.parameters()}
+    groups: dict[str, list[nn.Parameter]] = {"head": [], "body": []}
+    for p in model.parameters():
+        if p.requires_grad:
+            groups["head" if id(p) in head else "body"].append(p)
+    return groups
+
+
+def support_batches(n: int, cfg: FewShotConfig, generator: torch.Generator):
+    """The batch indices of every step, drawn lazily from ``generator`` (CPU int64 tensors).
+
+    ``steps`` mode: every step ``torch.randperm(n)[:batch_size]``. ``epochs`` mode (the paper's):
+    one ``torch.randperm(n)`` per epoch cut into batches of ``batch_size``, a last batch of one
+    image skipped. Augmentation draws (if any) follow each batch's draw on the same generator.
+    """
+    if cfg.epochs is None:
+        for _ in range(cfg.total_steps(n)):
+            yield torch.randperm(n, generator=generator)[: cfg.batch_size]
+        return
+    for _ in range(int(cfg.epochs)):
+        order = torch.randperm(n, generator=generator)
+        for start in range(0, n, cfg.batch_size):
+            idx = order[start : start + cfg.batch_size]
+            if idx.numel() < 2 and n >= 2:
+                continue  # a single image gives degenerate BatchNorm statistics
+            yield idx
+
+
 def train_individual(
     model: IndividualModel,
     support_images: torch.Tensor,
@@ -216,13 +395,23 @@ def train_individual(
     cfg: FewShotConfig,
     seed: int,
 ) -> IndividualModel:
-    """Train ``model`` on a support set and return it (in eval mode, on ``cfg``'s device).
+    """Train ``model`` on a support set with the recipe ``cfg`` and return it (in eval mode, on
+    ``cfg``'s device).
+
+    The run, in order: ``torch.manual_seed(seed)`` (dropout) inside a forked RNG; BatchNorm
+    re-estimation of the inherited blocks (``cfg.bn_reestimate``); one SGD optimizer with a
+    ``"head"`` and a ``"body"`` parameter group (see :func:`parameter_groups`); then for every
+    step ``t`` of ``cfg.total_steps(N)``: batch indices from :func:`support_batches`, augmentation
+    (:func:`augment_batch`, same generator), forward in train mode, cross-entropy with
+    ``cfg.label_smoothing``, backward, and an SGD step with each group's lr set to
+    ``cfg.group_lr(group, t, total)``. During the LP steps the body's parameters do not require
+    gradients, so they get neither gradient, weight decay nor momentum state.
 
     Args:
         model: a fresh :class:`IndividualModel` (from a learngene or from scratch).
         support_images: uint8 [N, C, H, W].
         support_labels: int64 [N], local labels ``0..num_labels-1``.
-        cfg: the schedule.
+        cfg: the recipe.
         seed: drives the batch order, the augmentation and dropout; the same seed gives the same
             run for every method.
     """
@@ -242,27 +431,38 @@ def train_individual(
     y = support_labels.to(device=device, dtype=torch.int64)
     generator = torch.Generator().manual_seed(int(seed))
     devices = [device.index or 0] if device.type == "cuda" else []
+    n = x.shape[0]
+    total = cfg.total_steps(n)
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(int(seed))
         if cfg.bn_reestimate and model.has_learngene:
             reestimate_batchnorm(model, x, cfg.batch_size)
-        params = [p for p in model.parameters() if p.requires_grad]
-        optimizer = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+        groups = parameter_groups(model)
+        names = [name for name in ("head", "body") if groups[name]]
+        optimizer = torch.optim.SGD([{"params": groups[name], "lr": cfg.group_lr(name, 0, total)} for name in names],
+                                    lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
         # under an fp16 autocast (accelerate's mixed precision) scale the loss so small gradients survive
         fp16 = torch.is_autocast_enabled(device.type) and torch.get_autocast_dtype(device.type) == torch.float16
         scaler = torch.amp.GradScaler(device.type) if fp16 else None
+        body_frozen = cfg.lp_steps > 0 and "body" in names
+        if body_frozen:
+            for p in groups["body"]:
+                p.requires_grad_(False)
         model.train()
-        n = x.shape[0]
-        for _ in range(cfg.epochs):
-            order = torch.randperm(n, generator=generator).to(device)
-            for start in range(0, n, cfg.batch_size):
-                idx = order[start : start + cfg.batch_size]
-                if idx.numel() < 2 and n >= 2:
-                    continue  # a single image gives degenerate BatchNorm statistics
+        try:
+            for step, idx in enumerate(support_batches(n, cfg, generator)):
+                if body_frozen and step >= cfg.lp_steps:
+                    for p in groups["body"]:
+                        p.requires_grad_(True)
+                    body_frozen = False
+                idx = idx.to(device)
                 batch = x[idx]
                 if cfg.augment:
-                    batch = augment_batch(batch, generator)
-                loss = model(batch, labels=y[idx]).loss
+                    batch = augment_batch(batch, generator, cfg.crop_padding)
+                logits = model(batch).logits
+                loss = nn.functional.cross_entropy(logits, y[idx], label_smoothing=cfg.label_smoothing)
+                for group, name in zip(optimizer.param_groups, names):
+                    group["lr"] = cfg.group_lr(name, step, total)
                 optimizer.zero_grad(set_to_none=True)
                 if scaler is None:
                     loss.backward()
@@ -271,6 +471,10 @@ def train_individual(
                     scaler.scale(loss).backward()
                     scaler.step(optimizer)
                     scaler.update()
+        finally:
+            if body_frozen:
+                for p in groups["body"]:
+                    p.requires_grad_(True)
     model.eval()
     return model
 
@@ -362,7 +566,8 @@ def learngene_probe(
     """The probe of the Inheritor's validated selection (``Inheritor(..., probe=learngene_probe)``):
     query accuracy per episode of a fresh individual model around ``learngene``, trained
     ``epochs`` epochs at ``lr`` (:func:`probe_learngene` with a :class:`FewShotConfig`)."""
-    return probe_learngene(learngene, episodes, FewShotConfig(lr=lr, epochs=epochs, device=device), seed=seed)
+    cfg = FewShotConfig.from_recipe("paper", lr=lr, epochs=epochs, device=device)  # the probes' schedule: the paper's
+    return probe_learngene(learngene, episodes, cfg, seed=seed)
 
 
 # ---------------------------------------------------------------------- comparisons over episodes
@@ -378,7 +583,8 @@ class Method:
     :class:`~learngene_hf.baselines.FrozenFeatureClassifier` and fit it with
     :func:`~learngene_hf.baselines.fit_frozen_features`.
 
-    ``lr`` overrides ``FewShotConfig.lr`` for fine-tuned methods (``None``: keep it);
+    ``lr`` overrides ``FewShotConfig.lr`` for fine-tuned methods (``None``: keep it) and
+    ``recipe`` any other recipe fields (e.g. ``{"steps": 200}``, tuned values);
     ``settings`` are the fit function's keyword arguments (e.g. ``{"l2": 0.01}``) and ``search``
     the values of those settings to pick from on open-world episodes (e.g. ``{"l2": [...]}``);
     ``description`` goes into the results.
@@ -392,11 +598,19 @@ class Method:
     fit: Callable[..., nn.Module] | None = None
     settings: dict[str, Any] = field(default_factory=dict)
     search: dict[str, Sequence[Any]] | None = None
+    recipe: dict[str, Any] | None = None  # FewShotConfig fields this method overrides (tuned values)
 
     @property
     def fine_tunes(self) -> bool:
         """Whether the method fine-tunes its model with :func:`train_individual` (``lr`` applies)."""
         return self.fit is None
+
+    def config(self, cfg: FewShotConfig) -> FewShotConfig:
+        """``cfg`` with this method's overrides (``recipe``, then ``lr``)."""
+        changes = dict(self.recipe or {})
+        if self.lr is not None:
+            changes["lr"] = float(self.lr)
+        return cfg.replace(**changes) if changes else cfg
 
 
 def _as_method(method: Any) -> Method:
@@ -446,7 +660,7 @@ def run_episodes(
     if accelerator is not None:
         rank, world = int(accelerator.process_index), int(accelerator.num_processes)
         if accelerator.device.type != "cpu" and cfg.device is None:
-            cfg = FewShotConfig(**{**cfg.to_dict(), "device": str(accelerator.device)})
+            cfg = cfg.replace(device=str(accelerator.device))
     mine = list(episodes)
     autocast = contextlib.nullcontext
     if accelerator is not None:
@@ -461,10 +675,9 @@ def run_episodes(
     for ep in _progress(mine, progress and rank == 0, len(mine), desc or "episodes"):
         accuracy = {}
         for method in methods:
-            run_cfg = cfg if method.lr is None else FewShotConfig(**{**cfg.to_dict(), "lr": float(method.lr)})
             fitted = {} if method.fine_tunes else {"fit": method.fit, "settings": method.settings}
             with autocast():
-                accuracy[method.name] = run_method_on_episode(method.builder, ep, run_cfg, seed, **fitted)
+                accuracy[method.name] = run_method_on_episode(method.builder, ep, method.config(cfg), seed, **fitted)
         rows.append({"index": int(ep.index), "seed": int(getattr(ep, "seed", 0)), "classes": [int(c) for c in ep.classes],
                      "accuracy": accuracy})
     if world > 1:
@@ -479,6 +692,135 @@ def run_episodes(
     return rows
 
 
+@dataclass
+class TuningResult:
+    """What :func:`tune_recipe` tried and chose.
+
+    ``grid``: the values tried per field (after widening); ``means``: one row per combination
+    tried, ``{field: value, ..., "accuracy": mean}``; ``chosen``: the best combination;
+    ``edge``: the fields whose chosen value is still the smallest or largest of their grid after
+    widening (a wider grid could do better); ``widened``: the values added by widening.
+    """
+
+    grid: dict[str, list[float]]
+    means: list[dict[str, float]]
+    chosen: dict[str, float]
+    accuracy: float
+    edge: list[str]
+    widened: dict[str, list[float]]
+    episodes: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _grid_step(values: list[float], upward: bool, integer: bool) -> float:
+    """The next value beyond the edge of a sorted grid: the ratio of the last two values (geometric
+    grids), or their difference when the edge is 0."""
+    a, b = (values[-2], values[-1]) if upward else (values[1], values[0])
+    if a > 0 and b > 0:
+        nxt = b * (b / a)
+    else:
+        nxt = b + (b - a)
+    if integer:
+        nxt = int(round(nxt))
+        if nxt == b:
+            nxt = b + (1 if upward else -1)
+    return nxt
+
+
+def tune_recipe(
+    builder: Callable[[int], IndividualModel],
+    open_world_episodes: Sequence[Any],
+    grid: dict[str, Sequence[float]],
+    cfg: FewShotConfig | None = None,
+    accelerator: Any | None = None,
+    seed: int = 0,
+    progress: bool = False,
+    widen: int = 1,
+    desc: str | None = None,
+) -> TuningResult:
+    """Pick the recipe values (any numeric :class:`FewShotConfig` fields: ``lr``, ``steps``,
+    ``weight_decay``...) with the best mean query accuracy on ``open_world_episodes``.
+
+    Every combination of ``grid`` runs on the same episodes. When the best value of a field sits
+    at the edge of its grid, the grid is widened by one value in that direction (geometric step)
+    and the new combinations run, up to ``widen`` times per field; a best value still at the edge
+    is reported in ``edge``. Never pass novel-class episodes here: that would tune on the test
+    classes. Ties go to the smaller values (fewer steps, smaller lr).
+    """
+    cfg = cfg or FewShotConfig()
+    fields = list(grid)
+    if not fields or not open_world_episodes:
+        raise ConfigError("tune_recipe needs a non-empty grid and at least one open-world episode.")
+    known = set(cfg.to_dict())
+    values: dict[str, list[float]] = {}
+    for name in fields:
+        if name not in known or name in ("recipe", "device", "schedule", "augment", "bn_reestimate"):
+            raise ConfigError(f"Cannot tune {name!r}: tune numeric FewShotConfig fields such as lr, steps, weight_decay.")
+        values[name] = sorted({float(v) for v in grid[name]})
+        if not values[name]:
+            raise ConfigError(f"The grid of {name!r} is empty; give at least one value.")
+    integer = {name: name in ("steps", "epochs", "lp_steps", "warmup_steps", "batch_size", "crop_padding") for name in fields}
+    scores: dict[tuple, float] = {}
+
+    def key_of(combo: dict[str, float]) -> tuple:
+        return tuple(combo[name] for name in fields)
+
+    def run(combos: list[dict[str, float]]) -> None:
+        todo = [c for c in combos if key_of(c) not in scores]
+        if not todo:
+            return
+        methods = [Method("|".join(f"{k}={v:g}" for k, v in c.items()), builder,
+                          recipe={k: (int(v) if integer[k] else float(v)) for k, v in c.items()}) for c in todo]
+        rows = run_episodes(methods, open_world_episodes, cfg, accelerator, progress, seed, desc=desc)
+        for c, m in zip(todo, methods):
+            scores[key_of(c)] = sum(r["accuracy"][m.name] for r in rows) / len(rows)
+
+    def product(vals: dict[str, list[float]]) -> list[dict[str, float]]:
+        combos: list[dict[str, float]] = [{}]
+        for name in fields:
+            combos = [{**c, name: v} for c in combos for v in vals[name]]
+        return combos
+
+    def best() -> tuple[dict[str, float], float]:
+        key = max(scores, key=lambda k: (scores[k], tuple(-v for v in k)))
+        return dict(zip(fields, key)), scores[key]
+
+    run(product(values))
+    widened: dict[str, list[float]] = {name: [] for name in fields}
+    rounds = {name: 0 for name in fields}
+    while True:
+        chosen, _ = best()
+        grow = None
+        for name in fields:
+            vals = values[name]
+            if len(vals) < 2 or rounds[name] >= widen:
+                continue
+            if chosen[name] in (vals[0], vals[-1]):
+                upward = chosen[name] == vals[-1]
+                nxt = _grid_step(vals, upward, integer[name])
+                if nxt <= 0 and name != "weight_decay" and name != "lp_steps":
+                    continue
+                grow = (name, float(max(nxt, 0)))
+                break
+        if grow is None:
+            break
+        name, value = grow
+        rounds[name] += 1
+        if value in values[name]:
+            continue
+        values[name] = sorted([*values[name], value])
+        widened[name].append(value)
+        run(product(values))
+    chosen, accuracy = best()
+    edge = [name for name in fields if len(values[name]) > 1 and chosen[name] in (values[name][0], values[name][-1])]
+    means = [{**dict(zip(fields, k)), "accuracy": v} for k, v in sorted(scores.items())]
+    chosen = {k: (int(v) if integer[k] else v) for k, v in chosen.items()}
+    return TuningResult(grid=values, means=means, chosen=chosen, accuracy=accuracy, edge=edge,
+                        widened={k: v for k, v in widened.items() if v}, episodes=len(open_world_episodes))
+
+
 def tune_lr(
     builder: Callable[[int], IndividualModel],
     open_world_episodes: Sequence[Any],
@@ -489,20 +831,17 @@ def tune_lr(
     progress: bool = False,
     desc: str | None = None,
 ) -> tuple[float, dict[float, float]]:
-    """Pick the learning rate with the best mean query accuracy on ``open_world_episodes``.
+    """Pick the learning rate with the best mean query accuracy on ``open_world_episodes``
+    (:func:`tune_recipe` on ``lr`` alone, without widening).
 
     Never pass novel-class episodes here: that would tune on the test classes. Returns
     ``(best_lr, {lr: mean accuracy})``; ties go to the smaller learning rate.
     """
-    cfg = cfg or FewShotConfig()
     grid = sorted({float(lr) for lr in grid})
     if not grid or not open_world_episodes:
         raise ConfigError("tune_lr needs a non-empty lr grid and at least one open-world episode.")
-    methods = [Method(f"lr={lr:g}", builder, lr) for lr in grid]
-    rows = run_episodes(methods, open_world_episodes, cfg, accelerator, progress, seed, desc=desc)
-    means = {lr: sum(r["accuracy"][m.name] for r in rows) / len(rows) for lr, m in zip(grid, methods)}
-    best = max(grid, key=lambda lr: (means[lr], -lr))
-    return best, means
+    result = tune_recipe(builder, open_world_episodes, {"lr": grid}, cfg, accelerator, seed, progress, widen=0, desc=desc)
+    return float(result.chosen["lr"]), {row["lr"]: row["accuracy"] for row in result.means}
 
 
 def tuning_episodes(
@@ -722,6 +1061,8 @@ def compare_methods(
     collective_run: str | None = None,
     tune_lr_episodes: Sequence[Any] | None = None,
     lr_grid: Sequence[float] = DEFAULT_LR_GRID,
+    tune_grid: dict[str, Sequence[float]] | None = None,
+    widen: int = 1,
     accelerator: Any | None = None,
     seed: int = 0,
     progress: bool = True,
@@ -730,11 +1071,15 @@ def compare_methods(
     """Run the learngene, scratch (and with ``compare`` the other blocks) on identical episodes.
 
     With ``tune_lr_episodes`` (open-world episodes, never novel ones) every method, scratch
-    included, first gets its learning rate picked from ``lr_grid``. Returns the results dict that
+    included, first gets its own recipe values picked by :func:`tune_recipe` from ``tune_grid``
+    (default ``{"lr": lr_grid}``; e.g. ``{"lr": [...], "steps": [...]}``), the grid widened up
+    to ``widen`` times where the best value sits at its edge. Returns the results dict that
     ``results.json`` holds: ``setting``, ``config``, ``learngene``, ``methods`` (per method:
-    ``description``, ``lr``, ``lr_search``, ``parameters``, ``accuracies`` (episode order),
-    ``mean``, ``ci95``, ``diff_vs_scratch`` {``mean``, ``ci95``}) and ``episodes`` (per episode:
-    ``index``, ``seed``, ``classes``, ``accuracy`` per method).
+    ``description``, ``lr``, ``lr_search``, ``recipe`` (the values it trained with),
+    ``tuning`` (grid, means, chosen values, ``edge``), ``edge_of_grid``, ``parameters``,
+    ``accuracies`` (episode order), ``mean``, ``ci95``, ``diff_vs_scratch`` {``mean``,
+    ``ci95``}) and ``episodes`` (per episode: ``index``, ``seed``, ``classes``, ``accuracy`` per
+    method).
     """
     from .baselines import inheritance
     from .stats import mean_ci, paired_difference
@@ -744,22 +1089,25 @@ def compare_methods(
     methods = [_as_method(m) for m in methods]
     if not episodes:
         raise ConfigError("compare_methods needs at least one episode.")
-    if cfg.epochs <= 0:
-        raise ConfigError(f"epochs={cfg.epochs} trains nothing: the table would compare untrained models. "
-                          "Give at least one epoch (--epochs 1 or more).")
+    if cfg.total_steps(int(episodes[0].support_labels.shape[0])) <= 0:
+        raise ConfigError(f"steps={cfg.steps}, epochs={cfg.epochs} trains nothing: the table would compare untrained models. "
+                          "Give at least one step (--steps 1 or more).")
     if len(episodes[0].classes) < 2:
         raise ConfigError(f"{len(episodes[0].classes)}-way episodes score 100% by construction; use at least 2 ways (--ways 2).")
     searches: dict[str, dict[str, float] | None] = {}
+    tunings: dict[str, TuningResult] = {}
     if tune_lr_episodes:
+        grid = dict(tune_grid) if tune_grid else {"lr": list(lr_grid)}
         tuned = []
         ep0 = tune_lr_episodes[0]
         tune_ways = len(ep0.classes)
         tune_shots = int(ep0.support_labels.shape[0]) // max(tune_ways, 1)
-        grid_text = ", ".join(f"{lr:g}" for lr in sorted({float(x) for x in lr_grid}))
+        grid_text = "; ".join(f"{name} " + ", ".join(f"{v:g}" for v in sorted({float(x) for x in values}))
+                              for name, values in grid.items())
         for i, method in enumerate(methods, start=1):
             if method.fine_tunes:
-                what = (f"lr tuning {i}/{len(methods)}: {method.name}, {tune_ways}-way {tune_shots}-shot, lr {grid_text} "
-                        f"on {len(tune_lr_episodes)} open-world episodes")
+                what = (f"{'lr' if list(grid) == ['lr'] else 'recipe'} tuning {i}/{len(methods)}: {method.name}, "
+                        f"{tune_ways}-way {tune_shots}-shot, {grid_text} on {len(tune_lr_episodes)} open-world episodes")
             elif method.search:
                 values = "; ".join(f"{k} {', '.join(f'{v:g}' if isinstance(v, float) else str(v) for v in grid)}"
                                    for k, grid in method.search.items())
@@ -771,10 +1119,18 @@ def compare_methods(
             if not progress:
                 logger.info(what)
             if method.fine_tunes:
-                best, means = tune_lr(method.builder, tune_lr_episodes, lr_grid, cfg, accelerator, seed + 1,
-                                      progress=progress, desc=what)
-                searches[method.name] = {f"{lr:g}": acc for lr, acc in means.items()}
-                tuned.append(replace(method, lr=best))
+                result = tune_recipe(method.builder, tune_lr_episodes, grid, method.config(cfg), accelerator, seed + 1,
+                                     progress=progress, widen=widen, desc=what)
+                tunings[method.name] = result
+                if "lr" in result.chosen:
+                    by_lr: dict[str, float] = {}
+                    for row in result.means:
+                        key = f"{row['lr']:g}"
+                        by_lr[key] = max(by_lr.get(key, 0.0), row["accuracy"])
+                    searches[method.name] = by_lr
+                recipe = {**(method.recipe or {}), **{k: v for k, v in result.chosen.items() if k != "lr"}}
+                lr = float(result.chosen["lr"]) if "lr" in result.chosen else method.lr
+                tuned.append(replace(method, lr=lr, recipe=recipe or None))
             else:
                 best_settings, means = tune_settings(method, tune_lr_episodes, cfg, accelerator, seed + 1,
                                                      progress=progress, desc=what)
@@ -792,10 +1148,14 @@ def compare_methods(
             "description": method.description,
             "same_as": method.same_as,
             "kind": "fine-tuned" if method.fine_tunes else "frozen features",
-            "lr": float(method.lr if method.lr is not None else cfg.lr) if method.fine_tunes else None,
+            "lr": float(method.config(cfg).lr) if method.fine_tunes else None,
             "lr_search": searches.get(method.name) if method.fine_tunes else None,
             "settings": dict(method.settings) or None,
             "settings_search": None if method.fine_tunes else searches.get(method.name),
+            "recipe": ({k: v for k, v in method.config(cfg).to_dict().items() if k not in ("device", "eval_batch_size")}
+                       if method.fine_tunes else None),
+            "tuning": tunings[method.name].to_dict() if method.name in tunings else None,
+            "edge_of_grid": list(tunings[method.name].edge) if method.name in tunings else [],
             "accuracies": accs,
             "mean": mean,
             "ci95": _finite(half),
@@ -816,7 +1176,9 @@ def compare_methods(
     return {
         "setting": {"episodes": len(rows), "ways": ways, "shots": shots, "queries": queries, "seed": seed,
                     "lr_tuned_on": "open-world classes" if tune_lr_episodes else None,
-                    "lr_tuning_episodes": len(tune_lr_episodes or [])},
+                    "lr_tuning_episodes": len(tune_lr_episodes or []),
+                    "recipe": cfg.recipe,
+                    "tune_grid": (dict(tune_grid) if tune_grid else {"lr": list(lr_grid)}) if tune_lr_episodes else None},
         "config": cfg.to_dict(),
         "learngene": {"layers": lg.layer_names, "position": lg.position, "source": dict(lg.source or {}),
                       "sizes": dict(lg.sizes or {})},
@@ -850,13 +1212,23 @@ def format_table(results: dict[str, Any]) -> str:
     def pm(mean: float, half: float | None) -> str:
         return f"{100 * mean:.1f} +/- {100 * half:.1f}" if half is not None else f"{100 * mean:.1f}"
 
+    edges = []
     for name, m in results["methods"].items():
         diff = m.get("diff_vs_scratch")
         vs = ("+" if diff["mean"] >= 0 else "") + pm(diff["mean"], diff["ci95"]) if diff else "-"
         label = method_label(name, m)
         sizes = f"{m.get('inherited_parameters', 0):,} / {m['parameters']:,}"
-        lines.append(f"| {label} | {_fit_label(m)} | {pm(m['mean'], m['ci95'])} | {vs} | {sizes} | "
+        fit = _fit_label(m)
+        if m.get("edge_of_grid"):
+            fit += " (edge)"
+            chosen = (m.get("tuning") or {}).get("chosen", {})
+            edges.append(f"{name}: " + ", ".join(f"{f}={chosen.get(f, '?'):g}" if isinstance(chosen.get(f), (int, float))
+                                                  else f for f in m["edge_of_grid"]))
+        lines.append(f"| {label} | {fit} | {pm(m['mean'], m['ci95'])} | {vs} | {sizes} | "
                      f"{m.get('inherited_bytes', 0):,} |")
+    if edges:
+        lines += ["", "(edge): the chosen value is the smallest or largest of its tuning grid, even after widening; "
+                  "a wider grid may do better (" + "; ".join(edges) + ")."]
     return "\n".join(lines)
 
 

@@ -28,7 +28,7 @@ from typing import Any, Iterator, Sequence
 import torch
 
 from .errors import ConfigError
-from .fewshot import ComparisonConfig, FewShotConfig
+from .fewshot import RECIPES, ComparisonConfig, FewShotConfig
 from .inheritor import SelectionConfig
 from .logs import get_logger
 
@@ -70,12 +70,17 @@ class PipelineConfig:
         episodes: novel-class episodes per comparison.
         ways: classes per episode.
         queries: query images per class.
-        epochs: few-shot epochs over the support set.
-        lr: few-shot SGD learning rate when lr tuning is off.
-        batch_size: few-shot batch size.
-        tune_lr: pick every method's lr on open-world episodes.
-        tune_episodes: open-world episodes per lr when tuning.
+        recipe: few-shot training recipe, default or paper (FewShotConfig.from_recipe); the
+            four fields below, when set, change single values of it.
+        steps: few-shot optimisation steps (None: the recipe's).
+        epochs: count passes over the support set instead of steps (None: the recipe's).
+        lr: few-shot peak learning rate when tuning is off (None: the recipe's).
+        batch_size: few-shot batch size (None: the recipe's).
+        tune_lr: pick every method's recipe values on open-world episodes: the lr, and the
+            steps when steps_grid is given.
+        tune_episodes: open-world episodes per grid point when tuning.
         lr_grid: learning rates tried when tuning.
+        steps_grid: optimisation steps tried when tuning (None: not tuned).
         compare: also the whole backbone, last-k, first-k and worst-k blocks.
     """
 
@@ -106,20 +111,40 @@ class PipelineConfig:
     episodes: int = ComparisonConfig.episodes
     ways: int = ComparisonConfig.ways
     queries: int = ComparisonConfig.queries
-    epochs: int = FewShotConfig.epochs
-    lr: float = FewShotConfig.lr
-    batch_size: int = FewShotConfig.batch_size
+    recipe: str = field(default="default", metadata={"choices": RECIPES})
+    steps: int | None = None
+    epochs: int | None = None
+    lr: float | None = None
+    batch_size: int | None = None
     tune_lr: bool = True
     tune_episodes: int = ComparisonConfig.tune_episodes
     lr_grid: list[float] = field(default_factory=lambda: [0.01, 0.02, 0.05])
+    steps_grid: list[int] | None = None
     compare: bool = True
 
     def __post_init__(self) -> None:
         if not self.shots or any(int(s) <= 0 for s in self.shots):
             raise ConfigError(f"shots must be a non-empty list of positive integers, got {self.shots!r}.")
-        for name in ("episodes", "ways", "queries", "epochs", "batch_size", "k", "probe_episodes", "tune_episodes"):
+        for name in ("episodes", "ways", "queries", "k", "probe_episodes", "tune_episodes"):
             if int(getattr(self, name)) <= 0:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)!r}.")
+        for name in ("steps", "epochs", "batch_size"):
+            if getattr(self, name) is not None and int(getattr(self, name)) <= 0:
+                raise ConfigError(f"{name} must be positive (or None for the recipe's), got {getattr(self, name)!r}.")
+        self.fewshot_config()  # a bad recipe fails here, not after collective training
+
+    def fewshot_config(self, device: str | None = None) -> Any:
+        """The :class:`~learngene_hf.fewshot.FewShotConfig` of the few-shot stage: ``recipe`` with
+        the fields set here (``steps``, ``epochs``, ``lr``, ``batch_size``) on top."""
+        given = {"steps": self.steps, "epochs": self.epochs, "lr": self.lr, "batch_size": self.batch_size}
+        return FewShotConfig.from_recipe(self.recipe, device=device, **{k: v for k, v in given.items() if v is not None})
+
+    def tune_grid(self) -> dict[str, list[float]]:
+        """What the few-shot stage tunes per method on open-world episodes."""
+        grid: dict[str, list[float]] = {"lr": [float(x) for x in self.lr_grid]}
+        if self.steps_grid:
+            grid["steps"] = [int(x) for x in self.steps_grid]
+        return grid
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -215,7 +240,7 @@ def _few_shot(cfg: PipelineConfig, out: Path, learngene, accelerator, progress: 
 
     data, novel, open_world = load_fewshot_data(learngene)
     methods = comparison_methods(learngene, compare=cfg.compare)
-    fs_cfg = FewShotConfig(lr=cfg.lr, epochs=cfg.epochs, batch_size=cfg.batch_size, device=str(accelerator.device))
+    fs_cfg = cfg.fewshot_config(device=str(accelerator.device))
     results = {}
     for shots in cfg.shots:
         episodes = sample_episodes(data, novel, cfg.episodes, cfg.ways, shots, cfg.queries, seed=cfg.seed)
@@ -229,13 +254,14 @@ def _few_shot(cfg: PipelineConfig, out: Path, learngene, accelerator, progress: 
             fs_cfg,
             methods=methods,
             tune_lr_episodes=tune,
-            lr_grid=cfg.lr_grid,
+            tune_grid=cfg.tune_grid(),
             accelerator=accelerator,
             seed=cfg.seed,
             progress=progress,
         )
         elapsed = time.perf_counter() - start
-        runs = len(result["methods"]) * (len(episodes) + (len(cfg.lr_grid) * len(tune) if tune else 0))
+        tried = sum(len((m.get("tuning") or {}).get("means") or []) for m in result["methods"].values())
+        runs = len(result["methods"]) * len(episodes) + tried * len(tune or [])
         result["setting"]["processes"] = accelerator.num_processes
         result["seconds"] = elapsed
         result["seconds_per_run"] = elapsed * accelerator.num_processes / runs  # one model trained + evaluated

@@ -76,8 +76,7 @@ def test_pipeline_and_few_shot_script_share_their_few_shot_defaults():
     pipeline, comparison, schedule, selection = PipelineConfig(), ComparisonConfig(), FewShotConfig(), SelectionConfig()
     for name in ("episodes", "ways", "queries", "tune_episodes"):
         assert getattr(pipeline, name) == getattr(comparison, name), name
-    for name in ("epochs", "lr", "batch_size"):
-        assert getattr(pipeline, name) == getattr(schedule, name), name
+    assert pipeline.fewshot_config() == schedule  # the default recipe, nothing changed
     for name in ("k", "probe_episodes", "strategy"):
         assert getattr(pipeline, name) == getattr(selection, name), name
 

@@ -108,7 +108,7 @@ def test_freeze_keeps_the_inherited_weights_and_trains_the_rest():
     assert all(not p.requires_grad for b in model.inherited_blocks() for p in b.parameters())
     stem_before = model.blocks[0].conv.weight.detach().clone()
     images = torch.randint(0, 256, (10, 3, 32, 32), dtype=torch.uint8)
-    train_individual(model, images, torch.arange(5).repeat(2), FewShotConfig(epochs=2, batch_size=5), seed=0)
+    train_individual(model, images, torch.arange(5).repeat(2), FewShotConfig.from_recipe("paper", epochs=2, batch_size=5), seed=0)
     assert torch.equal(model.blocks[2].conv.weight, collective.blocks[2].conv.weight)
     assert not torch.equal(model.blocks[0].conv.weight, stem_before)
     bn = model.blocks[2].bn
