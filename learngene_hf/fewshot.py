@@ -57,8 +57,9 @@ class FewShotConfig:
     trained at all.
 
     Attributes:
-        recipe: the name of the preset the values started from ("default", "paper");
-            informational, the fields below are the recipe.
+        recipe: the named recipe the values start from: "default" (the library's) or "paper"
+            (the paper's schedule); FewShotConfig.from_recipe(name) and --recipe set its values,
+            the other fields change single ones.
         steps: optimisation steps. Each step trains on ``min(batch_size, N)`` support images
             drawn without replacement (``torch.randperm(N)[:batch_size]``).
         epochs: the paper's way of counting instead: ``epochs`` shuffled passes over the support
