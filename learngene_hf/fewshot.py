@@ -1171,6 +1171,7 @@ def compare_methods(
             d_mean, d_half = paired_difference(accs, scratch)
             entry["diff_vs_scratch"] = {"mean": d_mean, "ci95": _finite(d_half)}
         summary[method.name] = entry
+    strongest = add_strongest_baseline(summary)
     shots = int(episodes[0].support_labels.shape[0]) // max(ways, 1)
     queries = int(episodes[0].query_labels.shape[0]) // max(ways, 1)
     lg = learngene.config
@@ -1184,8 +1185,34 @@ def compare_methods(
         "learngene": {"layers": lg.layer_names, "position": lg.position, "source": dict(lg.source or {}),
                       "sizes": dict(lg.sizes or {})},
         "methods": summary,
+        "strongest_baseline": strongest,
         "episodes": rows,
     }
+
+
+def add_strongest_baseline(methods: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
+    """Find the strongest method that inherits nothing and add every other method's paired
+    difference to it.
+
+    Among the methods whose ``inherited_parameters`` is 0 (scratch, classifiers on random
+    features...), the one with the best mean accuracy is the baseline a learngene has to beat.
+    Every other method gets ``diff_vs_strongest_baseline`` = {``baseline``, ``mean``, ``ci95``}
+    (paired over the episodes, in accuracy units). Returns ``{"name", "mean", "candidates"}``, or
+    ``None`` when no method inherits nothing.
+    """
+    from .stats import paired_difference
+
+    candidates = [name for name, m in methods.items() if int(m.get("inherited_parameters", 0) or 0) == 0]
+    if not candidates:
+        return None
+    best = max(candidates, key=lambda name: methods[name]["mean"])
+    reference = methods[best]["accuracies"]
+    for name, m in methods.items():
+        if name == best:
+            continue
+        d_mean, d_half = paired_difference(m["accuracies"], reference)
+        m["diff_vs_strongest_baseline"] = {"baseline": best, "mean": d_mean, "ci95": _finite(d_half)}
+    return {"name": best, "mean": methods[best]["mean"], "candidates": candidates}
 
 
 def _finite(value: float) -> float | None:
@@ -1206,8 +1233,8 @@ def format_table(results: dict[str, Any]) -> str:
         f"{s['ways']}-way {s['shots']}-shot, {s['queries']} queries per class, {s['episodes']} episodes "
         f"(accuracy in %, mean +/- 95% CI)",
         "",
-        "| method | lr | accuracy | vs scratch | inherited / all parameters | inherited bytes |",
-        "| --- | --- | --- | --- | --- | --- |",
+        "| method | lr | accuracy | vs scratch | vs strongest baseline | inherited / all parameters | inherited bytes |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
     ]
 
     def pm(mean: float, half: float | None) -> str:
@@ -1225,8 +1252,14 @@ def format_table(results: dict[str, Any]) -> str:
             chosen = (m.get("tuning") or {}).get("chosen", {})
             edges.append(f"{name}: " + ", ".join(f"{f}={chosen.get(f, '?'):g}" if isinstance(chosen.get(f), (int, float))
                                                   else f for f in m["edge_of_grid"]))
-        lines.append(f"| {label} | {fit} | {pm(m['mean'], m['ci95'])} | {vs} | {sizes} | "
+        strong = m.get("diff_vs_strongest_baseline")
+        vs_strong = ("+" if strong["mean"] >= 0 else "") + pm(strong["mean"], strong["ci95"]) if strong else "-"
+        lines.append(f"| {label} | {fit} | {pm(m['mean'], m['ci95'])} | {vs} | {vs_strong} | {sizes} | "
                      f"{m.get('inherited_bytes', 0):,} |")
+    best = results.get("strongest_baseline")
+    if best:
+        lines += ["", f"vs strongest baseline: paired difference in points to {best['name']}, the best of the methods "
+                  f"that inherit nothing ({', '.join(best['candidates'])})."]
     if edges:
         lines += ["", "(edge): the chosen value is the smallest or largest of its tuning grid, even after widening; "
                   "a wider grid may do better (" + "; ".join(edges) + ")."]

@@ -19,6 +19,7 @@ from learngene_hf.fewshot import (
     DEFAULT_STEPS,
     ComparisonConfig,
     FewShotConfig,
+    add_strongest_baseline,
     augment_batch,
     compare_methods,
     format_table,
@@ -173,6 +174,21 @@ def test_compare_methods_reports_tuned_recipes_and_edge_flags(data, monkeypatch)
     assert m["recipe"]["steps"] == 2 and m["recipe"]["recipe"] == "default" and "diff_vs_scratch" in m
     assert sorted(set(tuned_on)) == [0.01, 0.02, 0.04]
     assert "0.04 (edge)" in format_table(results) and "learngene: lr=0.04" in format_table(results)
+    assert results["strongest_baseline"]["name"] == "scratch" and m["diff_vs_strongest_baseline"]["baseline"] == "scratch"
+
+
+def test_the_strongest_method_that_inherits_nothing_is_the_reference():
+    methods = {
+        "learngene": {"inherited_parameters": 10, "mean": 0.6, "accuracies": [0.6, 0.7, 0.5]},
+        "scratch": {"inherited_parameters": 0, "mean": 0.3, "accuracies": [0.3, 0.4, 0.2]},
+        "logreg_random": {"inherited_parameters": 0, "mean": 0.4, "accuracies": [0.5, 0.4, 0.3]},
+    }
+    best = add_strongest_baseline(methods)
+    assert best == {"name": "logreg_random", "mean": 0.4, "candidates": ["scratch", "logreg_random"]}
+    assert methods["learngene"]["diff_vs_strongest_baseline"]["mean"] == pytest.approx(0.2)
+    assert methods["scratch"]["diff_vs_strongest_baseline"]["mean"] == pytest.approx(-0.1)
+    assert "diff_vs_strongest_baseline" not in methods["logreg_random"]
+    assert add_strongest_baseline({"learngene": methods["learngene"]}) is None
 
 
 def _example(name: str):
