@@ -31,7 +31,7 @@ from transformers.modeling_outputs import BaseModelOutputWithPoolingAndNoAttenti
 from .growth import wider_consumer_linear
 from .layers import init_vgg_weights, make_image_processor, project_error
 from .model_outputs import classifier_output, vgg_base_forward
-from .vgg import VGG_BN_ARCHS, VGG_BN_MEAN, VGG_BN_STD, VGGBN
+from .vgg import VGG_BN_ARCHS, VGG_BN_MEAN, VGG_BN_STD, VGGBN, backbone_from_config
 
 #: Architectures by name (the registered timm sizes ``learngene_vgg_<name>``). "paper" is the
 #: collective model of the Learngene paper; "small" and "tiny" are for CPUs and tests.
@@ -168,20 +168,6 @@ class CollectivePreTrainedModel(PreTrainedModel):
         return result
 
 
-def _vgg_from_config(config: CollectiveConfig) -> VGGBN:
-    return VGGBN(
-        widths=config.widths,
-        pool=config.pool,
-        head_hidden=config.head_hidden,
-        num_classes=0,
-        in_chans=config.in_channels,
-        kernel_size=config.kernel_size,
-        feature_pool_size=config.feature_pool_size,
-        drop_rate=config.dropout,
-        init_weights=False,
-    )
-
-
 class CollectiveBaseModel(CollectivePreTrainedModel):
     r"""The collective model without task heads (what ``AutoModel`` loads).
 
@@ -197,7 +183,7 @@ class CollectiveBaseModel(CollectivePreTrainedModel):
         # Inside a classification model the parent's post_init initializes these weights, in the
         # same module order (and so from the same random stream) as a single flat model would.
         self.init_by_parent = init_by_parent
-        self.vgg = _vgg_from_config(config)
+        self.vgg = backbone_from_config(config)
         self.post_init()
 
     def init_weights(self) -> None:

@@ -29,7 +29,7 @@ from transformers.modeling_outputs import BaseModelOutputWithPoolingAndNoAttenti
 
 from .layers import BLOCK_TENSOR_NAMES, init_vgg_weights, make_image_processor, project_error
 from .model_outputs import classifier_output, vgg_base_forward
-from .vgg import VGG_BN_ARCHS, VGG_BN_MEAN, VGG_BN_STD, VGGBN
+from .vgg import VGG_BN_ARCHS, VGG_BN_MEAN, VGG_BN_STD, VGGBN, backbone_from_config
 
 #: The paper's individual model (Learngene, AAAI 2022): fresh stem, 3 inherited 512-wide blocks, head.
 PAPER_STEM_WIDTHS = [64, 128, 256, 512]
@@ -294,17 +294,7 @@ class IndividualBaseModel(IndividualPreTrainedModel):
         # Inside a classification model the parent's post_init initializes these weights, in the
         # same module order (and so from the same random stream) as a single flat model would.
         self.init_by_parent = init_by_parent
-        self.vgg = VGGBN(
-            widths=config.widths,
-            pool=config.pool,
-            head_hidden=config.head_hidden,
-            num_classes=0,
-            in_chans=config.in_channels,
-            kernel_size=config.kernel_size,
-            feature_pool_size=config.feature_pool_size,
-            drop_rate=config.dropout,
-            init_weights=False,
-        )
+        self.vgg = backbone_from_config(config)
         self.post_init()
 
     def init_weights(self) -> None:

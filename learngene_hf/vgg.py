@@ -32,7 +32,7 @@ from timm.models._features import feature_take_indices  # what timm's own model 
 from .growth import identity_block, replication_map, wider_block, wider_consumer_conv, wider_consumer_linear
 from .layers import conv_block, init_vgg_weights, mlp_neck, project_error, run_blocks
 
-__all__ = ["VGGBN", "VGG_BN_ARCHS", "VGG_BN_MEAN", "VGG_BN_STD"]
+__all__ = ["VGGBN", "VGG_BN_ARCHS", "VGG_BN_MEAN", "VGG_BN_STD", "backbone_from_config"]
 
 #: Architectures by size. "paper" is the collective model of the Learngene paper (13 conv layers,
 #: VGG-16 style pooling, classifier 1024-1024-n); "small" and "tiny" are for CPUs and tests.
@@ -286,6 +286,24 @@ class VGGBN(nn.Module):
         self.blocks.insert(layer + 1, identity_block(width, self.make_block, self.blocks[layer]))
         self.widths.insert(layer + 1, width)
         self.pool.insert(layer + 1, False)
+
+
+def backbone_from_config(config: Any) -> VGGBN:
+    """The headless :class:`VGGBN` (``num_classes=0``, weights left to the caller's
+    ``_init_weights``) that a collective or individual model config describes: both carry
+    ``widths``, ``pool``, ``head_hidden``, ``in_channels``, ``kernel_size``,
+    ``feature_pool_size`` and ``dropout``."""
+    return VGGBN(
+        widths=config.widths,
+        pool=config.pool,
+        head_hidden=config.head_hidden,
+        num_classes=0,
+        in_chans=config.in_channels,
+        kernel_size=config.kernel_size,
+        feature_pool_size=config.feature_pool_size,
+        drop_rate=config.dropout,
+        init_weights=False,
+    )
 
 
 def _cfg(**kwargs: Any) -> dict[str, Any]:
