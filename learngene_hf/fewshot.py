@@ -86,6 +86,10 @@ class FewShotConfig:
             collective model's statistics.
         device: torch device ("cpu", "cuda", ...); ``None`` picks CUDA when available.
         eval_batch_size: images per forward pass in :func:`evaluate`.
+        stack: train the descendants of many episodes (and methods, and learning rates) at once
+            as one stacked network (learngene_hf.stacked); same results as one at a time.
+            ``False`` (``--no-stack``) trains them one at a time.
+        stack_size: at most this many descendants per stack (memory grows linearly with it).
     """
 
     recipe: str = field(default="default", metadata={"choices": RECIPES})
@@ -106,6 +110,8 @@ class FewShotConfig:
     bn_reestimate: bool = True
     device: str | None = None
     eval_batch_size: int = 256
+    stack: bool = True
+    stack_size: int = 16
 
     def __post_init__(self) -> None:
         if self.steps is not None and self.epochs is not None:
@@ -126,6 +132,8 @@ class FewShotConfig:
                               f"{self.final_lr_scale}, {self.label_smoothing}.")
         if self.batch_size <= 0 or self.eval_batch_size <= 0:
             raise ConfigError(f"batch sizes must be positive, got batch_size={self.batch_size}, eval_batch_size={self.eval_batch_size}.")
+        if self.stack_size <= 0:
+            raise ConfigError(f"stack_size must be positive, got {self.stack_size}.")
         if self.momentum < 0 or self.weight_decay < 0:
             raise ConfigError(f"momentum and weight_decay must be >= 0, got {self.momentum}, {self.weight_decay}.")
 
@@ -290,14 +298,19 @@ def episode_seed(seed: int, episode_index: int, episode_seed_value: int = 0) -> 
     return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
 
 
-def _normalize(images: torch.Tensor, device: torch.device, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+def _normalize(images: torch.Tensor, device: torch.device, mean: Sequence[float], std: Sequence[float],
+               dtype: torch.dtype = torch.float32) -> torch.Tensor:
     if not isinstance(images, torch.Tensor) or images.dtype != torch.uint8 or images.dim() != 4:
         got = f"{images.dtype} {tuple(images.shape)}" if isinstance(images, torch.Tensor) else type(images).__name__
         raise DataError(f"Few-shot images must be uint8 tensors [N, C, H, W], got {got}.")
-    x = images.to(device=device, dtype=torch.float32) / 255.0
-    m = torch.tensor(list(mean), dtype=torch.float32, device=device).view(1, -1, 1, 1)
-    s = torch.tensor(list(std), dtype=torch.float32, device=device).view(1, -1, 1, 1)
+    x = images.to(device=device, dtype=dtype) / 255.0
+    m = torch.tensor(list(mean), dtype=dtype, device=device).view(1, -1, 1, 1)
+    s = torch.tensor(list(std), dtype=dtype, device=device).view(1, -1, 1, 1)
     return (x - m) / s
+
+
+def _model_dtype(model: nn.Module) -> torch.dtype:
+    return next(model.parameters()).dtype
 
 
 def _model_stats(model: nn.Module) -> tuple[list[float], list[float]]:
@@ -305,6 +318,15 @@ def _model_stats(model: nn.Module) -> tuple[list[float], list[float]]:
     mean = getattr(config, "image_mean", None) or [0.5, 0.5, 0.5]
     std = getattr(config, "image_std", None) or [0.5, 0.5, 0.5]
     return list(mean), list(std)
+
+
+def augment_offsets(b: int, generator: torch.Generator, padding: int = 4) -> tuple[list[int], list[int], list[bool]]:
+    """The random draws of :func:`augment_batch` for ``b`` images: row offsets, column offsets and
+    flips (in this order from ``generator``)."""
+    dy = torch.randint(0, 2 * padding + 1, (b,), generator=generator).tolist()
+    dx = torch.randint(0, 2 * padding + 1, (b,), generator=generator).tolist()
+    flip = torch.rand(b, generator=generator).lt(0.5).tolist()
+    return dy, dx, flip
 
 
 def augment_batch(x: torch.Tensor, generator: torch.Generator, padding: int = 4) -> torch.Tensor:
@@ -315,9 +337,7 @@ def augment_batch(x: torch.Tensor, generator: torch.Generator, padding: int = 4)
     """
     b, _, h, w = x.shape
     padded = nn.functional.pad(x, (padding, padding, padding, padding))
-    dy = torch.randint(0, 2 * padding + 1, (b,), generator=generator).tolist()
-    dx = torch.randint(0, 2 * padding + 1, (b,), generator=generator).tolist()
-    flip = torch.rand(b, generator=generator).lt(0.5).tolist()
+    dy, dx, flip = augment_offsets(b, generator, padding)
     out = torch.empty_like(x)
     for i in range(b):
         crop = padded[i, :, dy[i] : dy[i] + h, dx[i] : dx[i] + w]
@@ -428,7 +448,7 @@ def train_individual(
         )
     device = cfg.resolved_device()
     model.to(device)
-    x = _normalize(support_images, device, *_model_stats(model))
+    x = _normalize(support_images, device, *_model_stats(model), dtype=_model_dtype(model))
     y = support_labels.to(device=device, dtype=torch.int64)
     generator = torch.Generator().manual_seed(int(seed))
     devices = [device.index or 0] if device.type == "cuda" else []
@@ -490,7 +510,7 @@ def evaluate(model: IndividualModel, images: torch.Tensor, labels: torch.Tensor,
     mean, std = _model_stats(model)
     correct = 0
     for start in range(0, images.shape[0], cfg.eval_batch_size):
-        x = _normalize(images[start : start + cfg.eval_batch_size], device, mean, std)
+        x = _normalize(images[start : start + cfg.eval_batch_size], device, mean, std, dtype=_model_dtype(model))
         pred = model(x).logits.argmax(-1).cpu()
         correct += int((pred == labels[start : start + cfg.eval_batch_size].cpu()).sum())
     return correct / images.shape[0]
@@ -513,6 +533,17 @@ def build_individual(
     return IndividualModel(IndividualConfig(num_labels=num_labels, **overrides))
 
 
+def build_for_episode(builder: Callable[[int], nn.Module], episode: Any, seed: int = 0) -> tuple[nn.Module, int]:
+    """``(builder(ways) built under the episode's seed, that seed)``: the fresh layers of every
+    method start from the same random draw on the same episode."""
+    ways = len(episode.classes)
+    s = episode_seed(seed, episode.index, getattr(episode, "seed", 0))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(s)
+        model = builder(ways)
+    return model, s
+
+
 def run_method_on_episode(
     builder: Callable[[int], nn.Module],
     episode: Any,
@@ -523,12 +554,8 @@ def run_method_on_episode(
 ) -> float:
     """Build a fresh model with ``builder(ways)`` under the episode's seed, fit it on the support
     set (``fit(model, images, labels, cfg, seed, **settings)``; ``None``: fine-tune it with
-    :func:`train_individual`), and return its query accuracy."""
-    ways = len(episode.classes)
-    s = episode_seed(seed, episode.index, getattr(episode, "seed", 0))
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(s)
-        model = builder(ways)
+    :func:`train_individual`, one at a time), and return its query accuracy."""
+    model, s = build_for_episode(builder, episode, seed)
     if fit is None:
         train_individual(model, episode.support_images, episode.support_labels, cfg, s)
     else:
@@ -558,16 +585,20 @@ def probe_learngene(
     def builder(ways: int) -> IndividualModel:
         return build_individual(learngene, ways, architecture_of=architecture_of, **individual_overrides)
 
-    return [run_method_on_episode(builder, episode, cfg, seed) for episode in episodes]
+    from .stacked import Descendant, run_descendants
+
+    return run_descendants([Descendant(builder, episode, None, seed) for episode in episodes], cfg)
 
 
 def learngene_probe(
-    learngene: Any, episodes: Sequence[Any], lr: float, epochs: int, seed: int = 0, device: str | None = None
+    learngene: Any, episodes: Sequence[Any], lr: float, epochs: int, seed: int = 0, device: str | None = None,
+    stack: bool = True,
 ) -> list[float]:
     """The probe of the Inheritor's validated selection (``Inheritor(..., probe=learngene_probe)``):
     query accuracy per episode of a fresh individual model around ``learngene``, trained
-    ``epochs`` epochs at ``lr`` (:func:`probe_learngene` with a :class:`FewShotConfig`)."""
-    cfg = FewShotConfig.from_recipe("paper", lr=lr, epochs=epochs, device=device)  # the probes' schedule: the paper's
+    ``epochs`` epochs at ``lr`` (:func:`probe_learngene` with a :class:`FewShotConfig`; the
+    episodes' descendants train stacked unless ``stack=False``)."""
+    cfg = FewShotConfig.from_recipe("paper", lr=lr, epochs=epochs, device=device, stack=stack)  # the probes' schedule: the paper's
     return probe_learngene(learngene, episodes, cfg, seed=seed)
 
 
@@ -626,7 +657,7 @@ def _as_method(method: Any) -> Method:
 
 def _progress(iterable, enabled: bool, total: int, desc: str):
     if not enabled:
-        return iterable
+        return iterable  # None when the caller only wants a bar to update
     from tqdm.auto import tqdm
 
     return tqdm(iterable, total=total, desc=desc, leave=False)
@@ -668,17 +699,21 @@ def run_episodes(
         with accelerator.split_between_processes(list(episodes)) as share:
             mine = list(share)
         autocast = accelerator.autocast  # accelerate's mixed precision (a no-op for "no")
-    rows = []
     if desc is None and episodes:
         ep0 = episodes[0]
         ways = len(ep0.classes)
         desc = f"few-shot {ways}-way {int(ep0.support_labels.shape[0]) // max(ways, 1)}-shot: {', '.join(names)}"
-    for ep in _progress(mine, progress and rank == 0, len(mine), desc or "episodes"):
-        accuracy = {}
-        for method in methods:
-            fitted = {} if method.fine_tunes else {"fit": method.fit, "settings": method.settings}
-            with autocast():
-                accuracy[method.name] = run_method_on_episode(method.builder, ep, method.config(cfg), seed, **fitted)
+    from .stacked import descendants_for, run_descendants
+
+    jobs = descendants_for(methods, mine, seed, cfg)  # stacked unless cfg.stack is False
+    bar = _progress(None, progress and rank == 0, len(jobs), desc or "descendants")
+    with autocast():
+        accs = run_descendants(jobs, cfg, progress=bar.update if bar is not None else None)
+    if bar is not None:
+        bar.close()
+    rows = []
+    for e, ep in enumerate(mine):
+        accuracy = {method.name: accs[k * len(mine) + e] for k, method in enumerate(methods)}
         rows.append({"index": int(ep.index), "seed": int(getattr(ep, "seed", 0)), "classes": [int(c) for c in ep.classes],
                      "accuracy": accuracy})
     if world > 1:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import time
 from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
@@ -82,6 +83,8 @@ class PipelineConfig:
         lr_grid: learning rates tried when tuning.
         steps_grid: optimisation steps tried when tuning (None: not tuned).
         compare: also the whole backbone, last-k, first-k and worst-k blocks.
+        stack: train many few-shot descendants at once (learngene_hf.stacked) in the selection
+            probes, the tuning and the comparison; False (--no-stack): one at a time.
     """
 
     output_dir: str = "runs/pipeline"
@@ -121,6 +124,7 @@ class PipelineConfig:
     lr_grid: list[float] = field(default_factory=lambda: [0.01, 0.02, 0.05])
     steps_grid: list[int] | None = None
     compare: bool = True
+    stack: bool = FewShotConfig.stack
 
     def __post_init__(self) -> None:
         if not self.shots or any(int(s) <= 0 for s in self.shots):
@@ -137,7 +141,8 @@ class PipelineConfig:
         """The :class:`~learngene_hf.fewshot.FewShotConfig` of the few-shot stage: ``recipe`` with
         the fields set here (``steps``, ``epochs``, ``lr``, ``batch_size``) on top."""
         given = {"steps": self.steps, "epochs": self.epochs, "lr": self.lr, "batch_size": self.batch_size}
-        return FewShotConfig.from_recipe(self.recipe, device=device, **{k: v for k, v in given.items() if v is not None})
+        return FewShotConfig.from_recipe(self.recipe, device=device, stack=self.stack,
+                                         **{k: v for k, v in given.items() if v is not None})
 
     def tune_grid(self) -> dict[str, list[float]]:
         """What the few-shot stage tunes per method on open-world episodes."""
@@ -173,7 +178,8 @@ def _select_and_save(cfg: PipelineConfig, out: Path, device: str) -> tuple[Any, 
     from .fewshot import learngene_probe
     from .inheritor import Inheritor
 
-    inheritor = Inheritor.from_run(out / "collective", probe=learngene_probe)
+    probe = learngene_probe if cfg.stack else partial(learngene_probe, stack=False)
+    inheritor = Inheritor.from_run(out / "collective", probe=probe)
     selection = inheritor.select(
         cfg.strategy,
         k=cfg.k,

@@ -107,7 +107,8 @@ def test_learngene_and_scratch_see_identical_episodes_and_fresh_init(data, monke
         return real_train(model, images, labels, cfg, seed)
 
     monkeypatch.setattr(fewshot, "train_individual", spy)
-    results = compare_methods(lg, episodes, FAST, progress=False)
+    one_at_a_time = FAST.replace(stack=False)  # the stacked path: tests/test_stacked.py
+    results = compare_methods(lg, episodes, one_at_a_time, progress=False)
     assert [r["index"] for r in results["episodes"]] == [0, 1, 2]
     for a, b in zip(seen["learngene"], seen["scratch"]):
         assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) and a[2] == b[2]
@@ -133,8 +134,8 @@ def test_tune_lr_picks_the_best_mean_on_open_world_episodes(data, monkeypatch):
     import learngene_hf.fewshot as fewshot
 
     episodes = sample_episodes(data, SPLIT["open_world"], 2, ways=2, shots=2, queries=2)
-    monkeypatch.setattr(fewshot, "run_method_on_episode", lambda builder, ep, cfg, seed=0: 1.0 - abs(cfg.lr - 0.01))
-    best, means = tune_lr(lambda n: None, episodes, grid=(0.001, 0.01, 0.1), cfg=FAST)
+    monkeypatch.setattr(fewshot, "run_method_on_episode", lambda builder, ep, cfg, seed=0, *fit: 1.0 - abs(cfg.lr - 0.01))
+    best, means = tune_lr(lambda n: None, episodes, grid=(0.001, 0.01, 0.1), cfg=FAST.replace(stack=False))
     assert best == 0.01 and set(means) == {0.001, 0.01, 0.1}
 
 

@@ -140,17 +140,17 @@ def test_tuning_runs_on_open_world_episodes_and_flags_values_at_the_edge(data, m
     episodes = sample_episodes(data, SPLIT["open_world"], 2, ways=2, shots=1, queries=1)
     seen = []
 
-    def fake(builder, ep, cfg, seed=0):  # accuracy rises with lr up to 0.3, and with steps
+    def fake(builder, ep, cfg, seed=0, *fit):  # accuracy rises with lr up to 0.3, and with steps
         seen.append(tuple(ep.classes))
         return 1.0 - abs(math.log(cfg.lr / 0.3)) + 0.01 * cfg.steps
 
     monkeypatch.setattr(fewshot, "run_method_on_episode", fake)
-    result = tune_recipe(lambda n: None, episodes, {"lr": [0.01, 0.03], "steps": [5, 10]}, FewShotConfig(), widen=1)
+    result = tune_recipe(lambda n: None, episodes, {"lr": [0.01, 0.03], "steps": [5, 10]}, FewShotConfig(stack=False), widen=1)
     assert set(seen) <= {tuple(ep.classes) for ep in episodes} and set(map(frozenset, seen)) == {frozenset(SPLIT["open_world"])}
     assert result.widened == {"lr": [0.09], "steps": [20]}  # each widened once
     assert result.chosen == {"lr": 0.09, "steps": 20} and isinstance(result.chosen["steps"], int)
     assert result.edge == ["lr", "steps"]  # still at the edge after one widening: reported
-    inside = tune_recipe(lambda n: None, episodes, {"lr": [0.1, 0.3, 1.0]}, FewShotConfig())
+    inside = tune_recipe(lambda n: None, episodes, {"lr": [0.1, 0.3, 1.0]}, FewShotConfig(stack=False))
     assert inside.chosen == {"lr": 0.3} and inside.edge == [] and inside.widened == {}
 
 
@@ -162,13 +162,13 @@ def test_compare_methods_reports_tuned_recipes_and_edge_flags(data, monkeypatch)
     tune = sample_episodes(data, SPLIT["open_world"], 1, ways=2, shots=1, queries=1, seed=3)
     tuned_on = []
 
-    def fake(builder, ep, cfg, seed=0):
+    def fake(builder, ep, cfg, seed=0, *fit):
         if set(ep.classes) <= set(SPLIT["open_world"]):
             tuned_on.append(cfg.lr)
         return min(cfg.lr, 0.5)
 
     monkeypatch.setattr(fewshot, "run_method_on_episode", fake)
-    results = compare_methods(lg, novel, FewShotConfig(steps=2), tune_lr_episodes=tune, tune_grid={"lr": [0.01, 0.02]},
+    results = compare_methods(lg, novel, FewShotConfig(steps=2, stack=False), tune_lr_episodes=tune, tune_grid={"lr": [0.01, 0.02]},
                               widen=1, progress=False)
     m = results["methods"]["learngene"]
     assert m["lr"] == 0.04 and m["edge_of_grid"] == ["lr"] and m["tuning"]["widened"] == {"lr": [0.04]}
