@@ -158,9 +158,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--results", default=str(RESULTS), help="where pipeline.json / pipeline.md go")
     p.add_argument("--preset", default="small")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-stack", action="store_true", help="train the few-shot descendants one at a time")
+    p.add_argument("--stack-size", type=int, default=None, help="descendants per stack (default: the library's)")
     args = p.parse_args(argv)
 
-    extra = {"recipe": args.recipe, "compare": not args.no_compare}
+    extra = {"recipe": args.recipe, "compare": not args.no_compare, "stack": not args.no_stack}
+    if args.stack_size:
+        extra["stack_size"] = args.stack_size
     if args.tune_episodes:
         extra["tune_episodes"] = args.tune_episodes
     if args.lr_grid:

@@ -85,6 +85,7 @@ class PipelineConfig:
         compare: also the whole backbone, last-k, first-k and worst-k blocks.
         stack: train many few-shot descendants at once (learngene_hf.stacked) in the selection
             probes, the tuning and the comparison; False (--no-stack): one at a time.
+        stack_size: at most this many descendants per stack (more fill a GPU better).
     """
 
     output_dir: str = "runs/pipeline"
@@ -125,6 +126,7 @@ class PipelineConfig:
     steps_grid: list[int] | None = None
     compare: bool = True
     stack: bool = FewShotConfig.stack
+    stack_size: int = FewShotConfig.stack_size
 
     def __post_init__(self) -> None:
         if not self.shots or any(int(s) <= 0 for s in self.shots):
@@ -141,7 +143,7 @@ class PipelineConfig:
         """The :class:`~learngene_hf.fewshot.FewShotConfig` of the few-shot stage: ``recipe`` with
         the fields set here (``steps``, ``epochs``, ``lr``, ``batch_size``) on top."""
         given = {"steps": self.steps, "epochs": self.epochs, "lr": self.lr, "batch_size": self.batch_size}
-        return FewShotConfig.from_recipe(self.recipe, device=device, stack=self.stack,
+        return FewShotConfig.from_recipe(self.recipe, device=device, stack=self.stack, stack_size=self.stack_size,
                                          **{k: v for k, v in given.items() if v is not None})
 
     def tune_grid(self) -> dict[str, list[float]]:
