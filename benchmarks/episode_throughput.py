@@ -20,6 +20,7 @@ Writes benchmarks/results/episode_throughput.{json,md}; per shot count the JSON 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import platform
 import time
@@ -61,6 +62,13 @@ def learngene_of_the_pipeline() -> Learngene:
     return Learngene.from_collective(model, [0, 1, 2], preprocessing={"image_size": 32, "mean": [0.5] * 3, "std": [0.5] * 3})
 
 
+def autocast(device: str, mixed_precision: str):
+    """bf16 autocast on ``device`` for ``"bf16"``, nothing for ``"no"``."""
+    if mixed_precision == "bf16":
+        return torch.autocast(device_type=device, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
 def timed(methods, episodes, cfg: FewShotConfig) -> tuple[float, list[dict]]:
     if torch.cuda.is_available():
         torch.cuda.synchronize()
@@ -81,6 +89,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--warmup-steps", type=int, default=None, help="recipe warm-up steps (default: the recipe's)")
     parser.add_argument("--no-profile", action="store_true", help="skip the profile of one short run per path")
     parser.add_argument("--stack-size", type=int, default=FewShotConfig.stack_size)
+    parser.add_argument("--mixed-precision", default="no", choices=["no", "bf16"],
+                        help="run both paths under torch.autocast in bf16 (GPUs; what accelerate's 'auto' picks there)")
     parser.add_argument("--out", default=str(RESULTS), help="output path without extension")
     parser.add_argument("--note", default="", help="a line about the machine's state (e.g. shared with other jobs)")
     args = parser.parse_args(argv)
@@ -90,15 +100,14 @@ def main(argv: list[str] | None = None) -> dict:
     data, _ = load_tensors(None, num_classes=20, train_per_class=60, test_per_class=1, image_size=32)
     overrides = {k: v for k, v in (("steps", args.steps), ("lp_steps", args.lp_steps), ("warmup_steps", args.warmup_steps))
                  if v is not None}
-    make = getattr(FewShotConfig, "from_recipe", None)
-    base = make("default", device=device, stack_size=args.stack_size, **overrides) if make else FewShotConfig(
-        device=device, stack_size=args.stack_size)
-    results: dict = {"machine": machine(), "note": args.note, "config": base.to_dict(),
+    base = FewShotConfig.from_recipe("default", device=device, stack_size=args.stack_size, **overrides)
+    results: dict = {"machine": machine(), "note": args.note, "config": base.to_dict(), "mixed_precision": args.mixed_precision,
                      "methods": [m.name for m in methods], "rounds": args.rounds, "shots": {}}
     turn = 0
     for shots in [int(s) for s in args.shots.split(",")]:
         seconds = {"one_at_a_time": 0.0, "stacked": 0.0}
         count, worst = 0, 0.0
+        sums = {"one_at_a_time": 0.0, "stacked": 0.0}  # accuracies, for the mean of each path
         for r in range(args.rounds):
             episodes = sample_episodes(data, list(range(20)), args.episodes, 5, shots, 15, seed=1000 * shots + r)
             runs = {}
@@ -106,16 +115,20 @@ def main(argv: list[str] | None = None) -> dict:
             turn += 1
             for path in order:
                 cfg = FewShotConfig(**{**base.to_dict(), "stack": path == "stacked"})
-                elapsed, rows = timed(methods, episodes, cfg)
+                with autocast(device, args.mixed_precision):
+                    elapsed, rows = timed(methods, episodes, cfg)
                 seconds[path] += elapsed
                 runs[path] = rows
                 print(f"{shots}-shot round {r}: {path} {elapsed:.1f} s", flush=True)
             count += len(episodes) * len(methods)
             for a, b in zip(runs["one_at_a_time"], runs["stacked"]):
                 worst = max(worst, *(abs(a["accuracy"][m] - b["accuracy"][m]) for m in a["accuracy"]))
+                for path, row in (("one_at_a_time", a), ("stacked", b)):
+                    sums[path] += sum(row["accuracy"].values())
         entry = {"descendants": count, "seconds": seconds,
                  "one_at_a_time_per_s": count / seconds["one_at_a_time"], "stacked_per_s": count / seconds["stacked"],
-                 "max_accuracy_difference": worst, "query_images_per_episode": 75}
+                 "max_accuracy_difference": worst, "query_images_per_episode": 75,
+                 "mean_accuracy": {path: total / count for path, total in sums.items()}}
         entry["speedup"] = entry["stacked_per_s"] / entry["one_at_a_time_per_s"]
         results["shots"][str(shots)] = entry
         print(f"{shots}-shot: {entry['one_at_a_time_per_s']:.3f} vs {entry['stacked_per_s']:.3f} descendants/s, "
@@ -159,14 +172,17 @@ def markdown(results: dict) -> str:
     lines = [f"Few-shot descendants trained + evaluated per second on {where}, torch {info['torch']} "
              f"(5-way, 15 queries per class, methods {', '.join(results['methods'])}; recipe {c.get('recipe')} with "
              f"{c.get('steps')} steps ({c.get('lp_steps')} LP-FT), batch {c['batch_size']}; stacks of at most "
-             f"{c['stack_size']}; {results['rounds']} round(s) per shot count).", ""]
+             f"{c['stack_size']}; {results['rounds']} round(s) per shot count; mixed precision "
+             f"{results.get('mixed_precision', 'no')}).", ""]
     if results.get("note"):
         lines += [results["note"], ""]
-    lines += ["| shots | one at a time (/s) | stacked (/s) | speedup | largest accuracy difference |",
-              "| ---: | ---: | ---: | ---: | ---: |"]
+    lines += ["| shots | one at a time (/s) | stacked (/s) | speedup | largest accuracy difference | mean accuracy (one at a time / stacked) |",
+              "| ---: | ---: | ---: | ---: | ---: | ---: |"]
     for shots, e in results["shots"].items():
+        means = e.get("mean_accuracy")
+        both = f"{100 * means['one_at_a_time']:.1f}% / {100 * means['stacked']:.1f}%" if means else "not recorded"
         lines.append(f"| {shots} | {e['one_at_a_time_per_s']:.3f} | {e['stacked_per_s']:.3f} | {e['speedup']:.2f}x | "
-                     f"{100 * e['max_accuracy_difference']:.1f} points |")
+                     f"{100 * e['max_accuracy_difference']:.1f} points | {both} |")
     prof = results.get("profile")
     if prof:
         lines += ["", f"Where the time goes ({prof['shots']}-shot, {prof['steps']} steps, {prof['descendants']} descendants, "

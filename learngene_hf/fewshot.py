@@ -95,7 +95,7 @@ class FewShotConfig:
     recipe: str = field(default="default", metadata={"choices": RECIPES})
     steps: int | None = None
     epochs: int | None = None
-    lr: float = 0.05
+    lr: float = 0.1
     head_lr_scale: float = 1.0
     lp_steps: int = 20
     warmup_steps: int = 5
@@ -750,6 +750,10 @@ class TuningResult:
         return asdict(self)
 
 
+#: Recipe fields that hold counts: tuned values are rounded to integers.
+INTEGER_FIELDS = frozenset({"steps", "epochs", "lp_steps", "warmup_steps", "batch_size", "crop_padding"})
+
+
 def _grid_step(values: list[float], upward: bool, integer: bool) -> float:
     """The next value beyond the edge of a sorted grid: the ratio of the last two values (geometric
     grids), or their difference when the edge is 0."""
@@ -797,7 +801,7 @@ def tune_recipe(
         values[name] = sorted({float(v) for v in grid[name]})
         if not values[name]:
             raise ConfigError(f"The grid of {name!r} is empty; give at least one value.")
-    integer = {name: name in ("steps", "epochs", "lp_steps", "warmup_steps", "batch_size", "crop_padding") for name in fields}
+    integer = {name: name in INTEGER_FIELDS for name in fields}
     scores: dict[tuple, float] = {}
 
     def key_of(combo: dict[str, float]) -> tuple:
@@ -1020,6 +1024,7 @@ def comparison_methods(
     collective_run: str | None = None,
     freeze_learngene: bool = False,
     baselines: bool = True,
+    blocks: bool = True,
     **individual_overrides: Any,
 ) -> list[Method]:
     """The methods compared by :func:`compare_methods`.
@@ -1031,8 +1036,10 @@ def comparison_methods(
     block the learngene's criterion ranks worst), and with ``baselines`` (default) the methods of
     :func:`learngene_hf.descendants.baseline_methods`: logistic regression and nearest centroid on
     the frozen features of a random descendant, of the learngene and of the whole collective model,
-    and weight selection from the collective model. Each inherited variant's scratch twin is not
-    needed: ``scratch`` is the reference for the given learngene's architecture.
+    and weight selection from the collective model. ``blocks=False`` leaves out the methods that
+    fine-tune a whole network besides learngene and scratch (the other blocks and weight
+    selection): the frozen-feature baselines stay, and cost little. Each inherited variant's
+    scratch twin is not needed: ``scratch`` is the reference for the given learngene's architecture.
     """
     def from_lg(lg: Any) -> Callable[[int], IndividualModel]:
         return lambda n: IndividualModel.from_learngene(lg, n, freeze_learngene=freeze_learngene, **individual_overrides)
@@ -1054,7 +1061,7 @@ def comparison_methods(
     n, k = model.config.num_layers, learngene.config.num_layers
     selection = dict(learngene.config.selection or {})
     criterion = selection.get("criterion") or DEFAULT_CRITERION
-    blocks = {"whole": (list(range(n)), "every conv layer of the collective model"),
+    candidates = {"whole": (list(range(n)), "every conv layer of the collective model"),
               f"last_{k}": (paper_block(n, k), f"the paper's choice: the last {k} conv layers"),
               f"first_{k}": (first_block(n, k), f"the first {k} conv layers")}
     if run.record is not None and n > k:
@@ -1063,13 +1070,13 @@ def comparison_methods(
         try:
             scores = layer_scores(run.record, criterion, threshold=selection.get("threshold"))
             ranking = rank_blocks([scores.get(name, float("nan")) for name in model.config.layer_names], k)
-            blocks[f"worst_{k}"] = (ranking[-1]["layers"], f"the block the {criterion!r} criterion ranks worst")
+            candidates[f"worst_{k}"] = (ranking[-1]["layers"], f"the block the {criterion!r} criterion ranks worst")
         except Exception as err:  # noqa: BLE001 - reported, the other methods still run
-            blocks[f"worst_{k}"] = None
+            candidates[f"worst_{k}"] = None
             selection["_worst_error"] = str(err)
     source = {"run_dir": str(run_dir)}
     own_layers = [int(row.get("source_index", -1)) for row in learngene.config.layers]
-    for name, entry in blocks.items():
+    for name, entry in (candidates if blocks else {}).items():
         if entry is None:
             continue
         layers, description = entry
@@ -1083,7 +1090,7 @@ def comparison_methods(
     if baselines:
         from .descendants import baseline_methods
 
-        methods += baseline_methods(learngene, model, **individual_overrides)
+        methods += baseline_methods(learngene, model, weight_selection_method=blocks, **individual_overrides)
     return methods
 
 
@@ -1109,7 +1116,9 @@ def compare_methods(
     With ``tune_lr_episodes`` (open-world episodes, never novel ones) every method, scratch
     included, first gets its own recipe values picked by :func:`tune_recipe` from ``tune_grid``
     (default ``{"lr": lr_grid}``; e.g. ``{"lr": [...], "steps": [...]}``), the grid widened up
-    to ``widen`` times where the best value sits at its edge. Returns the results dict that
+    to ``widen`` times where the best value sits at its edge. A grid of one value per field
+    is applied to every fine-tuned method without tuning runs (the frozen-feature baselines are
+    still tuned: their fits are cheap). Returns the results dict that
     ``results.json`` holds: ``setting``, ``config``, ``learngene``, ``methods`` (per method:
     ``description``, ``lr``, ``lr_search``, ``recipe`` (the values it trained with),
     ``tuning`` (grid, means, chosen values, ``edge``), ``edge_of_grid``, ``parameters``,
@@ -1140,7 +1149,14 @@ def compare_methods(
         tune_shots = int(ep0.support_labels.shape[0]) // max(tune_ways, 1)
         grid_text = "; ".join(f"{name} " + ", ".join(f"{v:g}" for v in sorted({float(x) for x in values}))
                               for name, values in grid.items())
+        fixed = {name: sorted({float(v) for v in values}) for name, values in grid.items()}
+        fixed = {name: (int(v[0]) if name in INTEGER_FIELDS else v[0]) for name, v in fixed.items() if len(v) == 1}
         for i, method in enumerate(methods, start=1):
+            if method.fine_tunes and len(fixed) == len(grid):  # one value per field: nothing to choose, nothing to run
+                lr = float(fixed["lr"]) if "lr" in fixed else method.lr
+                recipe = {**(method.recipe or {}), **{k: v for k, v in fixed.items() if k != "lr"}}
+                tuned.append(replace(method, lr=lr, recipe=recipe or None))
+                continue
             if method.fine_tunes:
                 what = (f"{'lr' if list(grid) == ['lr'] else 'recipe'} tuning {i}/{len(methods)}: {method.name}, "
                         f"{tune_ways}-way {tune_shots}-shot, {grid_text} on {len(tune_lr_episodes)} open-world episodes")

@@ -80,9 +80,15 @@ class PipelineConfig:
         tune_lr: pick every method's recipe values on open-world episodes: the lr, and the
             steps when steps_grid is given.
         tune_episodes: open-world episodes per grid point when tuning.
-        lr_grid: learning rates tried when tuning.
+        lr_grid: learning rates tried when tuning; None (the default): the recipe's lr for every
+            fine-tuned method, without tuning runs (the baselines' settings are still tuned).
+            The default recipe's lr was picked on open-world classes by the pipeline benchmark.
         steps_grid: optimisation steps tried when tuning (None: not tuned).
-        compare: also the whole backbone, last-k, first-k and worst-k blocks.
+        compare: also the frozen-feature baselines (logistic regression and nearest centroid on the
+            features of a random network, of the learngene and of the collective model) and,
+            with compare_blocks, the methods that fine-tune other inherited networks.
+        compare_blocks: with compare, also fine-tune the whole backbone, the last-k, first-k and
+            worst-k blocks and weight selection (each costs as much as the learngene's row).
         stack: train many few-shot descendants at once (learngene_hf.stacked) in the selection
             probes, the tuning and the comparison; False (--no-stack): one at a time.
         stack_size: at most this many descendants per stack (more fill a GPU better).
@@ -122,9 +128,10 @@ class PipelineConfig:
     batch_size: int | None = None
     tune_lr: bool = True
     tune_episodes: int = ComparisonConfig.tune_episodes
-    lr_grid: list[float] = field(default_factory=lambda: [0.01, 0.02, 0.05])
+    lr_grid: list[float] | None = None
     steps_grid: list[int] | None = None
     compare: bool = True
+    compare_blocks: bool = False
     stack: bool = FewShotConfig.stack
     stack_size: int = FewShotConfig.stack_size
 
@@ -148,7 +155,8 @@ class PipelineConfig:
 
     def tune_grid(self) -> dict[str, list[float]]:
         """What the few-shot stage tunes per method on open-world episodes."""
-        grid: dict[str, list[float]] = {"lr": [float(x) for x in self.lr_grid]}
+        lrs = self.lr_grid if self.lr_grid else [self.fewshot_config().lr]
+        grid: dict[str, list[float]] = {"lr": [float(x) for x in lrs]}
         if self.steps_grid:
             grid["steps"] = [int(x) for x in self.steps_grid]
         return grid
@@ -247,7 +255,7 @@ def _few_shot(cfg: PipelineConfig, out: Path, learngene, accelerator, progress: 
     from .fewshot import compare_methods, comparison_methods, load_fewshot_data, tuning_episodes, write_results
 
     data, novel, open_world = load_fewshot_data(learngene)
-    methods = comparison_methods(learngene, compare=cfg.compare)
+    methods = comparison_methods(learngene, compare=cfg.compare, blocks=cfg.compare_blocks)
     fs_cfg = cfg.fewshot_config(device=str(accelerator.device))
     results = {}
     for shots in cfg.shots:
@@ -370,7 +378,8 @@ def run_pipeline(
             "mean_accuracy_after": report.get("mean_accuracy_after"),
             "mean_accuracy_end": report.get("mean_accuracy_end"),
             "images_per_second": report.get("images_per_second"),
-            "seconds": timings["collective"],
+            "seconds": timings["collective"],  # this run's stage (short when it resumed a finished run)
+            "training_seconds": sum(float(t.get("train_seconds") or 0.0) for t in report.get("tasks") or []),
             "run_dir": str(out / "collective"),
         },
         "learngene": {

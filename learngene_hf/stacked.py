@@ -118,7 +118,8 @@ class StackedIndividuals:
         first = layouts[0]
         self.pool = [bool(p) for p in models[0].config.pool]
         self.feature_pool_size = int(models[0].config.feature_pool_size)
-        self.convs = [_leaf(torch.cat([lay["convs"][i].weight.detach() for lay in layouts]), conv.weight.requires_grad)
+        self.convs = [_leaf(torch.cat([lay["convs"][i].weight.detach() for lay in layouts]).contiguous(memory_format=torch.channels_last),
+                            conv.weight.requires_grad)
                       for i, conv in enumerate(first["convs"])]
         self.conv_args = [(c.stride, c.padding, c.dilation) for c in first["convs"]]
         self.bn_weight, self.bn_bias, self.running_mean, self.running_var, self.batches_tracked = [], [], [], [], []
@@ -149,7 +150,7 @@ class StackedIndividuals:
 
     def per_model(self, tensor: torch.Tensor) -> torch.Tensor:
         """A view ``[N, ...]`` of a stacked tensor, one row per model."""
-        return tensor.view(self.n, -1)
+        return tensor.unflatten(0, (self.n, -1))  # a view for any memory format (conv weights are channels-last)
 
     # -------------------------------------------------------------- forward
     def forward(
@@ -222,7 +223,8 @@ def _leaf(tensor: torch.Tensor, requires_grad: bool) -> torch.Tensor:
 def _to_channels(batch: torch.Tensor) -> torch.Tensor:
     """``[N, B, C, H, W]`` (each model's images) -> ``[B, N*C, H, W]`` (the stacked layout)."""
     n, b, c, h, w = batch.shape
-    return batch.transpose(0, 1).reshape(b, n * c, h, w)
+    # channels-last: the grouped convolutions run faster in it (cuDNN and oneDNN), results are the same
+    return batch.transpose(0, 1).reshape(b, n * c, h, w).contiguous(memory_format=torch.channels_last)
 
 
 def augment_stacked(x: torch.Tensor, generators: Sequence[torch.Generator], padding: int = 4) -> torch.Tensor:

@@ -137,6 +137,7 @@ def test_compare_runs_baselines_on_the_same_episodes_and_tunes_l2_on_open_world(
     assert len(logreg["settings_search"]) == len(DEFAULT_L2_GRID) and "diff_vs_scratch" in logreg
     assert m["centroid_random"]["settings"] is None and m["centroid_random"]["settings_search"] is None
     assert m["weight_selection"]["lr"] == 0.01 and m["weight_selection"]["kind"] == "fine-tuned"
+    assert m["learngene"]["tuning"] is None  # a one-value lr grid: applied, no tuning runs
     assert m["logreg_learngene"]["inherited_parameters"] == lg.num_parameters() == m["learngene"]["inherited_parameters"]
     assert m["logreg_random"]["inherited_bytes"] == 0 < m["centroid_collective"]["inherited_bytes"]
     assert all(len(e["accuracy"]) == len(m) for e in results["episodes"])

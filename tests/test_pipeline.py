@@ -36,9 +36,14 @@ def test_pipeline_runs_every_stage_and_shares_the_learngene(tmp_path, hub):
     pulled = Learngene.from_pretrained("me/tiny-learngene", revision=hub_info["commit_sha"])
     saved = Learngene.from_pretrained(out / "learngene")
     assert all(torch.equal(pulled.tensors[n], saved.tensors[n]) for n in saved.tensors)
-    # few-shot: learngene, scratch and the compared blocks on the same episodes, lrs tuned on open-world
+    # few-shot: learngene, scratch and the frozen-feature baselines on the same episodes (the other
+    # fine-tuned blocks only with compare_blocks); a one-value lr grid is applied without tuning runs,
+    # the baselines' L2 is still tuned on open-world episodes
     result = json.loads((out / "few_shot_2shot" / "results.json").read_text())
-    assert {"learngene", "scratch", "whole"} <= set(result["methods"])
+    methods = result["methods"]
+    assert {"learngene", "scratch", "logreg_random", "logreg_collective"} <= set(methods) and "whole" not in methods
+    assert methods["learngene"]["lr"] == 0.05 and methods["learngene"]["tuning"] is None
+    assert methods["logreg_random"]["settings_search"]
     assert result["setting"]["episodes"] == 2 and result["setting"]["lr_tuned_on"] == "open-world classes"
     assert [row["index"] for row in result["episodes"]] == [0, 1]
     assert result["seconds_per_run"] > 0
