@@ -89,7 +89,7 @@ def markdown(summary: dict, info: dict) -> str:
         "| timing | value |",
         "| --- | ---: |",
         f"| collective training throughput | {summary['collective']['images_per_second']:.0f} images/s |",
-        f"| collective training (whole stream, training steps only) | {summary['collective'].get('training_seconds', float('nan')):.0f} s |",
+        f"| collective training (whole stream, training steps only) | {_seconds(summary['collective'].get('training_seconds'))} |",
         f"| collective stage of this run (less when it resumed a finished run) | {summary['seconds']['collective']:.0f} s |",
         f"| learngene selection (open-world probes) | {summary['seconds']['selection']:.0f} s |",
         f"| few-shot stage (all K, lr tuning included) | {summary['seconds']['few_shot']:.0f} s |",
@@ -145,6 +145,10 @@ def target_lines(summary: dict) -> list[str]:
                          f"{_pm({'mean': w_mean, 'ci95': w_half if w_half == w_half else None})} points vs "
                          f"{100 * whole['mean']:.1f}%: {'met' if within and sizes['parameter_fraction'] <= 0.05 else 'missed'}.")
     return lines
+
+
+def _seconds(value: float | None) -> str:
+    return "not recorded" if value is None else f"{value:.0f} s"
 
 
 def main(argv: list[str] | None = None) -> None:

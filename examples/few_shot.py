@@ -3,6 +3,7 @@
     python examples/few_shot.py                                   # runs/learngene, embedded data
     accelerate launch examples/few_shot.py --learngene ORG/NAME   # a learngene on the Hub, all processes
     python examples/few_shot.py --compare --tune-lr               # + whole / last-k / first-k / worst-k and the baselines
+    python examples/few_shot.py --compare --no-blocks --tune-lr   # + only the baselines (frozen features: cheap)
     python examples/few_shot.py --sizes --tune-lr                 # descendants of several sizes vs scratch / weight selection
     python examples/few_shot.py --dataset digits --ways 3         # scikit-learn's real digits (novel classes 7-9)
     python examples/few_shot.py --recipe paper                    # the paper's schedule, for reproduction
@@ -126,7 +127,8 @@ def main(argv: list[str] | None = None) -> None:
         tune_episodes = tuning_episodes(data, open_world, run.tune_episodes, run.ways, run.shots, run.queries, seed=run.seed)
     overrides = {"image_size": args.image_size} if args.image_size else {}
     methods = comparison_methods(learngene, compare=run.compare, collective_run=args.collective_run,
-                                 freeze_learngene=run.freeze_learngene, baselines=run.baselines, **overrides)
+                                 freeze_learngene=run.freeze_learngene, baselines=run.baselines, blocks=run.blocks,
+                                 **overrides)
     results = compare_methods(
         learngene, episodes, cfg, methods=methods,
         tune_lr_episodes=tune_episodes, tune_grid=run.tune_grid(),

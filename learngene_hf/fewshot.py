@@ -215,7 +215,7 @@ class FewShotConfig:
 
 
 #: Learning rates tried by :func:`tune_lr` (on open-world episodes only).
-DEFAULT_LR_GRID: tuple[float, ...] = (2e-3, 5e-3, 1e-2, 2e-2, 5e-2)
+DEFAULT_LR_GRID: tuple[float, ...] = (0.02, 0.05, 0.1, 0.2)  # around the default lr (0.1); widened at an edge
 
 
 @dataclass
@@ -234,6 +234,9 @@ class ComparisonConfig:
             selection).
         baselines: with ``compare``, also run logistic regression and nearest centroid on frozen
             features (random descendant, learngene, whole collective model) and weight selection.
+        blocks: with ``compare``, also fine-tune the other blocks and weight selection; ``False``
+            (``--no-blocks``) keeps only learngene, scratch and the frozen-feature baselines, which
+            cost little.
         sizes: also compare descendants of several sizes with scratch and weight selection of the
             same size (``sizes.json`` / ``sizes.md`` / ``sizes.png``).
         freeze_learngene: train only the fresh layers.
@@ -252,6 +255,7 @@ class ComparisonConfig:
     seed: int = 0
     compare: bool = False
     baselines: bool = True
+    blocks: bool = True
     sizes: bool = False
     freeze_learngene: bool = False
     tune_lr: bool = False

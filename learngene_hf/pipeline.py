@@ -117,7 +117,7 @@ class PipelineConfig:
     hub_endpoint: str | None = None
     token: str | None = None
     # few-shot
-    shots: list[int] = field(default_factory=lambda: [5, 10])
+    shots: list[int] = field(default_factory=lambda: [5])
     episodes: int = ComparisonConfig.episodes
     ways: int = ComparisonConfig.ways
     queries: int = ComparisonConfig.queries

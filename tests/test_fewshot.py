@@ -18,6 +18,7 @@ from learngene_hf.errors import ConfigError, DataError
 from learngene_hf.fewshot import (
     FewShotConfig,
     compare_methods,
+    comparison_methods,
     format_table,
     probe_learngene,
     reestimate_batchnorm,
@@ -208,3 +209,7 @@ def test_compare_adds_blocks_of_the_collective_run_and_tunes_lr_on_open_world(tm
     assert all(set(m["lr_search"]) - {"0.01", "0.05"} <= {"0.002", "0.25"} for m in tuned)
     assert methods["logreg_collective"]["settings_search"] and methods["logreg_collective"]["lr"] is None
     assert results["setting"]["lr_tuned_on"] == "open-world classes"
+    # without the other fine-tuned networks (--no-blocks): learngene, scratch and the cheap baselines
+    cheap = comparison_methods(lg, compare=True, blocks=False)
+    assert [m.name for m in cheap] == ["learngene", "scratch", "logreg_random", "centroid_random", "logreg_learngene",
+                                       "centroid_learngene", "logreg_collective", "centroid_collective"]
