@@ -4,15 +4,17 @@ N :class:`~learngene_hf.individual.IndividualModel` descendants with the same ar
 learngene's and scratch's on many episodes, at several learning rates) become one wide network:
 
 * every conv layer's weights are concatenated along the output channels and applied as one grouped
-  convolution (``groups=N``) to a batch whose channels hold each model's own images side by side,
-  ``[B, N*C, H, W]``;
+  convolution (``groups=N``, channels-last) to a batch whose channels hold each model's own images
+  side by side, ``[B, N*C, H, W]``;
 * BatchNorm over those ``N*C`` channels *is* per-model BatchNorm: batch statistics and running
   statistics are kept per channel, so each model normalizes with its own batch and keeps its own
   running statistics (the BN re-estimation of inherited layers included);
 * max / average pooling act per channel; the MLP layers become batched matmuls ``[N, B, F]``;
 * each model draws its batch order, its augmentation and its dropout masks from its own generators,
   seeded exactly as :func:`~learngene_hf.fewshot.train_individual` seeds them, so a stacked
-  descendant sees the same data, order and randomness it would see alone;
+  descendant sees the same data, order and randomness it would see alone (dropout masks are drawn
+  on the CPU: on CUDA the one-at-a-time path draws them from the CUDA generator, so there the two
+  paths are equal in distribution, not bit for bit);
 * the recipe (:class:`~learngene_hf.fewshot.FewShotConfig`) is followed step for step: BatchNorm
   re-estimation, the LP-FT phase (body without gradients), label smoothing, and one SGD
   (momentum, weight decay) step per step in which each model's head and body get the learning
