@@ -8,9 +8,11 @@ Stages: (1) train the collective model on a stream of tasks from the base classe
 and recording gradient statistics; (2) select the learngene (default: candidate blocks probed on
 the open-world classes) and save it; (3) push it to a Hub (default: a local Hub server under
 OUTPUT_DIR/hub) and pull it back by commit sha; (4) train individual models from the pulled
-learngene and from scratch on identical novel-class episodes (with --compare also the whole
-backbone and the last/first/worst blocks; learning rates picked on open-world episodes) and
-print the accuracy table. Rerunning the same command resumes the collective training.
+learngene and from scratch on identical novel-class episodes, with the frozen-feature baselines
+(--compare, on by default; their L2 strength picked on open-world episodes; --compare-blocks also
+fine-tunes the whole backbone, the last/first/worst blocks and weight selection; --lr-grid tunes
+the fine-tuned methods' learning rates on open-world episodes) and print the accuracy table.
+Rerunning the same command resumes the collective training.
 """
 
 from __future__ import annotations

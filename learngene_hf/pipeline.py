@@ -44,7 +44,9 @@ class PipelineConfig:
 
     The few-shot and selection defaults are those of :class:`~learngene_hf.fewshot.ComparisonConfig`,
     :class:`~learngene_hf.fewshot.FewShotConfig` and :class:`~learngene_hf.inheritor.SelectionConfig`,
-    except where the pipeline deliberately differs (lr tuning and ``--compare`` on, a shorter lr grid).
+    except where the pipeline deliberately differs: 5 shots only, tuning and ``--compare`` on (the
+    frozen-feature baselines), the other fine-tuned blocks off (``compare_blocks``), and no lr grid
+    (the recipe's lr, picked on open-world classes by ``benchmarks/pipeline_benchmark.py``).
 
     Attributes:
         output_dir: where every stage writes.
