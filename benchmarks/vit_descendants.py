@@ -12,7 +12,11 @@ weight selection, on the embedded data's novel classes.
    difference to scratch with a 95% CI) and the first epoch at which each method reaches scratch's
    final accuracy.
 3. Few-shot: 5-way 5-shot episodes of the novel classes with the library's default few-shot
-   recipe (``FewShotConfig()``), the same three methods per depth.
+   recipe (``FewShotConfig()``: steps, LP-FT, warm-up + cosine, label smoothing), through
+   ``learngene_hf.descendants.compare_vit_depths``: per depth the three fine-tuned methods above
+   and logistic regression on the frozen features of a random ViT of that depth (the strongest
+   method that inherits nothing in the VGG benchmarks). Every learning rate and L2 strength is
+   picked on open-world episodes (never the novel classes).
 
 CPU-affordable by design (a small ViT: width 64, patch 8 on 32x32 images, 6 blocks; few tasks,
 epochs and seeds): the numbers show the method working end to end at toy scale, not TLEG's
@@ -36,13 +40,15 @@ import torch
 
 from learngene_hf import Learngene, ViTCollectiveConfig, ViTCollectiveModel, ViTIndividualConfig, ViTIndividualModel
 from learngene_hf.data import load_tensors, sample_episodes
-from learngene_hf.fewshot import FewShotConfig, Method, augment_batch, evaluate, run_episodes
+from learngene_hf.descendants import compare_vit_depths
+from learngene_hf.fewshot import DEFAULT_LR_GRID, FewShotConfig, augment_batch, evaluate, tuning_episodes
 from learngene_hf.io import write_json_atomic, write_text_atomic
 from learngene_hf.stats import mean_ci, paired_difference
 from learngene_hf.training import CollectiveTrainingConfig, train_collective
 
 RESULTS = Path(__file__).resolve().parent / "results"
 METHODS = ("tleg", "weight_selection", "scratch")
+FEW_SHOT_METHODS = ("tleg", "weight_selection", "scratch", "logreg_random")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -60,9 +66,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--test-per-class", type=int, default=40)
     p.add_argument("--epochs", type=int, default=8)
     p.add_argument("--lr", type=float, default=1e-3, help="AdamW learning rate of the moderate-budget runs (all methods)")
-    p.add_argument("--seeds", type=int, default=3)
-    p.add_argument("--episodes", type=int, default=8)
+    p.add_argument("--seeds", type=int, default=8, help="moderate-budget runs per method and depth (paired by seed)")
+    p.add_argument("--episodes", type=int, default=40, help="few-shot episodes of the novel classes (paired)")
     p.add_argument("--shots", type=int, default=5)
+    p.add_argument("--tune-episodes", type=int, default=3, help="open-world episodes per tuning grid point (0: no tuning)")
+    p.add_argument("--lr-grid", default=",".join(f"{v:g}" for v in DEFAULT_LR_GRID),
+                   help="few-shot learning rates tried on open-world episodes (widened once at an edge)")
+    p.add_argument("--skip-moderate", action="store_true", help="few-shot only")
+    p.add_argument("--reuse-collectives", action="store_true",
+                   help="resume the collective runs in --work-dir when they exist (same settings), instead of retraining")
     p.add_argument("--quick", action="store_true", help="tiny everything, for a smoke test")
     p.add_argument("--output-dir", default=str(RESULTS))
     p.add_argument("--work-dir", default="runs/vit_descendants", help="where the two collective runs are written")
@@ -70,8 +82,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     if args.quick:
         args.depths, args.num_tasks, args.collective_epochs, args.collective_per_class = "2,3", 2, 1, 20
         args.train_per_class, args.test_per_class, args.epochs, args.seeds, args.episodes = 5, 5, 2, 2, 2
-        args.collective_depth = 3
+        args.collective_depth, args.tune_episodes, args.lr_grid = 3, 1, "0.01,0.05"
     args.depths = [int(d) for d in str(args.depths).split(",")]
+    args.lr_grid = [float(v) for v in str(args.lr_grid).split(",")]
     return args
 
 
@@ -97,7 +110,8 @@ def train_collectives(args, data, out: Path) -> tuple[Any, Any, Any]:
             depth=args.collective_depth, expansion=expansion,
         ))
         started = time.perf_counter()
-        runs[expansion] = train_collective(config, out / f"collective_{expansion}", model=model, data=data, progress=False, resume=False)
+        runs[expansion] = train_collective(config, out / f"collective_{expansion}", model=model, data=data, progress=False,
+                                           resume=args.reuse_collectives)
         print(f"collective ({expansion}): mean accuracy after each task {runs[expansion].report['mean_accuracy_after']:.3f}, "
               f"{time.perf_counter() - started:.0f} s", flush=True)
     learngene = Learngene.from_vit_collective(runs["linear"].model)
@@ -183,25 +197,23 @@ def moderate_budget(args, learngene, plain, train, test, novel) -> dict[str, Any
     return out
 
 
-def few_shot(args, learngene, plain, train, novel) -> dict[str, Any]:
+def few_shot(args, learngene, plain, train, novel, open_world) -> dict[str, Any]:
+    """5-way episodes of the novel classes, every method per depth, with the default recipe;
+    learning rates (fine-tuned methods) and L2 strengths (logistic regression) picked on
+    open-world episodes."""
     episodes = sample_episodes(train, novel, args.episodes, ways=5, shots=args.shots, queries=15, seed=0)
+    tune = tuning_episodes(train, open_world, args.tune_episodes, 5, args.shots, 15, seed=0) if args.tune_episodes else None
     cfg = FewShotConfig(device="cpu")
-    out: dict[str, Any] = {"recipe": cfg.to_dict()}
+    started = time.perf_counter()
+    results = compare_vit_depths(learngene, plain, episodes, cfg, args.depths, tune_lr_episodes=tune, lr_grid=args.lr_grid,
+                                 progress=False, seed=0)
+    out: dict[str, Any] = {"recipe": cfg.to_dict(), "seconds": time.perf_counter() - started,
+                           "tuned_on": f"{len(tune or [])} open-world episodes" if tune else None,
+                           "rows": results["sizes"], "methods": results["methods"], "episodes": results["episodes"]}
     for depth in args.depths:
-        build = builders(learngene, plain, depth)
-        started = time.perf_counter()
-        rows = run_episodes([Method(m, build[m]) for m in METHODS], episodes, cfg, progress=False, seed=0)
-        entry: dict[str, Any] = {"seconds": time.perf_counter() - started}
-        scratch = [r["accuracy"]["scratch"] for r in rows]
-        for m in METHODS:
-            accs = [r["accuracy"][m] for r in rows]
-            mean, half = mean_ci(accs)
-            entry[m] = {"accuracies": accs, "mean": mean, "ci95": _finite(half)}
-            if m != "scratch":
-                d, h = paired_difference(accs, scratch)
-                entry[m]["diff_vs_scratch"] = {"mean": d, "ci95": _finite(h)}
-        out[str(depth)] = entry
-        print(f"few-shot, depth {depth}: " + ", ".join(f"{m} {100 * entry[m]['mean']:.1f}" for m in METHODS), flush=True)
+        got = {r["method"]: r for r in results["sizes"] if r["size"] == str(depth)}
+        print(f"few-shot, depth {depth}: " + ", ".join(f"{m} {100 * got[m]['mean']:.1f}" for m in FEW_SHOT_METHODS if m in got),
+              flush=True)
     return out
 
 
@@ -215,12 +227,21 @@ def _pm(entry: dict, key: str = "mean", half: str = "ci95", sign: bool = False) 
     return text + (f" +/- {100 * ci:.1f}" if ci is not None else "")
 
 
+def _reach_summary(entry: dict[str, Any], epochs: int) -> str:
+    """How often (and how far from) the method reaches scratch's final accuracy in half the epochs."""
+    reach = entry["epochs_to_scratch_final"]
+    half = epochs / 2
+    met = sum(r is not None and r <= half for r in reach)
+    return f"{met}/{len(reach)} within {half:g}"
+
+
 def markdown(results: dict[str, Any]) -> str:
     s = results["settings"]
     sizes = results["sizes"]
+    m = results["machine"]
     lines = [
         f"ViT descendants on the embedded data's {s['novel_classes']} novel classes, machine: "
-        f"{results['machine'].get('gpu') or 'CPU, %d cores shared with other jobs (load average %.1f at start)' % (results['machine']['cpu_count'], results['machine']['load_average_at_start'][0])}.",
+        f"{m.get('gpu') or 'CPU, %d cores shared with other jobs (load average %.1f at start), torch threads %d' % (m['cpu_count'], m['load_average_at_start'][0], m['torch_threads'])}.",
         "",
         f"Collective ViTs (width {s['embed_dim']}, {s['num_heads']} heads, patch {s['patch_size']} on 32x32, {s['collective_depth']} blocks): "
         f"{s['num_tasks']} five-way tasks of base classes, {s['collective_epochs']} epochs each, {s['collective_per_class']} images per class, "
@@ -230,38 +251,55 @@ def markdown(results: dict[str, Any]) -> str:
         f"Learngene: {sizes['learngene_parameters']:,} parameters, of which the base/increment pair holds {sizes['pair_parameters']:,} "
         f"= {100 * sizes['pair_fraction_of_unconstrained_blocks']:.1f}% (2/{s['collective_depth']}) of the block parameters of the unconstrained "
         f"{s['collective_depth']}-block ViT ({sizes['unconstrained_block_parameters']:,}).",
-        "",
-        f"**Moderate budget**: all {s['novel_classes']} novel classes, {s['train_per_class']} training and {s['test_per_class']} test images each, "
-        f"{s['epochs']} epochs of AdamW (lr {s['lr']}, weight decay 0.05, batch 64, crop + flip), {s['seeds']} seeds; test accuracy in % "
-        "(mean +/- 95% CI over seeds; differences paired by seed). 'epochs to scratch final': first epoch at which the method reaches "
-        "scratch's final accuracy of the same seed (- = never).",
-        "",
-        "| depth | method | accuracy | vs scratch | epochs to scratch final |",
-        "| ---: | --- | --- | --- | --- |",
     ]
-    for depth, entry in results["moderate_budget"].items():
-        for m in METHODS:
-            e = entry[m]
-            vs = _pm(e["diff_vs_scratch"], sign=True) if "diff_vs_scratch" in e else "-"
-            reach = ", ".join("-" if r is None else str(r) for r in e["epochs_to_scratch_final"])
-            lines.append(f"| {depth} | {m} | {_pm(e)} | {vs} | {reach} |")
-    fs = results["few_shot"]
-    lines += [
-        "",
-        f"**Few-shot**: 5-way {s['shots']}-shot, 15 queries per class, {s['episodes']} episodes, the library's default few-shot recipe "
-        f"(SGD lr {fs['recipe']['lr']}, {fs['recipe']['epochs']} epochs, batch {fs['recipe']['batch_size']}); accuracy in %.",
-        "",
-        "| depth | method | accuracy | vs scratch |",
-        "| ---: | --- | --- | --- |",
-    ]
-    for depth, entry in fs.items():
-        if depth == "recipe":
-            continue
-        for m in METHODS:
-            e = entry[m]
-            vs = _pm(e["diff_vs_scratch"], sign=True) if "diff_vs_scratch" in e else "-"
-            lines.append(f"| {depth} | {m} | {_pm(e)} | {vs} |")
-    lines += ["", f"Total wall time {results['seconds'] / 60:.1f} min. Command: `{results['command']}`.", ""]
+    if "moderate_budget" in results:
+        lines += [
+            "",
+            f"**Moderate budget**: all {s['novel_classes']} novel classes, {s['train_per_class']} training and {s['test_per_class']} test images each, "
+            f"{s['epochs']} epochs of AdamW (lr {s['lr']}, weight decay 0.05, batch 64, crop + flip), {s['seeds']} seeds; test accuracy in % "
+            "(mean +/- 95% CI over seeds; differences paired by seed). 'epochs to scratch final': first epoch at which the method reaches "
+            "scratch's final accuracy of the same seed (- = never), per seed; 'within half': seeds that reach it in at most half the epochs.",
+            "",
+            "| depth | method | accuracy | vs scratch | epochs to scratch final | within half |",
+            "| ---: | --- | --- | --- | --- | --- |",
+        ]
+        for depth, entry in results["moderate_budget"].items():
+            for method in METHODS:
+                e = entry[method]
+                vs = _pm(e["diff_vs_scratch"], sign=True) if "diff_vs_scratch" in e else "-"
+                reach = ", ".join("-" if r is None else str(r) for r in e["epochs_to_scratch_final"])
+                within = _reach_summary(e, s["epochs"]) if method != "scratch" else "-"
+                lines.append(f"| {depth} | {method} | {_pm(e)} | {vs} | {reach} | {within} |")
+    if "few_shot" in results:
+        fs = results["few_shot"]
+        r = fs["recipe"]
+        lines += [
+            "",
+            f"**Few-shot**: 5-way {s['shots']}-shot, 15 queries per class, {s['episodes']} episodes of the novel classes, the library's "
+            f"default few-shot recipe ({r['steps']} SGD steps of batch {r['batch_size']}, LP-FT with {r['lp_steps']} head-only steps, "
+            f"{r['warmup_steps']} warm-up steps then cosine decay, label smoothing {r['label_smoothing']}, crop + flip); "
+            f"learning rates and the L2 strength of logistic regression picked per method on "
+            f"{fs['tuned_on'] or 'nothing (no tuning)'} from {', '.join(f'{v:g}' for v in s['lr_grid'])} (widened once at an edge). "
+            "Accuracy in % (mean +/- 95% CI over episodes); differences paired by episode, against scratch of the same depth and "
+            "against the strongest method of that depth that inherits nothing.",
+            "",
+            "| depth | method | lr / L2 | inherited bytes | accuracy | vs scratch | vs strongest that inherits nothing |",
+            "| ---: | --- | --- | ---: | --- | --- | --- |",
+        ]
+        for row in fs["rows"]:
+            vs = _pm(row["diff_vs_scratch"], sign=True) if row["diff_vs_scratch"] else "-"
+            st = row["diff_vs_strongest"]
+            vs_st = f"{_pm(st, sign=True)} ({st['baseline']})" if st else "(strongest)"
+            method = fs["methods"][row["name"]]
+            setting = (f"lr {row['lr']:g}" if row["lr"] is not None else
+                       ", ".join(f"{k} {v:g}" for k, v in (row["settings"] or {}).items()))
+            if method.get("edge_of_grid"):
+                setting += " (edge)"
+            lines.append(f"| {row['size']} | {row['method']} | {setting} | {row['inherited_bytes']:,} | {_pm(row)} | {vs} | {vs_st} |")
+    if "seconds" in results:
+        lines += ["", f"Total wall time {results['seconds'] / 60:.1f} min. Command: `{results['command']}`.", ""]
+    else:
+        lines += ["", f"(partial results, written after a stage). Command: `{results['command']}`.", ""]
     return "\n".join(lines)
 
 
@@ -317,14 +355,18 @@ def main(argv=None) -> dict[str, Any]:
                   "pair_fraction_of_unconstrained_blocks": pair / unconstrained_blocks,
                   "descendant_parameters": {str(d): sum(p.numel() for p in builders(learngene, plain, d)["scratch"](len(novel)).parameters())
                                             for d in args.depths}},
-        "moderate_budget": moderate_budget(args, learngene, plain, train, test, novel),
-        "few_shot": few_shot(args, learngene, plain, train, novel),
         "command": "python benchmarks/vit_descendants.py " + " ".join(sys.argv[1:] if argv is None else argv),
     }
+    if not args.skip_moderate:
+        results["moderate_budget"] = moderate_budget(args, learngene, plain, train, test, novel)
+        write_json_atomic(out / "vit_descendants.json", results)  # partial: a later stage may not finish
+        write_text_atomic(out / "vit_descendants.md", markdown(results))
+    results["few_shot"] = few_shot(args, learngene, plain, train, novel, list(runs["linear"].split.open_world))
     results["seconds"] = time.perf_counter() - started
     write_json_atomic(out / "vit_descendants.json", results)
     write_text_atomic(out / "vit_descendants.md", markdown(results))
-    plot(results, out / "vit_descendants.png")
+    if "moderate_budget" in results:
+        plot(results, out / "vit_descendants.png")
     print(markdown(results))
     return results
 

@@ -120,7 +120,11 @@ class FrozenFeatureClassifier(nn.Module):
         self.pool_flags = [bool(p) for p in pool]
         self.blocks.requires_grad_(False)
         width = int(self.blocks[-1].conv.out_channels)
-        self.num_features = width * config.feature_pool_size**2
+        self._set_up_classifier(width * config.feature_pool_size**2, config, inherited)
+
+    def _set_up_classifier(self, num_features: int, config: FrozenFeatureConfig, inherited: dict[str, int] | None) -> None:
+        """The standardization buffers and the (not yet fitted) classifier over ``num_features``."""
+        self.num_features = int(num_features)
         self.register_buffer("feature_mean", torch.zeros(self.num_features))
         self.register_buffer("feature_std", torch.ones(self.num_features))
         n = config.num_labels
@@ -228,6 +232,58 @@ class FrozenFeatureClassifier(nn.Module):
             logits = -torch.cdist(f, self.centroids).pow(2)
         loss = nn.functional.cross_entropy(logits, labels) if labels is not None else None
         return ImageClassifierOutput(loss=loss, logits=logits)
+
+
+class FrozenViTFeatureClassifier(FrozenFeatureClassifier):
+    r"""A :class:`FrozenFeatureClassifier` on the frozen features of a timm ``VisionTransformer``.
+
+    ``pixel_values`` [B, C, H, W] -> ``vit.forward_features`` (frozen, eval mode) [B, N, D] after
+    the final norm -> the class token and the mean of the patch tokens, concatenated [B, 2D] ->
+    standardized with the support set's statistics -> logits [B, num_labels] (logistic regression
+    or nearest centroid, as for conv features). The ViT's own head is not used.
+
+    Args:
+        vit: the transformer (deep-copied; every parameter frozen).
+        config: the classifier and normalization (``feature_pool_size`` does not apply).
+        inherited: ``{"parameters", "bytes"}`` inherited by the transformer (0 for a random one).
+    """
+
+    def __init__(self, vit: nn.Module, config: FrozenFeatureConfig, inherited: dict[str, int] | None = None):
+        nn.Module.__init__(self)
+        if not hasattr(vit, "forward_features") or not hasattr(vit, "embed_dim"):
+            raise ConfigError(f"FrozenViTFeatureClassifier needs a timm VisionTransformer, got {type(vit).__name__}.")
+        self.config = config
+        self.vit = copy.deepcopy(vit)
+        self.vit.reset_classifier(0)
+        self.vit.requires_grad_(False)
+        self._set_up_classifier(2 * int(vit.embed_dim), config, inherited)
+
+    def train(self, mode: bool = True) -> "FrozenViTFeatureClassifier":
+        """The transformer is frozen: it stays in eval mode whatever ``mode``."""
+        nn.Module.train(self, mode)
+        self.vit.eval()
+        return self
+
+    @torch.no_grad()
+    def raw_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """Class token and mean patch token after the final norm, concatenated: [B, 2 * embed_dim]."""
+        self.vit.eval()
+        tokens = self.vit.forward_features(pixel_values)
+        prefix = int(getattr(self.vit, "num_prefix_tokens", 1))
+        return torch.cat([tokens[:, 0], tokens[:, prefix:].mean(1)], dim=1)
+
+
+def vit_frozen_features(model: nn.Module, num_labels: int, classifier: str = "logistic", *, source: str = "",
+                        metric: str = "cosine") -> FrozenViTFeatureClassifier:
+    """A :class:`FrozenViTFeatureClassifier` on the transformer ``model.vit`` of a ViT descendant
+    (``ViTIndividualModel``); what it inherited is counted from ``model`` (nothing for a randomly
+    initialised one)."""
+    config = getattr(model, "config", None)
+    inherited = inheritance(model)
+    cfg = FrozenFeatureConfig(num_labels=int(num_labels), classifier=classifier, metric=metric,
+                              image_mean=list(getattr(config, "image_mean", None) or [0.5] * 3),
+                              image_std=list(getattr(config, "image_std", None) or [0.5] * 3), source=source)
+    return FrozenViTFeatureClassifier(model.vit, cfg, inherited)
 
 
 def frozen_features(

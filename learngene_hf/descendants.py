@@ -8,8 +8,12 @@ descendants of several sizes.
 * :func:`descendant_sizes` / :func:`size_methods` / :func:`compare_sizes`: descendants of several
   sizes from one learngene (learngene + head, + one fresh block, ..., the collective's size), each
   next to scratch and weight selection of the same size, on the same episodes.
+* :func:`vit_depth_methods` / :func:`compare_vit_depths`: the same for a linear-expansion (ViT)
+  learngene: TLEG descendants of several depths, each next to scratch, weight selection from an
+  unconstrained collective ViT and a classifier on a random ViT's frozen features of that depth.
 * :func:`size_rows` / :func:`format_sizes_table`: one row per size and method with parameters,
-  inherited parameters and bytes, accuracy and the paired difference to the same-size scratch.
+  inherited parameters and bytes, accuracy and the paired differences to the same-size scratch
+  and to the same-size strongest method that inherits nothing.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from typing import Any, Sequence
 
 from torch import nn
 
-from .baselines import DEFAULT_L2, DEFAULT_L2_GRID, fit_frozen_features, frozen_features, weight_selection
+from .baselines import DEFAULT_L2, DEFAULT_L2_GRID, fit_frozen_features, frozen_features, vit_frozen_features, weight_selection
 from .errors import ConfigError
 from .fewshot import DEFAULT_LR_GRID, FewShotConfig, Method, compare_methods
 from .individual import IndividualConfig, IndividualModel
@@ -159,22 +163,37 @@ def size_methods(
 def size_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
     """One row per (size, method) of a :func:`compare_sizes` results dict: ``size``, ``method``,
     ``name``, ``parameters`` (at inference), ``inherited_parameters``, ``inherited_bytes``,
-    ``mean``, ``ci95`` and ``diff_vs_scratch`` (paired, against the scratch model of that size)."""
+    ``mean``, ``ci95``, ``diff_vs_scratch`` (paired, against the scratch model of that size) and
+    ``diff_vs_strongest`` (paired, against the best method of that size that inherits nothing,
+    named in ``baseline``; ``None`` for that method itself)."""
     from .stats import paired_difference
+
+    def diff(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+        d_mean, d_half = paired_difference(a["accuracies"], b["accuracies"])
+        return {"mean": d_mean, "ci95": d_half if d_half == d_half else None}
 
     rows = []
     methods = results["methods"]
+    strongest: dict[str, str] = {}
+    for name, m in methods.items():
+        kind, _, size = name.partition("@")
+        if size and int(m.get("inherited_parameters", 0) or 0) == 0:
+            if size not in strongest or m["mean"] > methods[strongest[size]]["mean"]:
+                strongest[size] = name
     for name, m in methods.items():
         kind, _, size = name.partition("@")
         if not size:
             continue
         row = {"size": size, "method": kind, "name": name, "parameters": m["parameters"],
                "inherited_parameters": m.get("inherited_parameters", 0), "inherited_bytes": m.get("inherited_bytes", 0),
-               "mean": m["mean"], "ci95": m["ci95"], "lr": m.get("lr"), "diff_vs_scratch": None}
+               "mean": m["mean"], "ci95": m["ci95"], "lr": m.get("lr"), "settings": m.get("settings"),
+               "diff_vs_scratch": None, "diff_vs_strongest": None}
         scratch = methods.get(f"scratch@{size}")
         if scratch is not None and kind != "scratch":
-            d_mean, d_half = paired_difference(m["accuracies"], scratch["accuracies"])
-            row["diff_vs_scratch"] = {"mean": d_mean, "ci95": d_half if d_half == d_half else None}
+            row["diff_vs_scratch"] = diff(m, scratch)
+        best = strongest.get(size)
+        if best is not None and best != name:
+            row["diff_vs_strongest"] = {"baseline": best.partition("@")[0], **diff(m, methods[best])}
         rows.append(row)
     return rows
 
@@ -200,6 +219,80 @@ def compare_sizes(
     if not episodes:
         raise ConfigError("compare_sizes needs at least one episode.")
     methods = size_methods(learngene, collective, sizes, **individual_overrides)
+    results = compare_methods(learngene, episodes, cfg, methods=methods, tune_lr_episodes=tune_lr_episodes,
+                              lr_grid=lr_grid, accelerator=accelerator, seed=seed, progress=progress)
+    results["sizes"] = size_rows(results)
+    return results
+
+
+def vit_depth_methods(
+    learngene: Any,
+    plain_collective: nn.Module | None,
+    depths: Sequence[int],
+    *,
+    classifiers: Sequence[str] = ("logreg",),
+) -> list[Method]:
+    """For every depth ``L``: ``tleg@L`` (a descendant of a linear-expansion learngene, block
+    ``l`` = base + c(l, L) * inc), ``scratch@L`` (the same ViT, random initialization),
+    ``weight_selection@L`` (its first ``L`` blocks from ``plain_collective``, an unconstrained
+    collective ViT; skipped without one or when ``L`` exceeds its depth) and a classifier on the
+    frozen features of a random ViT of that shape for each of ``classifiers`` (``logreg_random@L``,
+    ``centroid_random@L``). The fine-tuned ones go through ``train_individual`` one at a time
+    (ViTs are not stacked); the others through ``fit_frozen_features``."""
+    from .vit import ViTIndividualConfig, ViTIndividualModel
+
+    unknown = sorted(set(classifiers) - set(FROZEN_CLASSIFIERS))
+    if unknown:
+        raise ConfigError(f"Unknown frozen-feature classifiers {unknown}; use some of {list(FROZEN_CLASSIFIERS)}.")
+    if not getattr(learngene.config, "expansion", None):
+        raise ConfigError("vit_depth_methods needs a linear-expansion (ViT) learngene; for layer learngenes use size_methods.")
+    methods = []
+    for depth in depths:
+        depth = int(depth)
+
+        def scratch(n: int, d: int = depth) -> nn.Module:
+            return ViTIndividualModel(ViTIndividualConfig.for_learngene(learngene, n, num_blocks=d))
+
+        methods.append(Method(f"tleg@{depth}", lambda n, d=depth: ViTIndividualModel.from_learngene(learngene, n, num_blocks=d),
+                              description=f"{depth}-block ViT, block l = base + c(l, {depth}) * inc of the learngene (TLEG)"))
+        methods.append(Method(f"scratch@{depth}", scratch, description=f"the same {depth}-block ViT, random initialization"))
+        if plain_collective is not None and depth <= int(plain_collective.config.depth):
+            methods.append(Method(
+                f"weight_selection@{depth}",
+                lambda n, d=depth: ViTIndividualModel.from_weight_selection(plain_collective, n, num_blocks=d),
+                description=f"the same {depth}-block ViT, first {depth} blocks of the unconstrained collective ViT"))
+        for prefix in classifiers:
+            classifier, settings, search = FROZEN_CLASSIFIERS[prefix]
+            methods.append(Method(
+                f"{prefix}_random@{depth}",
+                lambda n, d=depth, c=classifier: vit_frozen_features(scratch(n, d), n, c, source="random"),
+                description=f"{prefix} on the frozen class and mean patch tokens of a random {depth}-block ViT (nothing inherited)",
+                fit=fit_frozen_features, settings=dict(settings), search=search))
+    return methods
+
+
+def compare_vit_depths(
+    learngene: Any,
+    plain_collective: nn.Module | None,
+    episodes: Sequence[Any],
+    cfg: FewShotConfig,
+    depths: Sequence[int],
+    *,
+    classifiers: Sequence[str] = ("logreg",),
+    tune_lr_episodes: Sequence[Any] | None = None,
+    lr_grid: Sequence[float] = DEFAULT_LR_GRID,
+    accelerator: Any | None = None,
+    seed: int = 0,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """ViT descendants of several depths from a linear-expansion learngene vs scratch, weight
+    selection and frozen random features of the same depth, on the same episodes
+    (:func:`~learngene_hf.fewshot.compare_methods` with :func:`vit_depth_methods`; learning rates
+    and L2 strengths picked on ``tune_lr_episodes``, open-world episodes, when given). The
+    results dict gains ``sizes`` (:func:`size_rows`, one size per depth)."""
+    if not episodes:
+        raise ConfigError("compare_vit_depths needs at least one episode.")
+    methods = vit_depth_methods(learngene, plain_collective, depths, classifiers=classifiers)
     results = compare_methods(learngene, episodes, cfg, methods=methods, tune_lr_episodes=tune_lr_episodes,
                               lr_grid=lr_grid, accelerator=accelerator, seed=seed, progress=progress)
     results["sizes"] = size_rows(results)

@@ -384,8 +384,11 @@ def reestimate_batchnorm(model: IndividualModel, images: torch.Tensor, batch_siz
 
 def parameter_groups(model: IndividualModel) -> dict[str, list[nn.Parameter]]:
     """The trainable parameters of ``model`` by recipe group: ``"head"`` (MLP neck and
-    classifier) and ``"body"`` (the conv blocks); frozen parameters are in neither."""
-    head = {id(p) for module in (model.neck, model.classifier) for p in module.parameters()}
+    classifier of a VGG descendant; whatever ``model.head_modules()`` returns for other families,
+    e.g. a ViT descendant's classifier) and ``"body"`` (everything else: conv blocks, transformer
+    blocks, embeddings); frozen parameters are in neither."""
+    heads = model.head_modules() if hasattr(model, "head_modules") else (model.neck, model.classifier)
+    head = {id(p) for module in heads for p in module.parameters()}
     groups: dict[str, list[nn.Parameter]] = {"head": [], "body": []}
     for p in model.parameters():
         if p.requires_grad:

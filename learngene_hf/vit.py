@@ -680,6 +680,10 @@ class ViTIndividualModel(ViTIndividualPreTrainedModel):
             return 0
         return sum(p.numel() for name, p in self.vit.named_parameters() if not name.startswith("head."))
 
+    def head_modules(self) -> list[nn.Module]:
+        """The modules of the few-shot recipe's ``"head"`` group (the classifier); the rest is the body."""
+        return [self.vit.head]
+
     def forward(self, pixel_values: torch.Tensor, labels: torch.Tensor | None = None, **kwargs) -> ImageClassifierOutput:
         r"""Classify ``pixel_values`` [B, C, H, W] (float, normalized): ``logits`` [B, num_labels],
         and the cross-entropy ``loss`` when ``labels`` [B] is given."""
@@ -726,6 +730,10 @@ class ViTIndividualModel(ViTIndividualPreTrainedModel):
         embeddings = {k[6:]: v for k, v in tensors.items() if k.startswith("embed.")}
         self._load_vit_tensors(expand_block_tensors(base, inc, self.config.depth, rule), embeddings)
         self.config.learngene = {"form": "linear_expansion", "rule": rule, **(origin or {})}
+        # what was inherited: every non-head parameter was initialised from it, and the learngene's
+        # stored tensors are what had to be downloaded (the same pair serves any depth)
+        self.inheritance_record = {"parameters": self.num_inherited_parameters(),
+                                   "bytes": int(sum(t.numel() * t.element_size() for t in tensors.values()))}
 
     @classmethod
     def from_learngene(
@@ -785,6 +793,9 @@ class ViTIndividualModel(ViTIndividualPreTrainedModel):
         model._load_vit_tensors(blocks, {name: state[name].detach() for name in EMBEDDING_TENSOR_NAMES})
         model.config.learngene = {"form": "weight_selection", "source_depth": cfg.depth, "source_embed_dim": cfg.embed_dim,
                                   "source_expansion": cfg.expansion, "layers": list(range(config.depth))}
+        selected = [p for name, p in model.vit.named_parameters() if not name.startswith("head.")]
+        model.inheritance_record = {"parameters": int(sum(p.numel() for p in selected)),
+                                    "bytes": int(sum(p.numel() * p.element_size() for p in selected))}
         return model
 
     # ------------------------------------------------------------------ ecosystem

@@ -265,3 +265,124 @@ def test_vit_learngene_goes_through_the_hub_and_builds_descendants_by_repo_id(vi
     deep = IndividualModel.from_learngene("me/learngene-vit", num_labels=5, num_blocks=8, revision=sha)
     assert (len(shallow.vit.blocks), len(deep.vit.blocks)) == (2, 8)
     assert shallow.config.learngene["repo_id"] == "me/learngene-vit" and shallow.config.learngene["commit_sha"] == sha
+
+
+def test_pulled_learngene_builds_descendants_of_two_depths_like_the_local_one(vit_learngene, hub):
+    learngene, _ = vit_learngene
+    sha = learngene.push_to_hub("me/learngene-vit-pull").oid
+    pulled = Learngene.from_pretrained("me/learngene-vit-pull", revision=sha)
+    assert pulled.config.form == "linear_expansion" and set(pulled.tensors) == set(learngene.tensors)
+    x = torch.randn(2, 3, 32, 32)
+    for depth in (2, 6):
+        torch.manual_seed(0)
+        mine = IndividualModel.from_learngene(learngene, num_labels=5, num_blocks=depth).eval()
+        torch.manual_seed(0)
+        theirs = IndividualModel.from_learngene(pulled, num_labels=5, num_blocks=depth).eval()
+        assert len(theirs.vit.blocks) == depth and theirs.config.learngene["source_depth"] == 3
+        with torch.no_grad():
+            torch.testing.assert_close(theirs(x).logits, mine(x).logits)
+    # a trained descendant pushed as a model loads back through the Auto classes from the Hub
+    mine.push_to_hub("me/vit-descendant")
+    loaded = AutoModelForImageClassification.from_pretrained("me/vit-descendant").eval()
+    assert isinstance(loaded, ViTIndividualModel) and loaded.config.depth == 6
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x).logits, mine(x).logits)
+
+
+def test_descendant_loads_with_trust_remote_code_where_learngene_hf_is_not_installed(vit_learngene, tmp_path):
+    import subprocess
+    import sys
+
+    learngene, _ = vit_learngene
+    model = IndividualModel.from_learngene(learngene, num_labels=3, num_blocks=4).eval()
+    ViTIndividualConfig.register_for_auto_class()
+    ViTIndividualModel.register_for_auto_class("AutoModelForImageClassification")
+    try:
+        model.save_pretrained(tmp_path / "desc")
+    finally:
+        ViTIndividualConfig._auto_class = None
+        ViTIndividualModel._auto_class = None
+    assert (tmp_path / "desc" / "vit.py").is_file()
+    x = torch.randn(2, 3, 32, 32)
+    torch.save(x, tmp_path / "x.pt")
+    # a fresh interpreter in which `import learngene_hf` fails: only the copied code can build the model
+    script = (
+        "import sys; sys.modules['learngene_hf'] = None\n"
+        "import torch\n"
+        "from transformers import AutoModelForImageClassification\n"
+        f"m = AutoModelForImageClassification.from_pretrained({str(tmp_path / 'desc')!r}, trust_remote_code=True).eval()\n"
+        "assert not type(m).__module__.startswith('learngene_hf'), type(m).__module__\n"
+        f"with torch.no_grad(): torch.save(m(torch.load({str(tmp_path / 'x.pt')!r})).logits, {str(tmp_path / 'y.pt')!r})\n"
+    )
+    subprocess.run([sys.executable, "-c", script], check=True, cwd=tmp_path, timeout=300,
+                   env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
+    with torch.no_grad():
+        torch.testing.assert_close(torch.load(tmp_path / "y.pt"), model(x).logits)
+
+
+# ---------------------------------------------------------------------------------------------- few-shot
+def test_vit_descendants_train_with_the_few_shot_recipe_body_frozen_during_lp(vit_learngene):
+    from learngene_hf.fewshot import FewShotConfig, parameter_groups, train_individual
+
+    learngene, _ = vit_learngene
+    model = IndividualModel.from_learngene(learngene, num_labels=2, num_blocks=2)
+    groups = parameter_groups(model)
+    assert {id(p) for p in groups["head"]} == {id(p) for p in model.vit.head.parameters()}
+    assert len(groups["body"]) == len(list(model.parameters())) - 2
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    images, labels = _data(n_classes=2, per=4)[0].images, torch.tensor([0] * 4 + [1] * 4)
+    # LP only (every step before the body starts): the head moves, the transformer does not
+    train_individual(model, images, labels, FewShotConfig(steps=3, lp_steps=3, device="cpu"), seed=0)
+    moved = {n for n, p in model.named_parameters() if not torch.equal(p, before[n])}
+    assert moved == {"vit.head.weight", "vit.head.bias"}
+    train_individual(model, images, labels, FewShotConfig(steps=3, lp_steps=1, device="cpu"), seed=0)
+    assert not torch.equal(model.vit.blocks[0].attn.qkv.weight, before["vit.blocks.0.attn.qkv.weight"])
+
+
+def test_vit_depth_comparison_runs_every_method_and_names_the_strongest_that_inherits_nothing(vit_learngene):
+    from learngene_hf.baselines import FrozenViTFeatureClassifier, inheritance
+    from learngene_hf.data import sample_episodes
+    from learngene_hf.descendants import compare_vit_depths, vit_depth_methods
+    from learngene_hf.fewshot import FewShotConfig
+
+    learngene, _ = vit_learngene
+    torch.manual_seed(0)
+    plain = ViTCollectiveModel(ViTCollectiveConfig(preset="vit-tiny", expansion="none"))
+    methods = {m.name: m for m in vit_depth_methods(learngene, plain, [2, 4])}
+    assert set(methods) == {"tleg@2", "scratch@2", "weight_selection@2", "logreg_random@2",
+                            "tleg@4", "scratch@4", "logreg_random@4"}  # weight selection needs depth <= 3
+    probe = methods["logreg_random@2"].builder(3)
+    assert isinstance(probe, FrozenViTFeatureClassifier) and probe.num_features == 2 * 32
+    assert inheritance(probe) == {"parameters": 0, "bytes": 0}
+    tleg = methods["tleg@4"].builder(3)
+    assert inheritance(tleg) == {"parameters": tleg.num_inherited_parameters(), "bytes": learngene.num_bytes()}
+
+    train, _ = _data(n_classes=12, per=8)
+    episodes = sample_episodes(train, [6, 7, 8, 9], 2, ways=3, shots=2, queries=2, seed=0)
+    open_world = sample_episodes(train, [10, 11, 5], 1, ways=3, shots=2, queries=2, seed=1, role="open_world")
+    cfg = FewShotConfig(steps=2, lp_steps=1, warmup_steps=0, device="cpu")
+    results = compare_vit_depths(learngene, plain, episodes, cfg, [2], tune_lr_episodes=open_world, lr_grid=[0.01, 0.05],
+                                 progress=False)
+    rows = {r["method"]: r for r in results["sizes"]}
+    assert set(rows) == {"tleg", "scratch", "weight_selection", "logreg_random"}
+    assert all(len(results["methods"][r["name"]]["accuracies"]) == 2 for r in rows.values())
+    assert rows["logreg_random"]["settings"]["l2"] in (1e-4, 1e-3, 1e-2, 1e-1, 1.0)
+    assert rows["tleg"]["lr"] is not None and rows["logreg_random"]["lr"] is None
+    best = "logreg_random" if rows["logreg_random"]["mean"] > rows["scratch"]["mean"] else "scratch"  # ties: the first
+    assert rows[best]["diff_vs_strongest"] is None
+    assert rows["tleg"]["diff_vs_strongest"]["baseline"] == best
+    assert rows["tleg"]["inherited_bytes"] == learngene.num_bytes() and rows["scratch"]["inherited_bytes"] == 0
+
+
+def test_logistic_regression_on_random_vit_features_separates_easy_classes():
+    from learngene_hf.baselines import fit_frozen_features, vit_frozen_features
+    from learngene_hf.fewshot import FewShotConfig, evaluate
+
+    train, test = _data(n_classes=3, per=6, test=6)
+    torch.manual_seed(0)
+    random_vit = ViTIndividualModel(ViTIndividualConfig(embed_dim=32, depth=2, num_heads=2, patch_size=8, num_labels=3))
+    probe = vit_frozen_features(random_vit, 3, "logistic", source="random")
+    before = [p.detach().clone() for p in probe.vit.parameters()]
+    fit_frozen_features(probe, train.images, train.labels, FewShotConfig(device="cpu"), seed=0, l2=1e-3)
+    assert evaluate(probe, test.images, test.labels, FewShotConfig(device="cpu")) > 0.9  # chance: 1/3
+    assert all(torch.equal(a, b) for a, b in zip(before, probe.vit.parameters()))  # nothing was fine-tuned
