@@ -287,6 +287,12 @@ def test_pulled_learngene_builds_descendants_of_two_depths_like_the_local_one(vi
     assert isinstance(loaded, ViTIndividualModel) and loaded.config.depth == 6
     with torch.no_grad():
         torch.testing.assert_close(loaded(x).logits, mine(x).logits)
+    import numpy as np
+    from PIL import Image
+    from transformers import pipeline
+
+    scores = pipeline("image-classification", model="me/vit-descendant")(Image.fromarray(np.zeros((32, 32, 3), np.uint8)), top_k=5)
+    assert len(scores) == 5 and abs(sum(s["score"] for s in scores) - 1) < 1e-4
 
 
 def test_descendant_loads_with_trust_remote_code_where_learngene_hf_is_not_installed(vit_learngene, tmp_path):
