@@ -247,9 +247,9 @@ def test_lr_tuning_and_the_episode_bar_name_the_stage_method_and_shots(data, cap
     episodes = sample_episodes(data, SPLIT["novel"], 1, ways=2, shots=1, queries=1)
     tune = tuning_episodes(data, SPLIT["open_world"], 1, ways=2, shots=1, queries=1)
     with caplog.at_level(logging.INFO, logger="learngene_hf"):
-        compare_methods(lg, episodes, FewShotConfig(epochs=1, device="cpu"), tune_lr_episodes=tune, lr_grid=[0.01],
-                        progress=False)
-    assert "lr tuning 1/2: learngene, 2-way 1-shot, lr 0.01 on 1 open-world episodes" in caplog.text
+        compare_methods(lg, episodes, FewShotConfig(epochs=1, device="cpu"), tune_lr_episodes=tune, lr_grid=[0.01, 0.02],
+                        widen=0, progress=False)
+    assert "lr tuning 1/2: learngene, 2-way 1-shot, lr 0.01, 0.02 on 1 open-world episodes" in caplog.text
     assert "lr tuning 2/2: scratch" in caplog.text
     import learngene_hf.fewshot as fewshot
 
