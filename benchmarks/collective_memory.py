@@ -1,11 +1,11 @@
 """How well does the collective model remember its tasks and recognise the unknown?
 
-Two stages, both on the embedded procedural dataset with the "small" preset:
+Three stages, on the embedded procedural dataset with the "small" preset:
 
 ``--stage tune`` chooses the forgetting-control settings on a short stream drawn from the
 **open-world** classes only (never the base classes the benchmark reports on): the EWC weight
-grid, BatchNorm freezing points and replay sizes, each a separate run. Writes
-``benchmarks/results/collective_memory_tuning.{json,md}``.
+grid, BatchNorm freezing points and replay sizes, each a separate run (``--combine``: also every
+BatchNorm point with every replay size). Writes ``benchmarks/results/collective_memory_tuning.{json,md}``.
 
 ``--stage compare`` runs the stream on the base classes (by default the preset's 15 tasks; the
 stream options shorten it) once per variant - no control, BatchNorm frozen + replay, BatchNorm
@@ -13,11 +13,18 @@ frozen, replay, EWC (the tuned weight) and the "small" preset's default - one af
 this process (so that background load hits them alike), and writes
 ``benchmarks/results/collective_memory.{json,md}`` and ``benchmarks/results/collective_memory.png``
 (accuracy per task), updated after every variant. The run folders stay in ``--runs-dir``.
+``--only`` runs some variants, in the order given, keeping the earlier rows of the same stream.
 
-    python benchmarks/collective_memory.py --stage tune
-    python benchmarks/collective_memory.py --stage compare
-    python benchmarks/collective_memory.py --stage compare --num-tasks 5 --images-per-class 100 \
-        --epochs-per-task 4 --batch-size 32          # the shortened stream measured in the README
+``--stage fewshot`` checks that the learngene does not suffer: the paper's block of the run
+without control (``--old-run``) and of the run with the new default (``--new-run``), each as a
+fine-tuned descendant (paper recipe) and as logistic regression on its frozen features, on the
+same novel-class episodes; paired differences new - old. Writes
+``benchmarks/results/collective_memory_fewshot.{json,md}``.
+
+    python benchmarks/collective_memory.py --stage tune --tune-tasks 5 --tune-epochs 4 --tune-images 100 \
+        --ewc-grid 0.1 1 3 --bn-grid 3 --replay-grid 20 --combine
+    python benchmarks/collective_memory.py --stage compare --only "preset default" "no control"
+    python benchmarks/collective_memory.py --stage fewshot
 """
 
 from __future__ import annotations
@@ -38,7 +45,9 @@ from learngene_hf.plots.memory import plot_task_accuracy
 from learngene_hf.training import PRESET_TRAINING_DEFAULTS, CollectiveTrainingConfig, train_collective
 
 RESULTS = Path(__file__).resolve().parent / "results"
-OFF = {"bn_freeze_after": 0, "ewc_weight": 0.0, "replay_per_class": 0}
+OFF = {"bn_freeze_after": 0, "ewc_weight": 0.0, "replay_per_class": 0, "open_world_from_replay": False}
+SETTINGS = ("bn_freeze_after", "ewc_weight", "replay_per_class", "replay_selection", "replay_batch_size",
+            "open_world_from_replay", "epochs_per_task")
 
 
 def run_variant(name: str, overrides: dict[str, Any], runs_dir: Path, **stream: Any) -> dict[str, Any]:
@@ -50,14 +59,12 @@ def run_variant(name: str, overrides: dict[str, Any], runs_dir: Path, **stream: 
     except DataError as err:  # NaN scores: the run diverged
         print(f"{name:>18}: diverged ({err})", flush=True)
         return {"variant": name, "diverged": str(err), "wall_seconds": time.perf_counter() - start,
-                "settings": {k: getattr(config, k) for k in ("bn_freeze_after", "ewc_weight", "replay_per_class",
-                                                                "replay_selection", "replay_batch_size", "epochs_per_task")}}
+                "settings": {k: getattr(config, k) for k in SETTINGS}}
     wall = time.perf_counter() - start
     report = run.report
     row = {
         "variant": name,
-        "settings": {k: getattr(config, k) for k in ("bn_freeze_after", "ewc_weight", "replay_per_class",
-                                                        "replay_selection", "replay_batch_size", "epochs_per_task")},
+        "settings": {k: getattr(config, k) for k in SETTINGS},
         "mean_forgetting": report["mean_forgetting"],
         "mean_accuracy_after": report["mean_accuracy_after"],
         "mean_accuracy_end": report["mean_accuracy_end"],
@@ -65,6 +72,7 @@ def run_variant(name: str, overrides: dict[str, Any], runs_dir: Path, **stream: 
         "images_per_second": report["images_per_second"],
         "train_seconds": sum(t["train_seconds"] for t in report["tasks"]),
         "wall_seconds": wall,
+        "measured_at": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "accuracy_after": [t["accuracy_after"] for t in report["tasks"]],
         "accuracy_end": [t["accuracy_end"] for t in report["tasks"]],
         "run_dir": str(runs_dir / name),
@@ -87,7 +95,8 @@ def _table(rows: list[dict[str, Any]], reference: str | None) -> list[str]:
         settings = (f"BN frozen from task {s['bn_freeze_after']}" if s["bn_freeze_after"] else "BN trains") + (
             f", EWC {s['ewc_weight']:g}" if s["ewc_weight"] else "") + (
             f", replay {s['replay_per_class']}/class ({s['replay_selection']}, {s['replay_batch_size']}/batch)"
-            if s["replay_per_class"] else "") + f", {s['epochs_per_task']} epochs"
+            if s["replay_per_class"] else "") + (
+            ", Mahalanobis statistics from replay" if s.get("open_world_from_replay") else "") + f", {s['epochs_per_task']} epochs"
         if r.get("diverged"):
             lines.append("| " + " | ".join([r["variant"], settings, "diverged (NaN)"] + ["-"] * (len(head) - 3)) + " |")
             continue
@@ -113,6 +122,12 @@ def tune(args: argparse.Namespace) -> None:
     grid += [(f"EWC {w:g}", dict(OFF, ewc_weight=w)) for w in args.ewc_grid]
     grid += [(f"BN frozen from {k}", dict(OFF, bn_freeze_after=k)) for k in args.bn_grid]
     grid += [(f"replay {m}", dict(OFF, replay_per_class=m)) for m in args.replay_grid]
+    if args.combine:
+        grid += [(f"BN frozen from {k} + replay {m}", dict(OFF, bn_freeze_after=k, replay_per_class=m))
+                 for k in args.bn_grid for m in args.replay_grid]
+        grid += [(f"BN frozen from {k} + replay {m} + statistics from replay",
+                  dict(OFF, bn_freeze_after=k, replay_per_class=m, open_world_from_replay=True))
+                 for k in args.bn_grid for m in args.replay_grid]
     if args.only:
         grid = [(n, o) for n, o in grid if any(key in n for key in args.only)]
     rows = []
@@ -168,11 +183,18 @@ def compare(args: argparse.Namespace) -> None:
         ("EWC", None),  # weight read from the tuning results when this variant starts
         ("preset default", {}),
     ]
-    if args.only:
-        variants = [(n, o) for n, o in variants if n in args.only]
+    if args.only:  # in the order given
+        variants = [next(v for v in variants if v[0] == name) for name in args.only if any(v[0] == name for v in variants)]
     stream = {k: v for k, v in (("num_tasks", args.num_tasks), ("train_per_class", args.images_per_class),
                                 ("epochs_per_task", args.epochs_per_task), ("batch_size", args.batch_size)) if v is not None}
     rows = []
+    previous = RESULTS / "collective_memory.json"
+    if args.only and previous.is_file():
+        # keep the rows of the same stream measured by an earlier invocation (e.g. no control) when only some
+        # variants are (re)run; each row says when it was measured
+        old = read_json(previous)
+        if old.get("stream") == stream:
+            rows = [r for r in old["rows"] if r["variant"] not in {n for n, _ in variants}]
     for name, overrides in variants:
         if overrides is None:
             weight = _ewc_weight(args)
@@ -181,6 +203,8 @@ def compare(args: argparse.Namespace) -> None:
                 continue
             overrides = dict(OFF, ewc_weight=weight)
         rows.append(run_variant(name, overrides, args.runs_dir, **stream))
+        order = [n for n, _ in variants]
+        rows.sort(key=lambda r: order.index(r["variant"]) if r["variant"] in order else -1)
         _write_compare(rows, default, stream, args)
 
 
@@ -214,9 +238,66 @@ def _write_compare(rows: list[dict[str, Any]], default: dict[str, Any], stream: 
     print("\n".join(md), flush=True)
 
 
+def fewshot(args: argparse.Namespace) -> None:
+    """Paired few-shot check: the learngene of the "no control" run (the old default; ``--old-run``)
+    against the learngene of the "preset default" run (``--new-run``), on the same novel-class
+    episodes."""
+    from dataclasses import replace
+
+    from learngene_hf.criterion import paper_block
+    from learngene_hf.data import sample_episodes
+    from learngene_hf.descendants import baseline_methods
+    from learngene_hf.fewshot import FewShotConfig, Method, load_fewshot_data, run_episodes
+    from learngene_hf.individual import IndividualModel
+    from learngene_hf.inheritor import Inheritor
+    from learngene_hf.stats import mean_ci, paired_difference
+
+    runs = {"old": args.old_run or args.runs_dir / "no control", "new": args.new_run or args.runs_dir / "preset default"}
+    methods, learngenes = [], {}
+    for key, run_dir in runs.items():
+        inheritor = Inheritor.from_run(run_dir, load_probe_data=False)
+        layers = paper_block(inheritor.model.config.num_layers, 3)  # the paper's block: no ranking or probes needed
+        lg = learngenes[key] = inheritor.extract(layers)
+        methods.append(Method(f"learngene ({key})", lambda n, lg=lg: IndividualModel.from_learngene(lg, n),
+                              description=f"descendant inheriting {lg.config.layer_names} of {run_dir}"))
+        for m in baseline_methods(lg, sources=("learngene",), classifiers=("logreg",), weight_selection_method=False):
+            methods.append(replace(m, name=f"{m.name} ({key})"))
+    novel = list(split_classes(100, seed=0).novel)  # the default split's novel classes (the tuning runs have none)
+    data, novel, _ = load_fewshot_data(learngenes["old"], novel_classes=novel, open_world_classes=[])
+    episodes = sample_episodes(data, novel, args.fewshot_episodes, 5, args.shots, 15, seed=0)
+    cfg = FewShotConfig.from_recipe("paper")
+    start = time.perf_counter()
+    rows = run_episodes(methods, episodes, cfg, progress=False, seed=0)
+    seconds = time.perf_counter() - start
+    acc = {m.name: [r["accuracy"][m.name] for r in rows] for m in methods}
+    summary = {name: dict(zip(("mean", "ci95"), mean_ci(values))) for name, values in acc.items()}
+    pairs = {}
+    for name in ("learngene", "logreg_learngene"):
+        diff = paired_difference(acc[f"{name} (new)"], acc[f"{name} (old)"])
+        pairs[name] = {"mean": diff[0], "ci95": diff[1]}
+    result = {"stage": "fewshot", "runs": {k: str(v) for k, v in runs.items()}, "episodes": len(episodes),
+              "ways": 5, "shots": args.shots, "queries": 15, "recipe": "paper", "layers": learngenes["old"].config.layer_names,
+              "methods": summary, "new_minus_old": pairs, "accuracies": acc, "seconds": seconds, "machine": _machine(),
+              "note": args.note}
+    write_json_atomic(RESULTS / "collective_memory_fewshot.json", result)
+    md = ["# Collective memory: does the learngene suffer?", "",
+          f"{len(episodes)} novel-class 5-way {args.shots}-shot episodes (15 queries per class, seed 0), the same for "
+          f"every method. Learngene: the paper's block ({', '.join(learngenes['old'].config.layer_names)}) of the "
+          f"collective run without forgetting control (old: `{runs['old']}`) and of the run with the new default "
+          f"(new: `{runs['new']}`). "
+          "`learngene`: a descendant fine-tuned with the paper recipe; `logreg_learngene`: logistic regression on "
+          f"its frozen learngene features. Machine: {_machine()}. {args.note}", "",
+          "| method | mean accuracy | 95% CI |", "|---|---|---|"]
+    md += [f"| {name} | {v['mean']:.3f} | +/- {v['ci95']:.3f} |" for name, v in summary.items()]
+    md += ["", "| paired difference new - old | mean | 95% CI |", "|---|---|---|"]
+    md += [f"| {name} | {v['mean']:+.3f} | +/- {v['ci95']:.3f} |" for name, v in pairs.items()]
+    write_text_atomic(RESULTS / "collective_memory_fewshot.md", "\n".join(md) + "\n")
+    print("\n".join(md), flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--stage", choices=["tune", "compare"], required=True)
+    parser.add_argument("--stage", choices=["tune", "compare", "fewshot"], required=True)
     parser.add_argument("--runs-dir", type=Path, default=Path("runs/collective_memory"))
     parser.add_argument("--only", nargs="*", default=None, help="run only the variants whose name contains one of these")
     parser.add_argument("--note", default="", help="free text for the results (e.g. machine load)")
@@ -228,17 +309,23 @@ def main() -> None:
     parser.add_argument("--ewc-grid", type=float, nargs="*", default=[100.0, 1000.0, 10000.0])
     parser.add_argument("--bn-grid", type=int, nargs="*", default=[])
     parser.add_argument("--replay-grid", type=int, nargs="*", default=[])
+    parser.add_argument("--combine", action="store_true", help="also tune every BN point with every replay size")
     # compare
     parser.add_argument("--num-tasks", type=int, default=None)
     parser.add_argument("--images-per-class", type=int, default=None, help="training images per class (small: 300)")
     parser.add_argument("--epochs-per-task", type=int, default=None)
     parser.add_argument("--ewc-weight", type=float, default=None, help="default: the tuned weight of --stage tune")
-    parser.add_argument("--bn-freeze-after", type=int, default=1)
+    parser.add_argument("--bn-freeze-after", type=int, default=3)
     parser.add_argument("--replay-per-class", type=int, default=20)
+    # fewshot
+    parser.add_argument("--fewshot-episodes", type=int, default=40)
+    parser.add_argument("--old-run", type=Path, default=None, help="default: RUNS_DIR/'no control'")
+    parser.add_argument("--new-run", type=Path, default=None, help="default: RUNS_DIR/'preset default'")
+    parser.add_argument("--shots", type=int, default=5)
     args = parser.parse_args()
     RESULTS.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(max(1, torch.get_num_threads()))
-    (tune if args.stage == "tune" else compare)(args)
+    {"tune": tune, "compare": compare, "fewshot": fewshot}[args.stage](args)
 
 
 if __name__ == "__main__":

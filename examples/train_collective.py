@@ -80,7 +80,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
               "base": "explicit base class ids, e.g. '0-5,8' (giving any class list makes the roles not given empty)",
               "open_world": "explicit open-world class ids", "novel": "explicit novel class ids",
               "stop_after_task": "stop after this many finished tasks (time budgets; run again to resume)",
-              "split_seed": "seed of the default 64/16/20% base/open-world/novel split"},
+              "split_seed": "seed of the default 64/16/20% base/open-world/novel split",
+              "open_world_from_replay": "recompute the Mahalanobis class statistics from the replay exemplars after every "
+                                        "task (needs --replay-per-class)"},
     )
     run = parser.add_argument_group("run")
     run.add_argument("--output-dir", default="runs/collective")

@@ -57,7 +57,9 @@ RUN_VERSION = 1
 #: "small" finishes on 2 CPU cores in minutes; "tiny" is for tests.
 PRESET_TRAINING_DEFAULTS: dict[str, dict[str, Any]] = {
     "paper": {"num_tasks": 50, "epochs_per_task": 10, "lr": 1e-3, "train_per_class": None, "test_per_class": None},
-    "small": {"num_tasks": 15, "epochs_per_task": 6, "lr": 0.03, "train_per_class": 300, "test_per_class": 40},
+    # small: EWC at the weight tuned on the open-world classes (benchmarks/collective_memory.py --stage tune)
+    "small": {"num_tasks": 15, "epochs_per_task": 6, "lr": 0.03, "train_per_class": 300, "test_per_class": 40,
+              "ewc_weight": 3.0},
     "tiny": {"num_tasks": 3, "epochs_per_task": 1, "lr": 0.05, "train_per_class": 20, "test_per_class": 10},
     # ViT collective models (linear expansion, TLEG); growth is not offered for them
     # (AdamW: with SGD at lr 0.01-0.03 a small ViT stayed at chance level on the first tasks)
@@ -109,7 +111,10 @@ class CollectiveTrainingConfig:
     :data:`~learngene_hf.openworld.OPEN_WORLD_SCORES` ("energy", "msp", "mahalanobis") rates the
     new task's test images against up to ``open_world_known`` held-out test images of known
     classes (AUROC per score in the report); ``open_world_method`` is the one reported as
-    ``open_world_auroc``.
+    ``open_world_auroc``. ``open_world_from_replay`` (needs replay): after every task the
+    Mahalanobis class means and scatter are recomputed from the replay exemplars through the
+    current model, instead of being kept from the end of each class's own task (where the
+    backbone has since moved).
 
     Data: ``dataset`` (None = the embedded procedural dataset, else anything
     ``learngene_hf.data.load_tensors`` accepts), ``image_column``, ``label_column``,
@@ -158,6 +163,7 @@ class CollectiveTrainingConfig:
     novel: Any = None
     open_world_method: str = "energy"
     open_world_known: int = 500
+    open_world_from_replay: bool = False
     eval_batch_size: int = 256
     stop_after_task: int | None = None
 
@@ -221,6 +227,9 @@ class CollectiveTrainingConfig:
             raise ConfigError(f"replay_batch_size must be a positive integer, got {self.replay_batch_size!r}.")
         if self.replay_selection not in REPLAY_SELECTIONS:
             raise ConfigError(f"replay_selection must be one of {REPLAY_SELECTIONS}, got {self.replay_selection!r}.")
+        if self.open_world_from_replay and not self.replay_per_class:
+            raise ConfigError("open_world_from_replay recomputes the class statistics from the replay memory; turn replay "
+                              "on (replay_per_class > 0, --replay-per-class) or leave open_world_from_replay off.")
         if self.heatmap_threshold not in self.thresholds:
             raise ConfigError(f"heatmap_threshold {self.heatmap_threshold} must be one of thresholds {self.thresholds}.")
         if self.stop_after_task is not None and (not isinstance(self.stop_after_task, int) or self.stop_after_task <= 0):
@@ -507,6 +516,16 @@ def replay_loss(model: CollectiveModel, images: torch.Tensor, labels: torch.Tens
         logits = model.heads[task](embedding[rows]).float()
         total = total + nn.functional.cross_entropy(logits, labels[rows], reduction="sum")
     return total / len(labels)
+
+
+def replay_gaussians(model: CollectiveModel, replay: ReplayMemory, batch_size: int, device) -> ClassGaussians:
+    """:class:`ClassGaussians` of the replay exemplars embedded by the current ``model``: one
+    component per stored (task, local class) pair, the within-class scatter pooled over them."""
+    features = _embeddings(model, replay.images, batch_size, device)
+    ways = int(replay.labels.max()) + 1
+    gaussians = ClassGaussians()
+    gaussians.add(features, replay.tasks * ways + replay.labels)
+    return gaussians
 
 
 # ---------------------------------------------------------------------------------------------- checkpoint
@@ -917,6 +936,8 @@ def train_collective(
         if replay is not None:
             replay.add_task(t, task.train_images, task.train_labels, list(task.classes), features,
                             generator=torch.Generator().manual_seed(seed_t + 3))
+            if config.open_world_from_replay:
+                gaussians = replay_gaussians(model, replay, config.eval_batch_size, accelerator.device)
         accelerator.free_memory()
         del wrapped, optimizer, loader
         for h in model.heads:
@@ -962,6 +983,7 @@ def train_collective(
             "replay_selection": config.replay_selection if config.replay_per_class else None,
             "replay_batch_size": config.replay_batch_size if config.replay_per_class else None,
             "replay_images": len(replay) if replay is not None else 0,
+            "open_world_from_replay": config.open_world_from_replay,
         },
         "growth_log": [dict(e) for e in model.config.growth_log],
         "final_widths": list(getattr(model.config, "widths", [])),

@@ -86,3 +86,31 @@ def test_task_accuracy_plot_is_a_png_and_needs_a_variant(tmp_path):
     assert open(path, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
     with pytest.raises(ValueError, match="at least one variant"):
         plot_task_accuracy({}, tmp_path / "none.png")
+
+
+def test_open_world_statistics_from_replay_are_the_exemplar_means_under_the_final_model(tmp_path):
+    from safetensors.torch import load_file
+
+    from learngene_hf.data import normalize
+    from learngene_hf.openworld import ClassGaussians
+
+    with pytest.raises(ConfigError, match="open_world_from_replay"):
+        CollectiveTrainingConfig.for_preset("tiny", open_world_from_replay=True)
+    config = CollectiveTrainingConfig.for_preset(
+        "tiny", num_tasks=3, epochs_per_task=1, train_per_class=20, test_per_class=10, growth="none",
+        replay_per_class=4, open_world_from_replay=True, record_gradients=False,
+        base=list(range(15)), open_world=[], novel=[],
+    )
+    run = train_collective(config, tmp_path / "run", data=_stream_data(), resume=False, progress=False)
+    assert run.report["forgetting_control"]["open_world_from_replay"] is True
+    assert set(run.report["mean_open_world_aurocs"]) == {"energy", "msp", "mahalanobis"}
+    memory = ReplayMemory(4)
+    memory.load_state_tensors(load_file(str(tmp_path / "run" / "checkpoint" / "replay.safetensors")))
+    saved = ClassGaussians()
+    saved.load_state_tensors(load_file(str(tmp_path / "run" / "open_world.safetensors")))
+    assert len(saved) == 3 * 5 and saved.count == len(memory) == 3 * 5 * 4  # every exemplar, no full task
+    with torch.no_grad():
+        features = run.model.eval().embed(normalize(memory.images))
+    for row, (task, label) in enumerate([(t, c) for t in range(3) for c in range(5)]):
+        rows = (memory.tasks == task) & (memory.labels == label)
+        assert torch.allclose(saved.means[row], features[rows].mean(0), atol=1e-4)
