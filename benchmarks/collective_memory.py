@@ -15,10 +15,10 @@ this process (so that background load hits them alike), and writes
 (accuracy per task), updated after every variant. The run folders stay in ``--runs-dir``.
 ``--only`` runs some variants, in the order given, keeping the earlier rows of the same stream.
 
-``--stage fewshot`` checks that the learngene does not suffer: the paper's block of the run
-without control (``--old-run``) and of the run with the new default (``--new-run``), each as a
-fine-tuned descendant (paper recipe) and as logistic regression on its frozen features, on the
-same novel-class episodes; paired differences new - old. Writes
+``--stage fewshot`` checks that the learngene does not suffer: the first block and the paper's
+block of the run without control (``--old-run``) and of the run with the new default
+(``--new-run``), each as a fine-tuned descendant (``--recipe``) and as logistic regression on its
+frozen features, on the same novel-class episodes; paired differences new - old. Writes
 ``benchmarks/results/collective_memory_fewshot.{json,md}``.
 
     python benchmarks/collective_memory.py --stage tune --tune-tasks 5 --tune-epochs 4 --tune-images 100 \
@@ -244,7 +244,7 @@ def fewshot(args: argparse.Namespace) -> None:
     episodes."""
     from dataclasses import replace
 
-    from learngene_hf.criterion import paper_block
+    from learngene_hf.criterion import first_block, paper_block
     from learngene_hf.data import sample_episodes
     from learngene_hf.descendants import baseline_methods
     from learngene_hf.fewshot import FewShotConfig, Method, load_fewshot_data, run_episodes
@@ -253,40 +253,45 @@ def fewshot(args: argparse.Namespace) -> None:
     from learngene_hf.stats import mean_ci, paired_difference
 
     runs = {"old": args.old_run or args.runs_dir / "no control", "new": args.new_run or args.runs_dir / "preset default"}
-    methods, learngenes = [], {}
+    methods, learngenes, names = [], {}, []
     for key, run_dir in runs.items():
         inheritor = Inheritor.from_run(run_dir, load_probe_data=False)
-        layers = paper_block(inheritor.model.config.num_layers, 3)  # the paper's block: no ranking or probes needed
-        lg = learngenes[key] = inheritor.extract(layers)
-        methods.append(Method(f"learngene ({key})", lambda n, lg=lg: IndividualModel.from_learngene(lg, n),
-                              description=f"descendant inheriting {lg.config.layer_names} of {run_dir}"))
-        for m in baseline_methods(lg, sources=("learngene",), classifiers=("logreg",), weight_selection_method=False):
-            methods.append(replace(m, name=f"{m.name} ({key})"))
+        n = inheritor.model.config.num_layers
+        # the first block (what the validated selection picked in the pipeline) and the paper's block
+        for block, layers in (("first 3", first_block(n, 3)), ("last 3", paper_block(n, 3))):
+            lg = learngenes[key, block] = inheritor.extract(layers)
+            name = f"learngene {block}"
+            methods.append(Method(f"{name} ({key})", lambda k, lg=lg: IndividualModel.from_learngene(lg, k),
+                                  description=f"descendant inheriting {lg.config.layer_names} of {run_dir}"))
+            for m in baseline_methods(lg, sources=("learngene",), classifiers=("logreg",), weight_selection_method=False):
+                methods.append(replace(m, name=f"logreg {name} ({key})"))
+            names += [name, f"logreg {name}"] if key == "old" else []
     novel = list(split_classes(100, seed=0).novel)  # the default split's novel classes (the tuning runs have none)
-    data, novel, _ = load_fewshot_data(learngenes["old"], novel_classes=novel, open_world_classes=[])
+    first = next(iter(learngenes.values()))
+    data, novel, _ = load_fewshot_data(first, novel_classes=novel, open_world_classes=[])
     episodes = sample_episodes(data, novel, args.fewshot_episodes, 5, args.shots, 15, seed=0)
-    cfg = FewShotConfig.from_recipe("paper")
+    cfg = FewShotConfig.from_recipe(args.recipe)
     start = time.perf_counter()
     rows = run_episodes(methods, episodes, cfg, progress=False, seed=0)
     seconds = time.perf_counter() - start
     acc = {m.name: [r["accuracy"][m.name] for r in rows] for m in methods}
     summary = {name: dict(zip(("mean", "ci95"), mean_ci(values))) for name, values in acc.items()}
     pairs = {}
-    for name in ("learngene", "logreg_learngene"):
+    for name in names:
         diff = paired_difference(acc[f"{name} (new)"], acc[f"{name} (old)"])
         pairs[name] = {"mean": diff[0], "ci95": diff[1]}
     result = {"stage": "fewshot", "runs": {k: str(v) for k, v in runs.items()}, "episodes": len(episodes),
-              "ways": 5, "shots": args.shots, "queries": 15, "recipe": "paper", "layers": learngenes["old"].config.layer_names,
+              "ways": 5, "shots": args.shots, "queries": 15, "recipe": args.recipe,
               "methods": summary, "new_minus_old": pairs, "accuracies": acc, "seconds": seconds, "machine": _machine(),
               "note": args.note}
     write_json_atomic(RESULTS / "collective_memory_fewshot.json", result)
     md = ["# Collective memory: does the learngene suffer?", "",
           f"{len(episodes)} novel-class 5-way {args.shots}-shot episodes (15 queries per class, seed 0), the same for "
-          f"every method. Learngene: the paper's block ({', '.join(learngenes['old'].config.layer_names)}) of the "
-          f"collective run without forgetting control (old: `{runs['old']}`) and of the run with the new default "
-          f"(new: `{runs['new']}`). "
-          "`learngene`: a descendant fine-tuned with the paper recipe; `logreg_learngene`: logistic regression on "
-          f"its frozen learngene features. Machine: {_machine()}. {args.note}", "",
+          "every method. Learngenes: the first block (conv0-2, the block the pipeline's validated selection picked) "
+          "and the paper's block (the last 3 layers) of the collective run without forgetting control "
+          f"(old: `{runs['old']}`) and of the run with the new default (new: `{runs['new']}`). "
+          f"`learngene ...`: a descendant fine-tuned with the {args.recipe} recipe; `logreg learngene ...`: logistic regression "
+          f"on its frozen features up to the learngene's end. Machine: {_machine()}. {args.note}", "",
           "| method | mean accuracy | 95% CI |", "|---|---|---|"]
     md += [f"| {name} | {v['mean']:.3f} | +/- {v['ci95']:.3f} |" for name, v in summary.items()]
     md += ["", "| paired difference new - old | mean | 95% CI |", "|---|---|---|"]
@@ -322,6 +327,7 @@ def main() -> None:
     parser.add_argument("--old-run", type=Path, default=None, help="default: RUNS_DIR/'no control'")
     parser.add_argument("--new-run", type=Path, default=None, help="default: RUNS_DIR/'preset default'")
     parser.add_argument("--shots", type=int, default=5)
+    parser.add_argument("--recipe", default="default", choices=["default", "paper"], help="few-shot recipe of the descendants")
     args = parser.parse_args()
     RESULTS.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(max(1, torch.get_num_threads()))
