@@ -30,6 +30,7 @@ frozen features, on the same novel-class episodes; paired differences new - old.
 from __future__ import annotations
 
 import argparse
+import math
 import platform
 import time
 from pathlib import Path
@@ -58,8 +59,7 @@ def run_variant(name: str, overrides: dict[str, Any], runs_dir: Path, **stream: 
         run = train_collective(config, runs_dir / name, resume=False, progress=False)
     except DataError as err:  # NaN scores: the run diverged
         print(f"{name:>18}: diverged ({err})", flush=True)
-        return {"variant": name, "diverged": str(err), "wall_seconds": time.perf_counter() - start,
-                "settings": {k: getattr(config, k) for k in SETTINGS}}
+        return diverged_row(name, runs_dir / name, config, str(err), time.perf_counter() - start)
     wall = time.perf_counter() - start
     report = run.report
     row = {
@@ -84,6 +84,21 @@ def run_variant(name: str, overrides: dict[str, Any], runs_dir: Path, **stream: 
     return row
 
 
+def diverged_row(name: str, run_dir: Path, config: CollectiveTrainingConfig, error: str, wall: float | None) -> dict[str, Any]:
+    """The row of a run that diverged: what its last checkpoint says about the tasks it finished
+    (accuracy right after learning, last-epoch loss and EWC penalty) and the first task whose
+    training loss was no longer finite."""
+    state = read_json(run_dir / "checkpoint" / "state.json")
+    tasks = state["tasks"]
+    finite = [all(math.isfinite(x) for x in t["epoch_losses"] + t["epoch_ewc_penalties"]) for t in tasks]
+    return {"variant": name, "diverged": error, "wall_seconds": wall, "settings": {k: getattr(config, k) for k in SETTINGS},
+            "finished_tasks": len(tasks), "first_bad_task": finite.index(False) if False in finite else None,
+            "accuracy_after": [t["accuracy_after"] for t in tasks],
+            "last_epoch_loss": [t["epoch_losses"][-1] for t in tasks],
+            "last_epoch_ewc_penalty": [t["epoch_ewc_penalties"][-1] for t in tasks],
+            "run_dir": str(run_dir)}
+
+
 def _table(rows: list[dict[str, Any]], reference: str | None) -> list[str]:
     scores = [s for s in OPEN_WORLD_SCORES if any(s in r.get("open_world_auroc", {}) for r in rows)]
     ref = next((r for r in rows if r["variant"] == reference), None)
@@ -98,7 +113,9 @@ def _table(rows: list[dict[str, Any]], reference: str | None) -> list[str]:
             if s["replay_per_class"] else "") + (
             ", Mahalanobis statistics from replay" if s.get("open_world_from_replay") else "") + f", {s['epochs_per_task']} epochs"
         if r.get("diverged"):
-            lines.append("| " + " | ".join([r["variant"], settings, "diverged (NaN)"] + ["-"] * (len(head) - 3)) + " |")
+            where = (f"diverged: EWC penalty / loss not finite from task {r['first_bad_task']}"
+                     if r.get("first_bad_task") is not None else "diverged (NaN)")
+            lines.append("| " + " | ".join([r["variant"], settings, where] + ["-"] * (len(head) - 3)) + " |")
             continue
         cells = [r["variant"], settings, f"{r['mean_forgetting']:.3f}", f"{r['mean_accuracy_end']:.3f}",
                  f"{r['mean_accuracy_after']:.3f}"]
@@ -222,18 +239,29 @@ def _write_compare(rows: list[dict[str, Any]], default: dict[str, Any], stream: 
     result = {"stage": "compare", "preset_default": default, "stream": stream, "rows": rows, "machine": _machine(),
               "note": args.note}
     write_json_atomic(RESULTS / "collective_memory.json", result)
-    plot_task_accuracy({r["variant"]: {"after": r["accuracy_after"], "end": r["accuracy_end"]} for r in rows},
-                       RESULTS / "collective_memory.png")
+    finished = [r for r in rows if not r.get("diverged")]
+    if finished:  # a diverged run has no accuracy at the end of the stream
+        plot_task_accuracy({r["variant"]: {"after": r["accuracy_after"], "end": r["accuracy_end"]} for r in finished},
+                           RESULTS / "collective_memory.png")
+    tasks = len(finished[0]["accuracy_end"]) if finished else stream.get("num_tasks", PRESET_TRAINING_DEFAULTS["small"]["num_tasks"])
     changed = ", ".join(f"{k}={v}" for k, v in stream.items()) or "preset defaults"
     md = ["# Collective memory: forgetting and open-world recognition", "",
-          f"Small preset, embedded data, {len(rows[0]['accuracy_end'])} five-way tasks from the base classes "
+          f"Small preset, embedded data, {tasks} five-way tasks from the base classes "
           f"({changed}), one run per variant, one after another in one process. Machine: {_machine()}. {args.note}",
           "",
           "Forgetting: accuracy of a task's head right after learning it minus at the end of the stream, averaged over "
           "tasks. AUROC: mean over tasks 1.. of the open-world AUROC (the new task's test images, not yet learnt, vs "
           "held-out test images of the classes learnt so far), per score.",
           ""]
-    md += _table(rows, "no control") + ["", "Accuracy per task at the end of the stream: `collective_memory.png`.", ""]
+    md += _table(rows, "no control") + [""]
+    for r in rows:
+        if r.get("diverged") and r.get("accuracy_after"):
+            md.append(f"{r['variant']} diverged: accuracy right after learning tasks 0-{r['finished_tasks'] - 1}: "
+                      + ", ".join(f"{a:.2f}" for a in r["accuracy_after"]) + "; mean EWC penalty of each task's last epoch: "
+                      + ", ".join(f"{p:.3g}" for p in r["last_epoch_ewc_penalty"]) + ".")
+            md.append("")
+    if finished:
+        md += ["Accuracy per task at the end of the stream: `collective_memory.png`.", ""]
     write_text_atomic(RESULTS / "collective_memory.md", "\n".join(md))
     print("\n".join(md), flush=True)
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from safetensors.torch import load_file
 
 from learngene_hf import CollectiveConfig, CollectiveModel
 from learngene_hf.data import ImageTensors
@@ -83,20 +82,3 @@ def test_ewc_changes_the_loss_and_reduces_forgetting_of_the_first_task(tmp_path)
     drop_off = off[0]["accuracy_after"] - off[0]["accuracy_end"]
     drop_on = on[0]["accuracy_after"] - on[0]["accuracy_end"]
     assert drop_on < drop_off
-
-
-def test_small_preset_trains_with_ewc_at_its_tuned_weight(tmp_path):
-    from learngene_hf.training import PRESET_TRAINING_DEFAULTS
-
-    config = CollectiveTrainingConfig.for_preset(
-        "small", num_tasks=2, epochs_per_task=1, train_per_class=8, test_per_class=4, batch_size=16, growth="none",
-        record_gradients=False, base=list(range(15)), open_world=[], novel=[],
-    )
-    assert config.ewc_weight == PRESET_TRAINING_DEFAULTS["small"]["ewc_weight"] > 0
-    assert CollectiveTrainingConfig.for_preset("tiny").ewc_weight == 0.0  # the tiny preset stays without control
-    run = train_collective(config, tmp_path / "small", data=_stream_data(), resume=False, progress=False)
-    tasks = run.report["tasks"]
-    assert run.report["forgetting_control"]["ewc_weight"] == config.ewc_weight
-    assert tasks[0]["epoch_ewc_penalties"] == [0.0] and tasks[1]["epoch_ewc_penalties"][0] > 0
-    tensors = load_file(str(tmp_path / "small" / "checkpoint" / "ewc.safetensors"))
-    assert any(k.startswith("fisher/") for k in tensors) and any(k.startswith("anchor/") for k in tensors)
