@@ -1101,6 +1101,14 @@ def comparison_methods(
     return methods
 
 
+def _with_recipe_values(method: Method, values: dict[str, Any]) -> Method:
+    """``method`` training with the recipe ``values`` (chosen by tuning, or a one-value grid):
+    ``lr`` becomes its lr, every other field goes into its recipe overrides."""
+    lr = float(values["lr"]) if "lr" in values else method.lr
+    recipe = {**(method.recipe or {}), **{k: v for k, v in values.items() if k != "lr"}}
+    return replace(method, lr=lr, recipe=recipe or None)
+
+
 def compare_methods(
     learngene: Any,
     episodes: Sequence[Any],
@@ -1160,9 +1168,7 @@ def compare_methods(
         fixed = {name: (int(v[0]) if name in INTEGER_FIELDS else v[0]) for name, v in fixed.items() if len(v) == 1}
         for i, method in enumerate(methods, start=1):
             if method.fine_tunes and len(fixed) == len(grid):  # one value per field: nothing to choose, nothing to run
-                lr = float(fixed["lr"]) if "lr" in fixed else method.lr
-                recipe = {**(method.recipe or {}), **{k: v for k, v in fixed.items() if k != "lr"}}
-                tuned.append(replace(method, lr=lr, recipe=recipe or None))
+                tuned.append(_with_recipe_values(method, fixed))
                 continue
             if method.fine_tunes:
                 what = (f"{'lr' if list(grid) == ['lr'] else 'recipe'} tuning {i}/{len(methods)}: {method.name}, "
@@ -1187,9 +1193,7 @@ def compare_methods(
                         key = f"{row['lr']:g}"
                         by_lr[key] = max(by_lr.get(key, 0.0), row["accuracy"])
                     searches[method.name] = by_lr
-                recipe = {**(method.recipe or {}), **{k: v for k, v in result.chosen.items() if k != "lr"}}
-                lr = float(result.chosen["lr"]) if "lr" in result.chosen else method.lr
-                tuned.append(replace(method, lr=lr, recipe=recipe or None))
+                tuned.append(_with_recipe_values(method, result.chosen))
             else:
                 best_settings, means = tune_settings(method, tune_lr_episodes, cfg, accelerator, seed + 1,
                                                      progress=progress, desc=what)
