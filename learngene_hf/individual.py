@@ -27,7 +27,7 @@ from transformers import PreTrainedConfig, PreTrainedModel
 from transformers import initialization as init
 from transformers.modeling_outputs import BaseModelOutputWithPoolingAndNoAttention, ImageClassifierOutput
 
-from .layers import BLOCK_TENSOR_NAMES, init_vgg_weights, make_image_processor, project_error
+from .layers import BLOCK_TENSOR_NAMES, descendant_config_kwargs, init_vgg_weights, make_image_processor, project_error
 from .model_outputs import classifier_output, vgg_base_forward
 from .vgg import VGG_BN_ARCHS, VGG_BN_MEAN, VGG_BN_STD, VGGBN, backbone_from_config
 
@@ -242,14 +242,7 @@ class IndividualConfig(PreTrainedConfig):
             "in_channels": in_channels,
             "image_size": overrides.pop("image_size", preprocessing.get("image_size", 32)),
         }
-        if "mean" in preprocessing and "image_mean" not in overrides:
-            kwargs["image_mean"] = preprocessing["mean"]
-        if "std" in preprocessing and "image_std" not in overrides:
-            kwargs["image_std"] = preprocessing["std"]
-        if "id2label" not in overrides:
-            kwargs["num_labels"] = num_labels
-        kwargs.update(overrides)
-        return cls(**kwargs)
+        return cls(**descendant_config_kwargs(kwargs, preprocessing, num_labels, overrides))
 
 
 class IndividualPreTrainedModel(PreTrainedModel):

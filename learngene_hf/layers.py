@@ -73,6 +73,22 @@ def mlp_neck(in_features: int, hidden: Sequence[int], dropout: float) -> tuple[n
     return nn.Sequential(*layers), width
 
 
+def descendant_config_kwargs(kwargs: dict, preprocessing: dict, num_labels: int, overrides: dict) -> dict:
+    """The config keywords of a descendant built around a learngene: ``kwargs`` (its architecture),
+    the learngene's normalization ``preprocessing["mean"/"std"]`` unless ``overrides`` set
+    ``image_mean`` / ``image_std``, ``num_labels`` unless ``overrides`` give ``id2label``, then
+    ``overrides`` on top."""
+    kwargs = dict(kwargs)
+    if "mean" in preprocessing and "image_mean" not in overrides:
+        kwargs["image_mean"] = preprocessing["mean"]
+    if "std" in preprocessing and "image_std" not in overrides:
+        kwargs["image_std"] = preprocessing["std"]
+    if "id2label" not in overrides:
+        kwargs["num_labels"] = num_labels
+    kwargs.update(overrides)
+    return kwargs
+
+
 def make_image_processor(config):
     """A :class:`transformers.ViTImageProcessor` for a model config with ``image_size``,
     ``image_mean`` and ``image_std``: resize to ``image_size`` squared, ``x/255``, then

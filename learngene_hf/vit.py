@@ -40,7 +40,7 @@ from transformers import PreTrainedConfig, PreTrainedModel
 from transformers import initialization as init
 from transformers.modeling_outputs import ImageClassifierOutput
 
-from .layers import project_error
+from .layers import descendant_config_kwargs, project_error
 
 #: Expansion rules: how block ``l`` (1-based) of ``L`` weighs the increment.
 EXPANSION_RULES = ("l/L", "(l-1)/(L-1)")
@@ -618,14 +618,7 @@ class ViTIndividualConfig(PreTrainedConfig):
             "image_size": int(arch["image_size"]),
             "in_channels": int(arch.get("in_channels", 3)),
         }
-        if "mean" in preprocessing and "image_mean" not in overrides:
-            kwargs["image_mean"] = preprocessing["mean"]
-        if "std" in preprocessing and "image_std" not in overrides:
-            kwargs["image_std"] = preprocessing["std"]
-        if "id2label" not in overrides:
-            kwargs["num_labels"] = num_labels
-        kwargs.update(overrides)
-        return cls(**kwargs)
+        return cls(**descendant_config_kwargs(kwargs, preprocessing, num_labels, overrides))
 
 
 class ViTIndividualPreTrainedModel(PreTrainedModel):
