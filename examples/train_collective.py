@@ -72,6 +72,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help={"num_tasks": "tasks in the stream", "ways": "classes per task", "epochs_per_task": "epochs per task",
               "train_per_class": "training images per class and task", "test_per_class": "test images per class and task",
               "batch_size": "batch size", "lr": "SGD learning rate", "ewc_weight": "EWC penalty weight (0: off)",
+              "ewc_cap": "cap each parameter's EWC curvature at half of SGD's stability limit, (1 + momentum) / lr, "
+                         "so long streams cannot diverge",
               "thresholds": "gradient thresholds of the record", "heatmap_threshold": "the threshold the heat map draws",
               "dataset": "a datasets source (Hub id, local folder, parquet); none: the embedded procedural dataset",
               "embedded": "JSON arguments of the embedded dataset, e.g. '{\"num_classes\": 20}'",

@@ -5,7 +5,14 @@ the shared parameters (backbone and MLP neck; task heads are excluded: each task
 that task's images, adds it to the running Fisher and anchors the parameters at their current
 values. While later tasks train, :meth:`EWC.penalty` returns
 
-    weight / 2 * sum_i F_i * (theta_i - theta*_i)^2
+    1 / 2 * sum_i min(weight * F_i, max_curvature) * (theta_i - theta*_i)^2
+
+The cap ``max_curvature`` bounds the penalty's curvature per parameter. The Fisher of every task
+is added to a running sum, so ``weight * F`` keeps growing along a stream; once it passes the
+optimiser's stability limit (for SGD with momentum ``m`` and learning rate ``lr``: ``2 (1 + m) /
+lr``) the anchored parameters oscillate with growing amplitude and the loss becomes NaN. This
+happened with weight 3 at task 6 of a 15-task stream. :func:`sgd_max_curvature` gives half of that
+limit, which the trainer uses for SGD: the penalty then pulls as hard as is stable and no harder.
 
 Parameters are keyed by *stable* names (``conv3.conv.weight`` rather than ``blocks.3.conv.weight``)
 so a deepened model (layers inserted) still matches. When growth changes a parameter's shape,
@@ -38,19 +45,33 @@ def stable_parameters(model: nn.Module) -> dict[str, nn.Parameter]:
     return out
 
 
+def sgd_max_curvature(lr: float, momentum: float) -> float:
+    """Half of the largest curvature that SGD with heavy-ball ``momentum`` at learning rate ``lr``
+    can follow without diverging (the limit is ``2 (1 + momentum) / lr``)."""
+    if not lr > 0 or not 0 <= momentum < 1:
+        raise ConfigError(f"sgd_max_curvature needs lr > 0 and 0 <= momentum < 1, got lr={lr}, momentum={momentum}.")
+    return (1.0 + momentum) / lr
+
+
 class EWC:
     """Diagonal-Fisher EWC penalty over the shared parameters of a collective model.
 
     Args:
         weight: the penalty weight (lambda); 0 disables the penalty.
+        max_curvature: upper bound on ``weight * F`` per parameter (None: no bound); see the
+            module docstring and :func:`sgd_max_curvature`.
     """
 
-    def __init__(self, weight: float):
+    def __init__(self, weight: float, max_curvature: float | None = None):
         if not weight >= 0:
             raise ConfigError(f"ewc_weight must be >= 0, got {weight}.")
+        if max_curvature is not None and not max_curvature > 0:
+            raise ConfigError(f"max_curvature must be > 0 or None (no bound), got {max_curvature}.")
         self.weight = float(weight)
+        self.max_curvature = None if max_curvature is None else float(max_curvature)
         self.fisher: dict[str, torch.Tensor] = {}
         self.anchor: dict[str, torch.Tensor] = {}
+        self._coefficients: dict[str, torch.Tensor] = {}  # weight * F, capped; rebuilt when F changes
 
     @property
     def active(self) -> bool:
@@ -73,6 +94,25 @@ class EWC:
             fisher[common] = old[common].to(param.device)
             self.fisher[name] = fisher
             self.anchor[name] = param.detach().float().clone()
+        self._coefficients = {}
+
+    def coefficient(self, name: str) -> torch.Tensor:
+        """``min(weight * F, max_curvature)`` of the parameter ``name``: its penalty curvature."""
+        coef = self._coefficients.get(name)
+        fisher = self.fisher[name]
+        if coef is None or coef.shape != fisher.shape or coef.device != fisher.device:
+            coef = self.weight * fisher
+            if self.max_curvature is not None:
+                coef = coef.clamp(max=self.max_curvature)
+            self._coefficients[name] = coef
+        return coef
+
+    def capped_fraction(self) -> float:
+        """Fraction of the penalised parameters whose curvature is at the cap (0 without a cap)."""
+        if self.max_curvature is None or not self.fisher:
+            return 0.0
+        capped = sum(int((self.weight * f >= self.max_curvature).sum()) for f in self.fisher.values())
+        return capped / sum(f.numel() for f in self.fisher.values())
 
     def penalty(self, model: nn.Module) -> torch.Tensor:
         """The scalar EWC penalty (0 before the first consolidation); differentiable."""
@@ -85,8 +125,8 @@ class EWC:
             param = params.get(name)
             if param is None or param.shape != fisher.shape:
                 continue  # a parameter removed, or growth not yet synced
-            total = total + (fisher * (param.float() - self.anchor[name]).square()).sum()
-        return 0.5 * self.weight * total
+            total = total + (self.coefficient(name) * (param.float() - self.anchor[name]).square()).sum()
+        return 0.5 * total
 
     def consolidate(
         self,
@@ -133,6 +173,7 @@ class EWC:
                 else:
                     self.fisher[name] = fisher
                 self.anchor[name] = p.detach().float().clone()
+        self._coefficients = {}
 
     # ------------------------------------------------------------------ checkpointing
     def state_tensors(self) -> dict[str, torch.Tensor]:
@@ -145,3 +186,4 @@ class EWC:
         """Inverse of :meth:`state_tensors`."""
         self.fisher = {k[len("fisher/"):]: v.to(device) for k, v in tensors.items() if k.startswith("fisher/")}
         self.anchor = {k[len("anchor/"):]: v.to(device) for k, v in tensors.items() if k.startswith("anchor/")}
+        self._coefficients = {}

@@ -40,7 +40,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from .collective import COLLECTIVE_PRESETS, CollectiveConfig, CollectiveModel
 from .vit import VIT_PRESETS, ViTCollectiveConfig, ViTCollectiveModel
 from .errors import ArtifactError, ConfigError
-from .ewc import EWC
+from .ewc import EWC, sgd_max_curvature
 from .io import follow_umask, read_json, write_json_atomic, write_text_atomic
 from .logs import get_logger
 from .openworld import OPEN_WORLD_SCORES, ClassGaussians, auroc, unknown_scores
@@ -98,7 +98,10 @@ class CollectiveTrainingConfig:
       in eval mode while training, so its running statistics stop following the current task
       (the affine parameters still train);
     - ``ewc_weight`` (0 = off): EWC penalty weight; the Fisher is estimated at the end of each
-      task on ``ewc_batches`` batches of its training images;
+      task on ``ewc_batches`` batches of its training images and added to a running sum.
+      ``ewc_cap`` (on; SGD only) caps each parameter's penalty curvature ``ewc_weight * F`` at
+      half of SGD's stability limit, ``(1 + momentum) / lr``, so a long stream cannot make the
+      penalty diverge (:mod:`learngene_hf.ewc`);
     - ``replay_per_class`` (0 = off): exemplars kept per class of every finished task
       (``replay_selection`` "herding" or "random"); every training step adds the loss of
       ``replay_batch_size`` stored images through their own (frozen) task heads.
@@ -141,6 +144,7 @@ class CollectiveTrainingConfig:
     growth_factor: float = 2.0
     ewc_weight: float = 0.0
     ewc_batches: int = 8
+    ewc_cap: bool = True
     bn_freeze_after: int = 0
     replay_per_class: int = 0
     replay_selection: str = "herding"
@@ -765,7 +769,8 @@ def train_collective(
 
     # ------------------------------------------------------------------ start or resume
     checkpoint = _checkpoint_dir(run_dir) if resume else None
-    ewc = EWC(config.ewc_weight)
+    cap = sgd_max_curvature(config.lr, config.momentum) if config.ewc_cap and config.optimizer == "sgd" else None
+    ewc = EWC(config.ewc_weight, max_curvature=cap)
     replay = ReplayMemory(config.replay_per_class, config.replay_selection) if config.replay_per_class else None
     gaussians = ClassGaussians()
     if checkpoint is not None:
@@ -928,6 +933,7 @@ def train_collective(
             fisher_batches = ((_inputs(x), y) for i, (x, y) in zip(range(config.ewc_batches), fisher_loader))
             reduce = (lambda v: accelerator.reduce(v, "mean")) if accelerator.num_processes > 1 else None
             ewc.consolidate(model, fisher_batches, head, reduce=reduce)
+            entry["ewc_capped_fraction"] = ewc.capped_fraction()
         # what the model remembers of this task: class statistics of its embedding and exemplars
         features = _embeddings(model, task.train_images, config.eval_batch_size, accelerator.device)
         gaussians.add(features, task.train_labels)
