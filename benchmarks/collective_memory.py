@@ -7,17 +7,21 @@ Three stages, on the embedded procedural dataset with the "small" preset:
 grid, BatchNorm freezing points and replay sizes, each a separate run (``--combine``: also every
 BatchNorm point with every replay size). Writes ``benchmarks/results/collective_memory_tuning.{json,md}``.
 
+The tuning also picks the **tuned choice**: the variant with the lowest mean forgetting among those
+whose mean accuracy right after learning stays within 0.05 of no control and whose wall time is
+at most 1.3x no control's (the issue's time budget); no control when none qualifies.
+
 ``--stage compare`` runs the stream on the base classes (by default the preset's 15 tasks; the
 stream options shorten it) once per variant - no control, BatchNorm frozen + replay, BatchNorm
-frozen, replay, EWC (the tuned weight) and the "small" preset's default - one after another in
+frozen, replay, EWC (the tuned weight), the tuned choice and the "small" preset's default - one after another in
 this process (so that background load hits them alike), and writes
 ``benchmarks/results/collective_memory.{json,md}`` and ``benchmarks/results/collective_memory.png``
 (accuracy per task), updated after every variant. The run folders stay in ``--runs-dir``.
 ``--only`` runs some variants, in the order given, keeping the earlier rows of the same stream.
 
 ``--stage fewshot`` checks that the learngene does not suffer: the first block and the paper's
-block of the run without control (``--old-run``) and of the run with the new default
-(``--new-run``), each as a fine-tuned descendant (``--recipe``) and as logistic regression on its
+block of the run without control (``--old-run``) and of the run with the tuned choice or the new
+default (``--new-run``), each as a fine-tuned descendant (``--recipe``) and as logistic regression on its
 frozen features, on the same novel-class episodes; paired differences new - old. Writes
 ``benchmarks/results/collective_memory_fewshot.{json,md}``.
 
@@ -163,8 +167,11 @@ def tune(args: argparse.Namespace) -> None:
 def write_tuning(rows: list[dict[str, Any]], stream: dict[str, Any], note: str) -> None:
     """Write collective_memory_tuning.{json,md} from the tuning rows (the first is no control)."""
     ewc_rows = [r for r in rows if r["settings"]["ewc_weight"] > 0]
-    best = best_ewc_weight(rows[0], ewc_rows) if ewc_rows else None
-    result = {"stage": "tune", "stream": stream, "rows": rows, "machine": _machine(), "note": note, "best_ewc_weight": best}
+    reference = next(r for r in rows if r["variant"] == "no control")
+    best = best_ewc_weight(reference, ewc_rows) if ewc_rows else None
+    choice = best_variant(reference, rows)
+    result = {"stage": "tune", "stream": stream, "rows": rows, "machine": _machine(), "note": note, "best_ewc_weight": best,
+              "tuned_choice": {"variant": choice["variant"], "settings": {k: choice["settings"][k] for k in OFF}}}
     write_json_atomic(RESULTS / "collective_memory_tuning.json", result)
     md = ["# Collective memory: tuning on the open-world classes", "",
           f"Stream: {stream['num_tasks']} five-way tasks drawn from the 16 open-world classes of the embedded dataset "
@@ -173,6 +180,8 @@ def write_tuning(rows: list[dict[str, Any]], stream: dict[str, Any], note: str) 
     verdict = (f"Chosen EWC weight: {best:g}" if best is not None else "No EWC weight qualifies") + (
         " (the rule: lowest mean forgetting among the weights that keep the mean accuracy right after learning "
         "within 0.05 of no control).")
+    verdict += (f" Tuned choice: {choice['variant']} (lowest mean forgetting among the variants within 0.05 of no "
+                "control's accuracy right after learning and at most 1.3x its wall time).")
     md += _table(rows, "no control") + ["", verdict, ""]
     write_text_atomic(RESULTS / "collective_memory_tuning.md", "\n".join(md))
     print("\n".join(md))
@@ -190,6 +199,16 @@ def best_ewc_weight(reference: dict[str, Any], rows: list[dict[str, Any]]) -> fl
     return min(ok, key=lambda r: r["mean_forgetting"])["settings"]["ewc_weight"]
 
 
+def best_variant(reference: dict[str, Any], rows: list[dict[str, Any]], max_slowdown: float = 1.3) -> dict[str, Any]:
+    """The row with the lowest mean forgetting among those that finished, keep the mean accuracy
+    right after learning within 0.05 of ``reference`` and take at most ``max_slowdown`` times its
+    wall time; ``reference`` itself when none does better."""
+    ok = [r for r in rows if not r.get("diverged")
+          and r["mean_accuracy_after"] >= reference["mean_accuracy_after"] - 0.05
+          and r["wall_seconds"] <= max_slowdown * reference["wall_seconds"]]
+    return min(ok + [reference], key=lambda r: r["mean_forgetting"])
+
+
 def compare(args: argparse.Namespace) -> None:
     default = {k: PRESET_TRAINING_DEFAULTS["small"].get(k, v) for k, v in OFF.items()}
     variants: list[tuple[str, Any]] = [
@@ -198,6 +217,7 @@ def compare(args: argparse.Namespace) -> None:
         ("BN frozen", dict(OFF, bn_freeze_after=args.bn_freeze_after)),
         ("replay", dict(OFF, replay_per_class=args.replay_per_class)),
         ("EWC", None),  # weight read from the tuning results when this variant starts
+        ("tuned choice", None),  # settings read from the tuning results
         ("preset default", {}),
     ]
     if args.only:  # in the order given
@@ -213,6 +233,8 @@ def compare(args: argparse.Namespace) -> None:
         if old.get("stream") == stream:
             rows = [r for r in old["rows"] if r["variant"] not in {n for n, _ in variants}]
     for name, overrides in variants:
+        if name == "tuned choice":
+            overrides = dict(OFF, **_tuning_results()["tuned_choice"]["settings"])
         if overrides is None:
             weight = _ewc_weight(args)
             if weight is None:
@@ -225,13 +247,18 @@ def compare(args: argparse.Namespace) -> None:
         _write_compare(rows, default, stream, args)
 
 
+def _tuning_results() -> dict[str, Any]:
+    tuning = RESULTS / "collective_memory_tuning.json"
+    if not tuning.is_file():
+        raise SystemExit(f"No tuning results in {tuning}: run --stage tune first (or pass --ewc-weight and leave "
+                         "'tuned choice' out with --only).")
+    return read_json(tuning)
+
+
 def _ewc_weight(args: argparse.Namespace) -> float | None:
     if args.ewc_weight is not None:
         return args.ewc_weight
-    tuning = RESULTS / "collective_memory_tuning.json"
-    if not tuning.is_file():
-        raise SystemExit(f"No tuning results in {tuning}: run --stage tune first or pass --ewc-weight.")
-    weight = read_json(tuning).get("best_ewc_weight")
+    weight = _tuning_results().get("best_ewc_weight")
     return None if weight is None else float(weight)
 
 
@@ -280,7 +307,9 @@ def fewshot(args: argparse.Namespace) -> None:
     from learngene_hf.inheritor import Inheritor
     from learngene_hf.stats import mean_ci, paired_difference
 
-    runs = {"old": args.old_run or args.runs_dir / "no control", "new": args.new_run or args.runs_dir / "preset default"}
+    tuned = args.runs_dir / "tuned choice"
+    new = args.new_run or (tuned if tuned.is_dir() else args.runs_dir / "preset default")
+    runs = {"old": args.old_run or args.runs_dir / "no control", "new": new}
     methods, learngenes, names = [], {}, []
     for key, run_dir in runs.items():
         inheritor = Inheritor.from_run(run_dir, load_probe_data=False)
@@ -353,7 +382,7 @@ def main() -> None:
     # fewshot
     parser.add_argument("--fewshot-episodes", type=int, default=40)
     parser.add_argument("--old-run", type=Path, default=None, help="default: RUNS_DIR/'no control'")
-    parser.add_argument("--new-run", type=Path, default=None, help="default: RUNS_DIR/'preset default'")
+    parser.add_argument("--new-run", type=Path, default=None, help="default: RUNS_DIR/'tuned choice' if it exists, else RUNS_DIR/'preset default'")
     parser.add_argument("--shots", type=int, default=5)
     parser.add_argument("--recipe", default="default", choices=["default", "paper"], help="few-shot recipe of the descendants")
     args = parser.parse_args()
