@@ -88,6 +88,14 @@ def run_variant(name: str, overrides: dict[str, Any], runs_dir: Path, **stream: 
     return row
 
 
+def warm_up(runs_dir: Path, **stream: Any) -> None:
+    """One short untimed run (1 task, 1 epoch, 10 images per class) so that the first timed variant
+    does not pay for first-call costs (kernel selection, allocator, caches) alone."""
+    short = dict(stream, num_tasks=1, epochs_per_task=1, train_per_class=10)
+    config = CollectiveTrainingConfig.for_preset("small", **short, **OFF)
+    train_collective(config, runs_dir / "warm-up", resume=False, progress=False)
+
+
 def diverged_row(name: str, run_dir: Path, config: CollectiveTrainingConfig, error: str, wall: float | None) -> dict[str, Any]:
     """The row of a run that diverged: what its last checkpoint says about the tasks it finished
     (accuracy right after learning, last-epoch loss and EWC penalty) and the first task whose
@@ -158,6 +166,7 @@ def tune(args: argparse.Namespace) -> None:
         old = read_json(previous)
         if old.get("stream") == stream:
             rows = [r for r in old["rows"] if r["variant"] not in {n for n, _ in grid}]
+    warm_up(args.runs_dir / "tune", **stream)
     for name, overrides in grid:
         rows.append(run_variant(name, overrides, args.runs_dir / "tune", **stream))
         rows.sort(key=lambda r: (r["settings"]["ewc_weight"], r["variant"]))
@@ -232,6 +241,7 @@ def compare(args: argparse.Namespace) -> None:
         old = read_json(previous)
         if old.get("stream") == stream:
             rows = [r for r in old["rows"] if r["variant"] not in {n for n, _ in variants}]
+    warm_up(args.runs_dir, **stream)
     for name, overrides in variants:
         if name == "tuned choice":
             overrides = dict(OFF, **_tuning_results()["tuned_choice"]["settings"])
