@@ -123,7 +123,7 @@ def _table(rows: list[dict[str, Any]], reference: str | None) -> list[str]:
             f", EWC {s['ewc_weight']:g}" if s["ewc_weight"] else "") + (
             f", replay {s['replay_per_class']}/class ({s['replay_selection']}, {s['replay_batch_size']}/batch)"
             if s["replay_per_class"] else "") + (
-            ", Mahalanobis statistics from replay" if s.get("open_world_from_replay") else "") + f", {s['epochs_per_task']} epochs"
+            ", open-world statistics from replay" if s.get("open_world_from_replay") else "") + f", {s['epochs_per_task']} epochs"
         if r.get("diverged"):
             where = (f"diverged: EWC penalty / loss not finite from task {r['first_bad_task']}"
                      if r.get("first_bad_task") is not None else "diverged (NaN)")

@@ -83,8 +83,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
               "open_world": "explicit open-world class ids", "novel": "explicit novel class ids",
               "stop_after_task": "stop after this many finished tasks (time budgets; run again to resume)",
               "split_seed": "seed of the default 64/16/20% base/open-world/novel split",
-              "open_world_from_replay": "recompute the Mahalanobis class statistics from the replay exemplars after every "
-                                        "task (needs --replay-per-class)"},
+              "open_world_from_replay": "recompute the Mahalanobis class statistics and the knn bank from the replay "
+                                        "exemplars after every task (needs --replay-per-class)",
+              "open_world_knn_k": "the knn open-world score is the distance to this nearest neighbour in the bank",
+              "open_world_bank_per_class": "normalised training embeddings kept per learnt class for the knn score"},
     )
     run = parser.add_argument_group("run")
     run.add_argument("--output-dir", default="runs/collective")

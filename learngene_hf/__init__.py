@@ -51,6 +51,7 @@ _LAZY_NAMES = {
     "Learngene": "learngene",
     "LearngeneConfig": "learngene",
     "ClassGaussians": "openworld",
+    "FeatureBank": "openworld",
     "ReplayMemory": "replay",
     "VGGBN": "vgg",
     "VIT_PRESETS": "vit",

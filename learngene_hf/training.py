@@ -10,7 +10,9 @@ Entry points: :func:`train_collective` and :func:`load_run`. A run folder holds:
     report.json            class split, task stream, accuracies, open-world AUROC, images/s, dataset
     report.md              a short human-readable summary
     run_config.json        the training config, class split and dataset description
-    open_world.safetensors class means and shared scatter of the embedding (Mahalanobis score)
+    open_world.safetensors class means and shared scatter of the embedding (Mahalanobis score,
+                           gaussians/*) and the bank of normalised training embeddings (knn
+                           score, knn/bank [M,D], knn/components [M], knn/per_class)
     checkpoint/            the state after the last finished task (used by resume): model/,
                            state.json, ewc.safetensors (Fisher and anchors, when EWC is on),
                            replay.safetensors (the replay memory, when on) and
@@ -39,11 +41,11 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from .collective import COLLECTIVE_PRESETS, CollectiveConfig, CollectiveModel
 from .vit import VIT_PRESETS, ViTCollectiveConfig, ViTCollectiveModel
-from .errors import ArtifactError, ConfigError
+from .errors import ArtifactError, ConfigError, DataError
 from .ewc import EWC, sgd_max_curvature
 from .io import follow_umask, read_json, write_json_atomic, write_text_atomic
 from .logs import get_logger
-from .openworld import OPEN_WORLD_SCORES, ClassGaussians, auroc, unknown_scores
+from .openworld import OPEN_WORLD_SCORES, ClassGaussians, FeatureBank, auroc, unknown_scores
 from .record import DEFAULT_THRESHOLDS, GradientRecord, GradientRecorder
 from .replay import REPLAY_SELECTIONS, ReplayMemory
 
@@ -109,13 +111,19 @@ class CollectiveTrainingConfig:
     Record: ``record_gradients``, ``thresholds``, ``heatmap_threshold`` (the threshold drawn).
 
     Open world: before each task t >= 1, every score of
-    :data:`~learngene_hf.openworld.OPEN_WORLD_SCORES` ("energy", "msp", "mahalanobis") rates the
-    new task's test images against up to ``open_world_known`` held-out test images of known
-    classes (AUROC per score in the report); ``open_world_method`` is the one reported as
-    ``open_world_auroc``. ``open_world_from_replay`` (needs replay): after every task the
-    Mahalanobis class means and scatter are recomputed from the replay exemplars through the
-    current model, instead of being kept from the end of each class's own task (where the
-    backbone has since moved).
+    :data:`~learngene_hf.openworld.OPEN_WORLD_SCORES` ("energy", "msp", "mahalanobis", "knn")
+    rates the new task's test images against up to ``open_world_known`` held-out test images of
+    known classes (AUROC per score in the report); ``open_world_method`` is the one reported as
+    ``open_world_auroc``. The "knn" score (deep nearest neighbours, Sun et al. 2022) is the
+    distance of an image's normalised embedding to its ``open_world_knn_k``-th nearest neighbour
+    among ``open_world_bank_per_class`` normalised training embeddings kept per learnt (task,
+    class) (:class:`~learngene_hf.openworld.FeatureBank`). k defaults to 5 because the bank is
+    small: the paper's k = 50 over CIFAR-10's 50,000 training images is 0.1% of its bank, about 4
+    of a 75-class x 50 bank, and k must stay well below ``open_world_bank_per_class`` so that
+    the k-th neighbour of a known image still lies in its own class. ``open_world_from_replay``
+    (needs replay): after every task the Mahalanobis class means and scatter and the knn bank
+    are recomputed from the replay exemplars through the current model, instead of being kept
+    from the end of each class's own task (where the backbone has since moved).
 
     Data: ``dataset`` (None = the embedded procedural dataset, else anything
     ``learngene_hf.data.load_tensors`` accepts), ``image_column``, ``label_column``,
@@ -166,6 +174,8 @@ class CollectiveTrainingConfig:
     open_world_method: str = "energy"
     open_world_known: int = 500
     open_world_from_replay: bool = False
+    open_world_knn_k: int = 5
+    open_world_bank_per_class: int = 50
     eval_batch_size: int = 256
     stop_after_task: int | None = None
 
@@ -229,6 +239,17 @@ class CollectiveTrainingConfig:
             raise ConfigError(f"replay_batch_size must be a positive integer, got {self.replay_batch_size!r}.")
         if self.replay_selection not in REPLAY_SELECTIONS:
             raise ConfigError(f"replay_selection must be one of {REPLAY_SELECTIONS}, got {self.replay_selection!r}.")
+        for name in ("open_world_knn_k", "open_world_bank_per_class"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ConfigError(f"{name} must be a positive integer, got {value!r}.")
+        first_bank = self.ways * min(self.open_world_bank_per_class, self.train_per_class or self.open_world_bank_per_class)
+        if self.open_world_knn_k > first_bank:
+            raise ConfigError(
+                f"open_world_knn_k={self.open_world_knn_k} is more than the {first_bank} embeddings the knn bank holds after "
+                f"the first task (ways x min(open_world_bank_per_class, train_per_class)); lower open_world_knn_k or raise "
+                "open_world_bank_per_class."
+            )
         if self.open_world_from_replay and not self.replay_per_class:
             raise ConfigError("open_world_from_replay recomputes the class statistics from the replay memory; turn replay "
                               "on (replay_per_class > 0, --replay-per-class) or leave open_world_from_replay off.")
@@ -457,17 +478,21 @@ def open_world_aurocs(
     known_images,
     gaussians: ClassGaussians | None = None,
     batch_size: int = 256,
+    bank: FeatureBank | None = None,
+    knn_k: int = 5,
 ) -> dict[str, float]:
     """AUROC of every open-world score (:func:`~learngene_hf.openworld.unknown_scores`)
     separating ``unknown_images`` [N_u,3,H,W] (classes not learnt) from ``known_images``
-    [N_k,3,H,W] (held-out images of learnt classes). "mahalanobis" needs ``gaussians``."""
+    [N_k,3,H,W] (held-out images of learnt classes). "mahalanobis" needs ``gaussians``, "knn"
+    a non-empty ``bank`` (scored with its ``knn_k``-th nearest neighbour)."""
     was_training = model.training
     model.eval()
     precision = gaussians.precision() if gaussians is not None and len(gaussians) else None
-    names = [m for m in OPEN_WORLD_SCORES if m != "mahalanobis" or precision is not None]
+    available = {"mahalanobis": precision is not None, "knn": bank is not None and len(bank) > 0}
+    names = [m for m in OPEN_WORLD_SCORES if available.get(m, True)]
 
     def score(m, x):
-        scores = unknown_scores(m, x, gaussians, precision)
+        scores = unknown_scores(m, x, gaussians, precision, bank, knn_k)
         return torch.stack([scores[name] for name in names], 1)
 
     try:
@@ -482,7 +507,7 @@ def open_world_auroc(accelerator, model: CollectiveModel, unknown_images, known_
     """AUROC of the logit score ``method`` ("energy" or "msp") separating ``unknown_images``
     from ``known_images`` (see :func:`open_world_aurocs` for every score at once)."""
     if method not in ("energy", "msp"):
-        raise ConfigError(f"open_world_auroc takes 'energy' or 'msp' (got {method!r}); use open_world_aurocs for 'mahalanobis'.")
+        raise ConfigError(f"open_world_auroc takes 'energy' or 'msp' (got {method!r}); use open_world_aurocs for 'mahalanobis' and 'knn'.")
     return open_world_aurocs(accelerator, model, unknown_images, known_images, None, batch_size)[method]
 
 
@@ -520,18 +545,37 @@ def replay_loss(model: CollectiveModel, images: torch.Tensor, labels: torch.Tens
     return total / len(labels)
 
 
-def replay_gaussians(model: CollectiveModel, replay: ReplayMemory, batch_size: int, device) -> ClassGaussians:
-    """:class:`ClassGaussians` of the replay exemplars embedded by the current ``model``: one
-    component per stored (task, local class) pair, the within-class scatter pooled over them."""
+def replay_open_world(
+    model: CollectiveModel, replay: ReplayMemory, batch_size: int, device, bank_per_class: int,
+    generator: torch.Generator | None = None,
+) -> tuple[ClassGaussians, FeatureBank]:
+    """The open-world statistics of the replay exemplars embedded by the current ``model``, one
+    component per stored (task, local class) pair: :class:`ClassGaussians` (the within-class
+    scatter pooled over them) and a :class:`FeatureBank` of up to ``bank_per_class`` exemplars
+    per pair (a random subset drawn with ``generator`` when the memory keeps more)."""
     features = _embeddings(model, replay.images, batch_size, device)
     ways = int(replay.labels.max()) + 1
+    components = replay.tasks * ways + replay.labels
     gaussians = ClassGaussians()
-    gaussians.add(features, replay.tasks * ways + replay.labels)
-    return gaussians
+    gaussians.add(features, components)
+    bank = FeatureBank(bank_per_class)
+    bank.add(features, components, generator=generator)
+    return gaussians, bank
 
 
 # ---------------------------------------------------------------------------------------------- checkpoint
-def _save_checkpoint(run_dir: Path, model: CollectiveModel, state: dict, ewc: EWC, replay: ReplayMemory | None, gaussians: ClassGaussians) -> None:
+def _open_world_tensors(gaussians: ClassGaussians, bank: FeatureBank) -> dict[str, torch.Tensor]:
+    """What ``open_world.safetensors`` holds: the Gaussians and the knn bank, whichever is filled."""
+    tensors = dict(gaussians.state_tensors()) if len(gaussians) else {}
+    if len(bank):
+        tensors.update(bank.state_tensors())
+    return tensors
+
+
+def _save_checkpoint(
+    run_dir: Path, model: CollectiveModel, state: dict, ewc: EWC, replay: ReplayMemory | None, gaussians: ClassGaussians,
+    bank: FeatureBank,
+) -> None:
     """Write ``checkpoint/`` atomically: a temp folder, then renames (old one removed last)."""
     from safetensors.torch import save_file
 
@@ -549,8 +593,9 @@ def _save_checkpoint(run_dir: Path, model: CollectiveModel, state: dict, ewc: EW
     if replay is not None and len(replay):
         save_file(replay.state_tensors(), str(tmp / "replay.safetensors"))
         follow_umask(tmp / "replay.safetensors")
-    if len(gaussians):
-        save_file(gaussians.state_tensors(), str(tmp / "open_world.safetensors"))
+    open_world = _open_world_tensors(gaussians, bank)
+    if open_world:
+        save_file(open_world, str(tmp / "open_world.safetensors"))
         follow_umask(tmp / "open_world.safetensors")
     write_json_atomic(tmp / "state.json", state)
     if old.exists():
@@ -679,6 +724,7 @@ def _report_markdown(report: dict) -> str:
 def _write_outputs(
     run_dir: Path, model: CollectiveModel, record: GradientRecord, report: dict, config: CollectiveTrainingConfig,
     gaussians: ClassGaussians,
+    bank: FeatureBank,
 ) -> None:
     from safetensors.torch import save_file
 
@@ -694,9 +740,10 @@ def _write_outputs(
     record.save(run_dir / "gradient_record.json")
     if record.epochs:
         plot_gradient_heatmap(record, run_dir / "heatmap.png", "frac_above", config.heatmap_threshold)
-    if len(gaussians):
+    open_world = _open_world_tensors(gaussians, bank)
+    if open_world:
         tmp_file = run_dir / ".open_world.safetensors.tmp"
-        save_file(gaussians.state_tensors(), str(tmp_file))
+        save_file(open_world, str(tmp_file))
         follow_umask(tmp_file)
         os.replace(tmp_file, run_dir / "open_world.safetensors")
     write_json_atomic(run_dir / "report.json", report)
@@ -773,6 +820,7 @@ def train_collective(
     ewc = EWC(config.ewc_weight, max_curvature=cap)
     replay = ReplayMemory(config.replay_per_class, config.replay_selection) if config.replay_per_class else None
     gaussians = ClassGaussians()
+    bank = FeatureBank(config.open_world_bank_per_class)
     if checkpoint is not None:
         fresh_start = "pass resume=False (--no-resume) to start over, or choose another output folder"
         try:
@@ -803,8 +851,10 @@ def train_collective(
             if (checkpoint / "open_world.safetensors").is_file():
                 from safetensors.torch import load_file
 
-                gaussians.load_state_tensors(load_file(str(checkpoint / "open_world.safetensors")))
-        except (ArtifactError, KeyError, TypeError, ValueError, OSError) as err:
+                open_world = load_file(str(checkpoint / "open_world.safetensors"))
+                gaussians.load_state_tensors(open_world)
+                bank.load_state_tensors(open_world)
+        except (ArtifactError, DataError, KeyError, TypeError, ValueError, OSError) as err:
             raise ArtifactError(f"The checkpoint in {checkpoint} is corrupt or incomplete ({err}); {fresh_start}.") from err
         if main:
             logger.info(f"resuming after task {start_task} of {config.num_tasks} (checkpoint in {checkpoint})")
@@ -845,7 +895,8 @@ def train_collective(
         if t > 0:
             known = torch.cat([tasks[k].test_images for k in range(t)])
             pick = torch.randperm(len(known), generator=torch.Generator().manual_seed(seed_t))[: config.open_world_known]
-            aurocs = open_world_aurocs(accelerator, model, task.test_images, known[pick], gaussians, config.eval_batch_size)
+            aurocs = open_world_aurocs(accelerator, model, task.test_images, known[pick], gaussians, config.eval_batch_size,
+                                       bank, config.open_world_knn_k)
             entry["open_world_aurocs"] = aurocs
             entry["open_world_auroc"] = aurocs.get(config.open_world_method)
 
@@ -937,11 +988,13 @@ def train_collective(
         # what the model remembers of this task: class statistics of its embedding and exemplars
         features = _embeddings(model, task.train_images, config.eval_batch_size, accelerator.device)
         gaussians.add(features, task.train_labels)
+        bank.add(features, task.train_labels, generator=torch.Generator().manual_seed(seed_t + 5))
         if replay is not None:
             replay.add_task(t, task.train_images, task.train_labels, list(task.classes), features,
                             generator=torch.Generator().manual_seed(seed_t + 3))
             if config.open_world_from_replay:
-                gaussians = replay_gaussians(model, replay, config.eval_batch_size, accelerator.device)
+                gaussians, bank = replay_open_world(model, replay, config.eval_batch_size, accelerator.device,
+                                                    config.open_world_bank_per_class, torch.Generator().manual_seed(seed_t + 5))
         accelerator.free_memory()
         del wrapped, optimizer, loader
         for h in model.heads:
@@ -956,7 +1009,7 @@ def train_collective(
             "growth_events": events,
         }
         if main:
-            _save_checkpoint(run_dir, model, state, ewc, replay, gaussians)
+            _save_checkpoint(run_dir, model, state, ewc, replay, gaussians, bank)
         accelerator.wait_for_everyone()
 
     # ------------------------------------------------------------------ final evaluation and outputs
@@ -989,6 +1042,8 @@ def train_collective(
             "replay_images": len(replay) if replay is not None else 0,
             "open_world_from_replay": config.open_world_from_replay,
         },
+        "open_world_knn": {"k": config.open_world_knn_k, "bank_per_class": config.open_world_bank_per_class,
+                           "bank_size": len(bank)},
         "growth_log": [dict(e) for e in model.config.growth_log],
         "final_widths": list(getattr(model.config, "widths", [])),
         "layer_names": list(model.config.layer_names),
@@ -1001,7 +1056,7 @@ def train_collective(
     record.layer_names = list(model.config.layer_names)
     model = model.to("cpu")
     if main:
-        _write_outputs(run_dir, model, record, report, config, gaussians)
+        _write_outputs(run_dir, model, record, report, config, gaussians, bank)
     accelerator.wait_for_everyone()
     return CollectiveRun(model=model, record=record, report=report, split=split, config=config, run_dir=run_dir)
 

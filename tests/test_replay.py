@@ -92,7 +92,7 @@ def test_open_world_statistics_from_replay_are_the_exemplar_means_under_the_fina
     from safetensors.torch import load_file
 
     from learngene_hf.data import normalize
-    from learngene_hf.openworld import ClassGaussians
+    from learngene_hf.openworld import ClassGaussians, FeatureBank
 
     with pytest.raises(ConfigError, match="open_world_from_replay"):
         CollectiveTrainingConfig.for_preset("tiny", open_world_from_replay=True)
@@ -103,7 +103,7 @@ def test_open_world_statistics_from_replay_are_the_exemplar_means_under_the_fina
     )
     run = train_collective(config, tmp_path / "run", data=_stream_data(), resume=False, progress=False)
     assert run.report["forgetting_control"]["open_world_from_replay"] is True
-    assert set(run.report["mean_open_world_aurocs"]) == {"energy", "msp", "mahalanobis"}
+    assert set(run.report["mean_open_world_aurocs"]) == {"energy", "msp", "mahalanobis", "knn"}
     memory = ReplayMemory(4)
     memory.load_state_tensors(load_file(str(tmp_path / "run" / "checkpoint" / "replay.safetensors")))
     saved = ClassGaussians()
@@ -114,3 +114,9 @@ def test_open_world_statistics_from_replay_are_the_exemplar_means_under_the_fina
     for row, (task, label) in enumerate([(t, c) for t in range(3) for c in range(5)]):
         rows = (memory.tasks == task) & (memory.labels == label)
         assert torch.allclose(saved.means[row], features[rows].mean(0), atol=1e-4)
+    # the knn bank is the same exemplars (4 per class < 50 kept), normalised, one component per (task, class)
+    bank = FeatureBank(50)
+    bank.load_state_tensors(load_file(str(tmp_path / "run" / "open_world.safetensors")))
+    assert len(bank) == len(memory) and bank.num_components == 3 * 5
+    order = torch.argsort(memory.tasks * 5 + memory.labels, stable=True)
+    torch.testing.assert_close(bank.features, torch.nn.functional.normalize(features[order], dim=1), atol=1e-4, rtol=0)

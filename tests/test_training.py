@@ -119,9 +119,18 @@ def test_interrupted_then_resumed_run_equals_uninterrupted(tmp_path):
     for (name, a), b in zip(full.model.state_dict().items(), resumed.model.state_dict().values()):
         torch.testing.assert_close(a, b, msg=name)
     assert resumed.record.to_dict() == full.record.to_dict()
-    keep = ("accuracy_after", "accuracy_end", "open_world_auroc", "epoch_losses")
+    keep = ("accuracy_after", "accuracy_end", "open_world_auroc", "open_world_aurocs", "epoch_losses")
     assert [{k: t[k] for k in keep} for t in resumed.report["tasks"]] == [{k: t[k] for k in keep} for t in full.report["tasks"]]
     assert not list((tmp_path / "cut").glob(".*tmp*"))
+    # the knn bank is in the checkpoint and the run folder: the resumed run kept the first two tasks' rows
+    from safetensors.torch import load_file
+
+    assert all("knn" in t["open_world_aurocs"] for t in full.report["tasks"][1:])
+    banks = {run: load_file(str(tmp_path / run / "open_world.safetensors")) for run in ("full", "cut")}
+    assert banks["full"]["knn/bank"].shape == (3 * 5 * 20, full.model.neck_width)  # 3 tasks x 5 classes x all 20 images
+    assert banks["full"]["knn/components"].unique().tolist() == list(range(15))
+    for key in ("knn/bank", "knn/components", "gaussians/means"):
+        torch.testing.assert_close(banks["cut"][key], banks["full"][key], msg=key)
 
 
 def test_resume_with_a_different_config_is_refused(tmp_path):
@@ -225,7 +234,7 @@ def test_resume_with_replay_and_frozen_batchnorm_equals_uninterrupted(tmp_path):
     keep = ("accuracy_after", "accuracy_end", "open_world_aurocs", "epoch_losses", "epoch_replay_losses")
     assert [{k: t[k] for k in keep} for t in resumed.report["tasks"]] == [{k: t[k] for k in keep} for t in full.report["tasks"]]
     assert (tmp_path / "cut" / "open_world.safetensors").is_file()
-    assert set(full.report["mean_open_world_aurocs"]) == {"energy", "msp", "mahalanobis"}
+    assert set(full.report["mean_open_world_aurocs"]) == {"energy", "msp", "mahalanobis", "knn"}
 
 
 def test_frozen_batchnorm_statistics_stop_following_later_tasks(tmp_path):

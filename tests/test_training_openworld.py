@@ -72,7 +72,7 @@ def test_mahalanobis_score_separates_far_clusters_and_round_trips():
 
 
 def test_unknown_scores_give_every_score_from_one_embedding():
-    from learngene_hf.openworld import OPEN_WORLD_SCORES, ClassGaussians, unknown_scores
+    from learngene_hf.openworld import OPEN_WORLD_SCORES, ClassGaussians, FeatureBank, unknown_scores
 
     torch.manual_seed(0)
     model = CollectiveModel(CollectiveConfig(preset="tiny")).eval()
@@ -84,7 +84,103 @@ def test_unknown_scores_give_every_score_from_one_embedding():
     torch.testing.assert_close(scores["energy"], model.unknown_score(x, method="energy"))
     torch.testing.assert_close(scores["msp"], model.unknown_score(x, method="msp"))
     gaussians = ClassGaussians()
-    gaussians.add(model.embed(torch.randn(20, 3, 16, 16)), torch.arange(2).repeat(10))
+    train = model.embed(torch.randn(20, 3, 16, 16))
+    gaussians.add(train, torch.arange(2).repeat(10))
     scores = unknown_scores(model, x, gaussians)
-    assert set(scores) == set(OPEN_WORLD_SCORES)
+    assert set(scores) == set(OPEN_WORLD_SCORES) - {"knn"}
     assert scores["mahalanobis"].shape == (6,) and torch.all(scores["mahalanobis"] >= -1e-4)
+    bank = FeatureBank(per_class=10)
+    bank.add(train, torch.arange(2).repeat(10))
+    scores = unknown_scores(model, x, gaussians, bank=bank, knn_k=2)
+    assert set(scores) == set(OPEN_WORLD_SCORES)
+    torch.testing.assert_close(scores["knn"], bank.score(model.embed(x), k=2))
+
+
+def test_knn_score_is_larger_far_from_the_bank_than_for_held_out_known_features():
+    from learngene_hf.openworld import FeatureBank
+
+    gen = torch.Generator().manual_seed(0)
+    centres = torch.nn.functional.normalize(torch.tensor([[1.0, 0.0, 0.0, 0.0], [0.0, 1.0, 0.0, 0.0]]), dim=1)
+    labels = torch.arange(2).repeat_interleave(30)
+    bank = FeatureBank(per_class=20)
+    bank.add((centres[labels] + torch.randn(60, 4, generator=gen) * 0.1) * 7.0, labels, generator=gen)
+    held_out = centres[torch.arange(2).repeat(15)] + torch.randn(30, 4, generator=gen) * 0.1
+    far = torch.tensor([0.0, 0.0, 1.0, 0.0]) + torch.randn(30, 4, generator=gen) * 0.1
+    # the embedding scale does not matter (the bank was added 7x larger): only directions count
+    assert auroc(bank.score(far, k=3), bank.score(held_out, k=3)) == 1.0
+
+
+def test_knn_bank_keeps_a_reproducible_subset_per_class_and_scores_the_kth_neighbour():
+    from learngene_hf.openworld import FeatureBank
+
+    angles = torch.tensor([0.0, 0.1, 0.3, 0.6, 1.0, 1.5])
+    points = torch.stack([angles.cos(), angles.sin()], 1) * torch.tensor([1.0, 2.0, 3.0, 4.0, 5.0, 6.0])[:, None]
+    everything = FeatureBank(per_class=10)
+    everything.add(points, torch.zeros(6, dtype=torch.long))
+    assert len(everything) == 6 and everything.num_components == 1
+    query = torch.tensor([[2.0, 0.0], [0.0, 0.5]])
+    expected = (torch.nn.functional.normalize(query, dim=1)[:, None] - everything.features[None]).norm(dim=2).sort(1).values
+    for k in (1, 3, 6):
+        torch.testing.assert_close(everything.score(query, k=k), expected[:, k - 1])
+    assert everything.score(query[:1], k=1).item() == pytest.approx(0.0, abs=1e-6)  # angle 0 is in the bank
+
+    labels = torch.arange(3).repeat_interleave(10)
+    features = torch.randn(30, 5, generator=torch.Generator().manual_seed(1))
+    banks = []
+    for seed in (0, 0, 1):
+        bank = FeatureBank(per_class=4)
+        bank.add(features, labels, generator=torch.Generator().manual_seed(seed))
+        banks.append(bank)
+    assert len(banks[0]) == 12 and banks[0].components.tolist() == [0] * 4 + [1] * 4 + [2] * 4
+    torch.testing.assert_close(banks[0].features, banks[1].features)
+    assert not torch.equal(banks[0].features, banks[2].features)
+    unit = torch.nn.functional.normalize(features, dim=1)
+    for row, component in zip(banks[0].features, banks[0].components):  # every kept row is one of its class's
+        assert (unit[labels == component] - row).abs().amax(1).min() < 1e-6
+    banks[0].add(features[:6], torch.zeros(6, dtype=torch.long))  # a later task: a new component
+    assert banks[0].num_components == 4 and len(banks[0]) == 16
+    with pytest.raises(DataError, match=r"k must be an integer in \[1, 16\]"):
+        banks[0].score(features, k=17)
+
+
+def test_knn_bank_round_trips_and_refuses_bad_shapes():
+    from learngene_hf.openworld import FeatureBank
+
+    bank = FeatureBank(per_class=3)
+    with pytest.raises(DataError, match="empty"):
+        bank.score(torch.randn(2, 4))
+    features = torch.randn(12, 4, generator=torch.Generator().manual_seed(0))
+    bank.add(features, torch.arange(2).repeat(6), generator=torch.Generator().manual_seed(0))
+    again = FeatureBank(per_class=3)
+    again.load_state_tensors(bank.state_tensors())
+    torch.testing.assert_close(again.features, bank.features)
+    assert again.components.tolist() == bank.components.tolist()
+    torch.testing.assert_close(again.score(features, k=2), bank.score(features, k=2))
+    with pytest.raises(DataError, match="keeps 3 embeddings per class"):
+        FeatureBank(per_class=5).load_state_tensors(bank.state_tensors())
+    with pytest.raises(DataError, match=r"knn/bank must be \[M, D\]"):
+        FeatureBank(per_class=3).load_state_tensors({**bank.state_tensors(), "knn/components": torch.zeros(2, dtype=torch.long)})
+    with pytest.raises(DataError, match="embedding width changed"):
+        bank.add(torch.randn(4, 5), torch.zeros(4, dtype=torch.long))
+    with pytest.raises(DataError, match=r"features \[N, D\] and labels \[N\]"):
+        bank.add(torch.randn(4, 4), torch.zeros(3, dtype=torch.long))
+    with pytest.raises(DataError, match=r"needs features \[N, 4\]"):
+        bank.score(torch.randn(2, 5))
+    with pytest.raises(DataError, match="positive integer"):
+        FeatureBank(per_class=0)
+
+
+def test_knn_options_are_validated_against_the_first_tasks_bank():
+    from learngene_hf.errors import ConfigError
+    from learngene_hf.training import CollectiveTrainingConfig
+
+    with pytest.raises(ConfigError, match="open_world_knn_k must be a positive integer"):
+        CollectiveTrainingConfig.for_preset("tiny", open_world_knn_k=0)
+    with pytest.raises(ConfigError, match="open_world_bank_per_class must be a positive integer"):
+        CollectiveTrainingConfig.for_preset("tiny", open_world_bank_per_class=-1)
+    # tiny: 5 ways x min(50, 20 training images) = 100 embeddings after the first task
+    assert CollectiveTrainingConfig.for_preset("tiny", open_world_knn_k=100).open_world_knn_k == 100
+    with pytest.raises(ConfigError, match="open_world_knn_k=101 is more than the 100 embeddings"):
+        CollectiveTrainingConfig.for_preset("tiny", open_world_knn_k=101)
+    with pytest.raises(ConfigError, match="open_world_knn_k=11 is more than the 10 embeddings"):
+        CollectiveTrainingConfig.for_preset("tiny", open_world_knn_k=11, open_world_bank_per_class=2)
