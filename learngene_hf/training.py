@@ -31,7 +31,7 @@ import math
 import os
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -655,6 +655,10 @@ def _comparable(config_dict: dict) -> dict:
 def _config_differences(saved: dict, now: dict) -> str:
     """``"num_tasks: checkpoint 3, now 5; lr: ..."`` for every field that differs ("" when none)."""
     saved, now = _comparable(saved), _comparable(now)
+    # a field added by a later version is absent from older checkpoints: it counts as its default
+    for f in fields(CollectiveTrainingConfig):
+        if f.name in now and f.name not in saved and f.default is not MISSING:
+            saved[f.name] = f.default
     missing = object()
     parts = []
     for key in sorted(set(saved) | set(now)):

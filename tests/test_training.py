@@ -140,6 +140,22 @@ def test_resume_with_a_different_config_is_refused(tmp_path):
         train_collective(_config(lr=0.5), tmp_path / "run", data=data, progress=False)
 
 
+def test_a_checkpoint_from_before_a_new_config_field_resumes_with_its_default(tmp_path):
+    data = _data()
+    train_collective(_config(stop_after_task=1), tmp_path / "run", data=data, progress=False)
+    state_file = tmp_path / "run" / "checkpoint" / "state.json"
+    state = json.loads(state_file.read_text())
+    del state["config"]["open_world_knn_k"]  # as written by a version without the field
+    state_file.write_text(json.dumps(state))
+    run = train_collective(_config(), tmp_path / "run", data=data, progress=False)
+    assert run.report["finished_tasks"] == run.report["num_tasks"]
+    state["config"]["lr"] = 0.5  # a field that differs is still refused
+    state_file.write_text(json.dumps(state))
+    (tmp_path / "run" / "report.json").unlink()
+    with pytest.raises(ConfigError, match="lr: checkpoint 0.5"):
+        train_collective(_config(), tmp_path / "run", data=data, progress=False)
+
+
 def test_load_run_reports_missing_and_corrupt_files(tmp_path):
     with pytest.raises(ArtifactError, match="does not exist"):
         load_run(tmp_path / "nowhere")
