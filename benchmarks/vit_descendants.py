@@ -40,7 +40,7 @@ import torch
 
 from learngene_hf import Learngene, ViTCollectiveConfig, ViTCollectiveModel, ViTIndividualConfig, ViTIndividualModel
 from learngene_hf.data import load_tensors, sample_episodes
-from learngene_hf.descendants import compare_vit_depths
+from learngene_hf.descendants import DEFAULT_VIT_LR_GRID, compare_vit_depths
 from learngene_hf.fewshot import FewShotConfig, augment_batch, evaluate, tuning_episodes
 from learngene_hf.io import write_json_atomic, write_text_atomic
 from learngene_hf.stats import mean_ci, paired_difference
@@ -49,10 +49,6 @@ from learngene_hf.training import CollectiveTrainingConfig, train_collective
 RESULTS = Path(__file__).resolve().parent / "results"
 METHODS = ("tleg", "weight_selection", "scratch")
 FEW_SHOT_METHODS = ("tleg", "weight_selection", "scratch", "logreg_random")
-#: Few-shot learning rates tried for the ViT descendants. Fixed here rather than the library's
-#: DEFAULT_LR_GRID (which is centred on the VGG recipe's lr): with SGD the ViTs of this benchmark
-#: picked 0.002-0.05 on open-world episodes.
-VIT_LR_GRID = (0.002, 0.005, 0.01, 0.02, 0.05)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -74,7 +70,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--episodes", type=int, default=40, help="few-shot episodes of the novel classes (paired)")
     p.add_argument("--shots", type=int, default=5)
     p.add_argument("--tune-episodes", type=int, default=3, help="open-world episodes per tuning grid point (0: no tuning)")
-    p.add_argument("--lr-grid", default=",".join(f"{v:g}" for v in VIT_LR_GRID),
+    p.add_argument("--lr-grid", default=",".join(f"{v:g}" for v in DEFAULT_VIT_LR_GRID),
                    help="few-shot learning rates tried on open-world episodes (widened once at an edge)")
     p.add_argument("--skip-moderate", action="store_true", help="few-shot only")
     p.add_argument("--reuse-collectives", action="store_true",

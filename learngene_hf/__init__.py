@@ -48,6 +48,7 @@ _LAZY_NAMES = {
     "baseline_methods": "descendants",
     "compare_sizes": "descendants",
     "compare_vit_depths": "descendants",
+    "DEFAULT_VIT_LR_GRID": "descendants",
     "Learngene": "learngene",
     "LearngeneConfig": "learngene",
     "ClassGaussians": "openworld",

@@ -10,7 +10,8 @@ descendants of several sizes.
   next to scratch and weight selection of the same size, on the same episodes.
 * :func:`vit_depth_methods` / :func:`compare_vit_depths`: the same for a linear-expansion (ViT)
   learngene: TLEG descendants of several depths, each next to scratch, weight selection from an
-  unconstrained collective ViT and a classifier on a random ViT's frozen features of that depth.
+  unconstrained collective ViT and a classifier on a random ViT's frozen features of that depth
+  (learning rates tried: :data:`DEFAULT_VIT_LR_GRID`).
 * :func:`size_rows` / :func:`format_sizes_table`: one row per size and method with parameters,
   inherited parameters and bytes, accuracy and the paired differences to the same-size scratch
   and to the same-size strongest method that inherits nothing.
@@ -27,6 +28,12 @@ from .baselines import DEFAULT_L2, DEFAULT_L2_GRID, fit_frozen_features, frozen_
 from .errors import ConfigError
 from .fewshot import DEFAULT_LR_GRID, FewShotConfig, Method, compare_methods
 from .individual import IndividualConfig, IndividualModel
+
+#: Few-shot learning rates :func:`compare_vit_depths` tries on open-world episodes when the caller
+#: gives none. The library's :data:`~learngene_hf.fewshot.DEFAULT_LR_GRID` is centred on the VGG
+#: recipe's lr (0.1); with the same SGD recipe the ViT descendants picked 0.002-0.05 on open-world
+#: episodes (the grid is still widened once when the pick is at an edge).
+DEFAULT_VIT_LR_GRID: tuple[float, ...] = (0.002, 0.005, 0.01, 0.02, 0.05)
 
 #: Feature sources of the frozen-feature baselines, in table order.
 FEATURE_SOURCES = ("random", "learngene", "collective")
@@ -280,7 +287,7 @@ def compare_vit_depths(
     *,
     classifiers: Sequence[str] = ("logreg",),
     tune_lr_episodes: Sequence[Any] | None = None,
-    lr_grid: Sequence[float] = DEFAULT_LR_GRID,
+    lr_grid: Sequence[float] | None = None,
     accelerator: Any | None = None,
     seed: int = 0,
     progress: bool = True,
@@ -289,12 +296,13 @@ def compare_vit_depths(
     selection and frozen random features of the same depth, on the same episodes
     (:func:`~learngene_hf.fewshot.compare_methods` with :func:`vit_depth_methods`; learning rates
     and L2 strengths picked on ``tune_lr_episodes``, open-world episodes, when given). The
-    results dict gains ``sizes`` (:func:`size_rows`, one size per depth)."""
+    results dict gains ``sizes`` (:func:`size_rows`, one size per depth). ``lr_grid`` defaults to
+    :data:`DEFAULT_VIT_LR_GRID` (not the VGG-centred ``DEFAULT_LR_GRID``)."""
     if not episodes:
         raise ConfigError("compare_vit_depths needs at least one episode.")
     methods = vit_depth_methods(learngene, plain_collective, depths, classifiers=classifiers)
     results = compare_methods(learngene, episodes, cfg, methods=methods, tune_lr_episodes=tune_lr_episodes,
-                              lr_grid=lr_grid, accelerator=accelerator, seed=seed, progress=progress)
+                              lr_grid=DEFAULT_VIT_LR_GRID if lr_grid is None else lr_grid, accelerator=accelerator, seed=seed, progress=progress)
     results["sizes"] = size_rows(results)
     return results
 

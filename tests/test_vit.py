@@ -326,6 +326,49 @@ def test_descendant_loads_with_trust_remote_code_where_learngene_hf_is_not_insta
         torch.testing.assert_close(torch.load(tmp_path / "y.pt"), model(x).logits)
 
 
+def test_collective_vit_loads_with_trust_remote_code_where_learngene_hf_is_not_installed(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from transformers import AutoModel
+
+    model = _collective()
+    model.add_task(4)
+    model.add_task(3)
+    model.eval()
+    ViTCollectiveConfig.register_for_auto_class()
+    ViTCollectiveModel.register_for_auto_class("AutoModel")
+    try:
+        model.save_pretrained(tmp_path / "collective")
+    finally:
+        ViTCollectiveConfig._auto_class = None
+        ViTCollectiveModel._auto_class = None
+    assert (tmp_path / "collective" / "vit.py").is_file()
+    x = torch.randn(2, 3, 32, 32)
+    torch.save(x, tmp_path / "x.pt")
+    # a fresh interpreter in which `import learngene_hf` fails: only the copied code can build the model
+    script = (
+        "import sys; sys.modules['learngene_hf'] = None\n"
+        "import torch\n"
+        "from transformers import AutoModel\n"
+        f"m = AutoModel.from_pretrained({str(tmp_path / 'collective')!r}, trust_remote_code=True).eval()\n"
+        "assert not type(m).__module__.startswith('learngene_hf'), type(m).__module__\n"
+        "assert type(m.vit.blocks).__name__ == 'LinearExpansionBlocks' and m.config.task_num_labels == [4, 3]\n"
+        f"x = torch.load({str(tmp_path / 'x.pt')!r})\n"
+        f"with torch.no_grad(): torch.save([m(x, task_id=t).logits for t in (0, 1)], {str(tmp_path / 'y.pt')!r})\n"
+    )
+    subprocess.run([sys.executable, "-c", script], check=True, cwd=tmp_path, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    with torch.no_grad():
+        expected = [model(x, task_id=t).logits for t in (0, 1)]
+    for got, want in zip(torch.load(tmp_path / "y.pt"), expected):
+        torch.testing.assert_close(got, want)
+    # where the package is installed, the same folder loads with trust_remote_code=True too
+    loaded = AutoModel.from_pretrained(tmp_path / "collective", trust_remote_code=True).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x, task_id=1).logits, expected[1])
+
+
 # ---------------------------------------------------------------------------------------------- few-shot
 def test_vit_descendants_train_with_the_few_shot_recipe_body_frozen_during_lp(vit_learngene):
     from learngene_hf.fewshot import FewShotConfig, parameter_groups, train_individual
@@ -392,3 +435,17 @@ def test_logistic_regression_on_random_vit_features_separates_easy_classes():
     fit_frozen_features(probe, train.images, train.labels, FewShotConfig(device="cpu"), seed=0, l2=1e-3)
     assert evaluate(probe, test.images, test.labels, FewShotConfig(device="cpu")) > 0.9  # chance: 1/3
     assert all(torch.equal(a, b) for a, b in zip(before, probe.vit.parameters()))  # nothing was fine-tuned
+
+
+def test_vit_depth_comparison_tunes_on_the_vit_grid_unless_given_one(vit_learngene, monkeypatch):
+    from learngene_hf import descendants
+    from learngene_hf.fewshot import DEFAULT_LR_GRID, FewShotConfig
+
+    learngene, _ = vit_learngene
+    seen = []
+    monkeypatch.setattr(descendants, "compare_methods", lambda *a, **k: seen.append(tuple(k["lr_grid"])) or {"methods": {}})
+    descendants.compare_vit_depths(learngene, None, ["episode"], FewShotConfig(device="cpu"), [2], progress=False)
+    descendants.compare_vit_depths(learngene, None, ["episode"], FewShotConfig(device="cpu"), [2], lr_grid=[0.3], progress=False)
+    assert seen == [descendants.DEFAULT_VIT_LR_GRID, (0.3,)]
+    # the VGG grid (around lr 0.1) is too hot for ViTs under SGD: the default must not be it
+    assert seen[0] != tuple(DEFAULT_LR_GRID) and max(seen[0]) <= 0.05
