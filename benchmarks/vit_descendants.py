@@ -20,10 +20,16 @@ weight selection, on the embedded data's novel classes.
 
 CPU-affordable by design (a small ViT: width 64, patch 8 on 32x32 images, 6 blocks; few tasks,
 epochs and seeds): the numbers show the method working end to end at toy scale, not TLEG's
-ImageNet setting. Writes benchmarks/results/vit_descendants.{json,md,png}.
+ImageNet setting. Writes benchmarks/results/vit_descendants.{json,md,png} (or ``--output-dir``).
 
-    python benchmarks/vit_descendants.py                       # the README's numbers
+Runs on ``--device`` (default: CUDA when available): the collectives through accelerate (bf16
+mixed precision on a GPU that has it), every descendant stacked (``learngene_hf.stacked``:
+``--stack-size`` ViTs of one depth train as one vmapped network, so a GPU step costs the launches
+of one model), same batches, augmentation and optimizer updates as one at a time.
+
+    python benchmarks/vit_descendants.py                       # the README's numbers (CPU)
     python benchmarks/vit_descendants.py --quick --output-dir /tmp/vit   # a smoke run
+    python benchmarks/vit_descendants.py --seeds 32 --episodes 100 --stack-size 160 --output-dir /tmp/vit_gpu  # on a GPU
 """
 
 from __future__ import annotations
@@ -41,8 +47,9 @@ import torch
 from learngene_hf import Learngene, ViTCollectiveConfig, ViTCollectiveModel, ViTIndividualConfig, ViTIndividualModel
 from learngene_hf.data import load_tensors, sample_episodes
 from learngene_hf.descendants import DEFAULT_VIT_LR_GRID, compare_vit_depths
-from learngene_hf.fewshot import FewShotConfig, augment_batch, evaluate, tuning_episodes
+from learngene_hf.fewshot import FewShotConfig, tuning_episodes
 from learngene_hf.io import write_json_atomic, write_text_atomic
+from learngene_hf.stacked import StackedViTs, augment_stacked
 from learngene_hf.stats import mean_ci, paired_difference
 from learngene_hf.training import CollectiveTrainingConfig, train_collective
 
@@ -75,6 +82,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--skip-moderate", action="store_true", help="few-shot only")
     p.add_argument("--reuse-collectives", action="store_true",
                    help="resume the collective runs in --work-dir when they exist (same settings), instead of retraining")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
+                   help="where everything trains (default: cuda when available, else cpu)")
+    p.add_argument("--stack-size", type=int, default=16,
+                   help="descendants trained at once as one stacked network (moderate budget and few-shot); "
+                        "large values pay off on a GPU, where one small ViT cannot fill the device")
     p.add_argument("--quick", action="store_true", help="tiny everything, for a smoke test")
     p.add_argument("--output-dir", default=str(RESULTS))
     p.add_argument("--work-dir", default="runs/vit_descendants", help="where the two collective runs are written")
@@ -83,21 +95,28 @@ def parse_args(argv=None) -> argparse.Namespace:
         args.depths, args.num_tasks, args.collective_epochs, args.collective_per_class = "2,3", 2, 1, 20
         args.train_per_class, args.test_per_class, args.epochs, args.seeds, args.episodes = 5, 5, 2, 2, 2
         args.collective_depth, args.tune_episodes, args.lr_grid = 3, 1, "0.01,0.05"
+    if args.stack_size <= 0:
+        p.error(f"--stack-size must be positive, got {args.stack_size}")
     args.depths = [int(d) for d in str(args.depths).split(",")]
     args.lr_grid = [float(v) for v in str(args.lr_grid).split(",")]
     return args
 
 
-def machine() -> dict[str, Any]:
+def machine(device: str) -> dict[str, Any]:
     info = {"platform": platform.platform(), "cpu_count": os.cpu_count() or 0, "torch": torch.__version__,
-            "torch_threads": torch.get_num_threads(), "load_average_at_start": list(os.getloadavg())}
-    if torch.cuda.is_available():
-        info["gpu"] = torch.cuda.get_device_name(0)
+            "torch_threads": torch.get_num_threads(), "load_average_at_start": list(os.getloadavg()), "device": device}
+    if torch.device(device).type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(torch.device(device))
     return info
 
 
 def train_collectives(args, data, out: Path) -> tuple[Any, Any, Any]:
     """The linear-expansion and the unconstrained collective ViT, same stream and budget."""
+    accelerator = None  # accelerate's default: the GPU when there is one, bf16 where supported
+    if torch.device(args.device).type == "cpu":
+        from accelerate import Accelerator
+
+        accelerator = Accelerator(cpu=True, mixed_precision="no")
     runs = {}
     for expansion in ("linear", "none"):
         config = CollectiveTrainingConfig.for_preset(
@@ -111,7 +130,7 @@ def train_collectives(args, data, out: Path) -> tuple[Any, Any, Any]:
         ))
         started = time.perf_counter()
         runs[expansion] = train_collective(config, out / f"collective_{expansion}", model=model, data=data, progress=False,
-                                           resume=args.reuse_collectives)
+                                           resume=args.reuse_collectives, accelerator=accelerator)
         print(f"collective ({expansion}): mean accuracy after each task {runs[expansion].report['mean_accuracy_after']:.3f}, "
               f"{time.perf_counter() - started:.0f} s", flush=True)
     learngene = Learngene.from_vit_collective(runs["linear"].model)
@@ -126,33 +145,55 @@ def builders(learngene, plain, depth: int) -> dict[str, Callable[[int], ViTIndiv
     }
 
 
-def train_with_curve(build, images, labels, test_images, test_labels, args, seed: int) -> list[float]:
-    """Test accuracy after every epoch of AdamW training (same seed -> same init of the fresh
-    parts, batches and augmentation for every method)."""
+def train_with_curves(jobs: list[tuple[Callable[[int], ViTIndividualModel], int]], images, labels, test_images, test_labels,
+                      args) -> list[list[float]]:
+    """Test accuracy after every epoch of AdamW training, one curve per ``(builder, seed)`` job.
+
+    A job's seed fixes the initialization of its fresh parts, its batch order and its augmentation
+    (the same for every method with that seed). Jobs train ``--stack-size`` at a time as one
+    stacked network (every job of one call must build ViTs of one architecture): AdamW is
+    elementwise, so one AdamW over the stacked tensors updates every model as its own would, and
+    each model draws its batches and crops from its own generator as it would alone.
+    """
     from learngene_hf.fewshot import _normalize
 
+    device = torch.device(args.device)
     num_labels = int(labels.max()) + 1
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = build(num_labels)
-    cfg = FewShotConfig(device="cpu", eval_batch_size=256)
-    x = _normalize(images, torch.device("cpu"), model.config.image_mean, model.config.image_std)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.05)
-    generator = torch.Generator().manual_seed(seed)
-    curve = []
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    curves: list[list[float]] = []
+    for first in range(0, len(jobs), args.stack_size):
+        chunk = jobs[first : first + args.stack_size]
+        models = []
+        for build, seed in chunk:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                models.append(build(num_labels).to(device))
+        config = models[0].config
+        x = _normalize(images, device, config.image_mean, config.image_std)
+        tx = _normalize(test_images, device, config.image_mean, config.image_std)
+        y, ty = labels.to(device), test_labels.to(device)
+        stack = StackedViTs(models)
+        optimizer = torch.optim.AdamW(stack.parameters(), lr=args.lr, weight_decay=0.05)
+        generators = [torch.Generator().manual_seed(seed) for _, seed in chunk]
+        chunk_curves: list[list[float]] = [[] for _ in chunk]
         for _ in range(args.epochs):
-            model.train()
-            order = torch.randperm(len(x), generator=generator)
+            orders = torch.stack([torch.randperm(len(x), generator=g) for g in generators])
             for start in range(0, len(x), 64):
-                idx = order[start : start + 64]
-                loss = model(augment_batch(x[idx], generator), labels=labels[idx]).loss
+                idx = orders[:, start : start + 64].to(device)
+                logits = stack.logits(augment_stacked(x[idx], generators), train=True)
+                loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), y[idx].flatten(), reduction="none")
+                loss = loss.view(len(chunk), -1).mean(1).sum()  # each model's own mean loss
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
-            curve.append(evaluate(model, test_images, test_labels, cfg))
-    return curve
+            with torch.no_grad():
+                correct = torch.zeros(len(chunk), device=device)
+                for start in range(0, len(tx), 256):
+                    pred = stack.logits(tx[start : start + 256], train=False, shared_input=True).argmax(-1)
+                    correct += (pred == ty[start : start + 256]).sum(1)
+            for curve, c in zip(chunk_curves, correct.tolist()):
+                curve.append(c / len(tx))
+        curves += chunk_curves
+    return curves
 
 
 def epochs_to_reach(curve: list[float], target: float) -> int | None:
@@ -177,11 +218,10 @@ def moderate_budget(args, learngene, plain, train, test, novel) -> dict[str, Any
     out: dict[str, Any] = {}
     for depth in args.depths:
         build = builders(learngene, plain, depth)
-        curves = {m: [] for m in METHODS}
         started = time.perf_counter()
-        for seed in range(args.seeds):
-            for method in METHODS:
-                curves[method].append(train_with_curve(build[method], x, y, tx, ty, args, seed=1000 + seed))
+        jobs = [(build[method], 1000 + seed) for method in METHODS for seed in range(args.seeds)]
+        trained = train_with_curves(jobs, x, y, tx, ty, args)
+        curves = {m: trained[i * args.seeds : (i + 1) * args.seeds] for i, m in enumerate(METHODS)}
         finals = {m: [c[-1] for c in curves[m]] for m in METHODS}
         entry: dict[str, Any] = {"curves": curves, "seconds": time.perf_counter() - started}
         for m in METHODS:
@@ -203,7 +243,7 @@ def few_shot(args, learngene, plain, train, novel, open_world) -> dict[str, Any]
     open-world episodes."""
     episodes = sample_episodes(train, novel, args.episodes, ways=5, shots=args.shots, queries=15, seed=0)
     tune = tuning_episodes(train, open_world, args.tune_episodes, 5, args.shots, 15, seed=0) if args.tune_episodes else None
-    cfg = FewShotConfig(device="cpu")
+    cfg = FewShotConfig(device=args.device, stack_size=args.stack_size)
     started = time.perf_counter()
     results = compare_vit_depths(learngene, plain, episodes, cfg, args.depths, tune_lr_episodes=tune, lr_grid=args.lr_grid,
                                  progress=False, seed=0)
@@ -297,7 +337,9 @@ def markdown(results: dict[str, Any]) -> str:
                 setting += " (edge)"
             lines.append(f"| {row['size']} | {row['method']} | {setting} | {row['inherited_bytes']:,} | {_pm(row)} | {vs} | {vs_st} |")
     if "seconds" in results:
-        lines += ["", f"Total wall time {results['seconds'] / 60:.1f} min. Command: `{results['command']}`.", ""]
+        parts = ", ".join(f"{k.replace('_', ' ')} {v:.0f} s" for k, v in results.get("stage_seconds", {}).items())
+        lines += ["", f"Total wall time {results['seconds'] / 60:.1f} min ({parts}); descendants trained on `{s.get('device', 'cpu')}`, "
+                  f"up to {s.get('stack_size', 1)} at a time (stacked). Command: `{results['command']}`.", ""]
     else:
         lines += ["", f"(partial results, written after a stage). Command: `{results['command']}`.", ""]
     return "\n".join(lines)
@@ -338,11 +380,13 @@ def main(argv=None) -> dict[str, Any]:
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    info = machine()
+    info = machine(args.device)
     train, test = load_tensors(None, train_per_class=max(args.collective_per_class, args.train_per_class, 20),
                                test_per_class=max(args.test_per_class, 20))
     work = Path(args.work_dir)
+    stage = time.perf_counter()
     learngene, plain, runs = train_collectives(args, (train, test), work)
+    stages = {"collectives": time.perf_counter() - stage}
     novel = list(runs["linear"].split.novel)
     pair = sum(t.numel() for n, t in learngene.tensors.items() if n.startswith(("base.", "inc.")))
     unconstrained_blocks = sum(p.numel() for p in plain.vit.blocks.parameters())
@@ -356,12 +400,17 @@ def main(argv=None) -> dict[str, Any]:
                   "descendant_parameters": {str(d): sum(p.numel() for p in builders(learngene, plain, d)["scratch"](len(novel)).parameters())
                                             for d in args.depths}},
         "command": "python benchmarks/vit_descendants.py " + " ".join(sys.argv[1:] if argv is None else argv),
+        "stage_seconds": stages,
     }
     if not args.skip_moderate:
+        stage = time.perf_counter()
         results["moderate_budget"] = moderate_budget(args, learngene, plain, train, test, novel)
+        stages["moderate_budget"] = time.perf_counter() - stage
         write_json_atomic(out / "vit_descendants.json", results)  # partial: a later stage may not finish
         write_text_atomic(out / "vit_descendants.md", markdown(results))
+    stage = time.perf_counter()
     results["few_shot"] = few_shot(args, learngene, plain, train, novel, list(runs["linear"].split.open_world))
+    stages["few_shot"] = time.perf_counter() - stage
     results["seconds"] = time.perf_counter() - started
     write_json_atomic(out / "vit_descendants.json", results)
     write_text_atomic(out / "vit_descendants.md", markdown(results))

@@ -24,6 +24,12 @@ learngene's and scratch's on many episodes, at several learning rates) become on
 list of :class:`Descendant` jobs, builds their models lazily, groups those that can share a stack
 (:func:`stack_key`), and falls back to one-at-a-time training for models it cannot stack.
 ``FewShotConfig(stack=False)`` (``--no-stack``) turns stacking off everywhere.
+
+ViT descendants (:class:`~learngene_hf.vit.ViTIndividualModel` of one architecture, whatever their
+initialization) stack too, as :class:`StackedViTs`: each parameter becomes one ``[N, ...]``
+tensor and the timm ViT runs under ``torch.func.vmap`` over the models (``functional_call``), so
+a step costs one set of kernel launches for N models, which is what a GPU needs for such small
+models. The recipe is followed as above (a ViT has no BatchNorm to re-estimate and no dropout).
 """
 
 from __future__ import annotations
@@ -78,12 +84,33 @@ def _layout(model: nn.Module) -> dict[str, Any] | None:
     return {"convs": convs, "bns": bns, "linears": linears, "dropouts": dropouts}
 
 
+def _is_plain_vit(model: nn.Module) -> bool:
+    """A ViT descendant that :class:`StackedViTs` reproduces: no dropout, no stochastic depth, no buffers."""
+    from .vit import ViTIndividualModel
+
+    if type(model) is not ViTIndividualModel or any(True for _ in model.vit.buffers()):
+        return False
+    for m in model.vit.modules():
+        if isinstance(m, nn.modules.dropout._DropoutNd) and m.p != 0:
+            return False
+        if type(m).__name__ == "DropPath" and float(getattr(m, "drop_prob", 0.0)) != 0:
+            return False
+    return True
+
+
 def stack_key(model: nn.Module) -> tuple | None:
     """Models with equal keys can be trained in one stack (``None``: this model cannot be stacked).
 
     The key holds the architecture, the dtype, which parameters train and which BatchNorm layers
     run in train mode; weights, the learngene (or its absence) and the learning rate may differ.
+    ViT descendants: the parameters' names, shapes, dtypes and trainability and the ViT's
+    architecture (TLEG, weight selection and scratch descendants of one depth share a key).
     """
+    if _is_plain_vit(model):
+        c = model.config
+        params = tuple((name, tuple(p.shape), p.dtype, p.requires_grad) for name, p in model.named_parameters())
+        return ("vit", params, c.embed_dim, c.depth, c.num_heads, c.mlp_ratio, c.patch_size, c.image_size, c.in_channels,
+                str(next(model.parameters()).device))
     layout = _layout(model)
     if layout is None:
         return None
@@ -143,6 +170,10 @@ class StackedIndividuals:
         self.inherited = [set(m.inherited_indices) for m in models]
 
     # -------------------------------------------------------------- parameters
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.convs[0].dtype
+
     def parameter_groups(self) -> dict[str, list[torch.Tensor]]:
         """Trainable stacked tensors by recipe group, as :func:`~learngene_hf.fewshot.parameter_groups`
         splits a model's: ``"body"`` (conv blocks) and ``"head"`` (MLP neck and classifier)."""
@@ -155,6 +186,10 @@ class StackedIndividuals:
         return tensor.unflatten(0, (self.n, -1))  # a view for any memory format (conv weights are channels-last)
 
     # -------------------------------------------------------------- forward
+    def logits(self, batch: torch.Tensor, *, train: bool, dropout_masks: Sequence[torch.Tensor | None] | None = None) -> torch.Tensor:
+        """Logits ``[N, B, num_labels]`` of ``batch`` ``[N, B, C, H, W]`` (model ``i``'s images in row ``i``)."""
+        return self.forward(_to_channels(batch), train=train, dropout_masks=dropout_masks)
+
     def forward(
         self,
         x: torch.Tensor,
@@ -218,6 +253,87 @@ class StackedIndividuals:
                 linear.bias.copy_(self.lin_bias[i][m, 0])
 
 
+class StackedViTs:
+    """The parameters of N ViT descendants of one architecture, stacked: every parameter of the
+    timm ``VisionTransformer`` becomes one ``[N, ...]`` tensor (``params``, by the ViT's parameter
+    name), and :meth:`logits` runs the ViT once under ``torch.func.vmap`` over the models.
+
+    The ViT is evaluated through a copy of the first model's ``vit`` whose attention is the
+    explicit ``softmax(q k^T / sqrt(d)) v`` (vmap-safe; the fused kernel computes the same up to
+    float rounding). A ViT descendant behaves the same in train and eval mode (no BatchNorm; dropout
+    and stochastic depth are off, see :func:`stack_key`), so ``train`` changes nothing here. The
+    same interface as :class:`StackedIndividuals`: :meth:`parameter_groups`, :meth:`per_model`,
+    :meth:`logits`, :meth:`write_back`.
+    """
+
+    dropouts: tuple[float, ...] = ()  # no dropout layer to draw masks for
+
+    def __init__(self, models: Sequence[nn.Module]):
+        if not models:
+            raise ConfigError("A stack needs at least one model.")
+        keys = {stack_key(m) for m in models}
+        if None in keys or len(keys) != 1:
+            raise ConfigError("Only ViT descendants with the same stack_key() can be trained in one stack.")
+        import copy
+
+        self.models = list(models)
+        self.n = len(models)
+        self.template = copy.deepcopy(models[0].vit).eval().requires_grad_(False)
+        for m in self.template.modules():
+            if hasattr(m, "fused_attn"):
+                m.fused_attn = False
+        per_model = [dict(m.vit.named_parameters()) for m in models]
+        self.params = {name: _leaf(torch.stack([d[name].detach() for d in per_model]), p.requires_grad)
+                       for name, p in models[0].vit.named_parameters()}
+        self.head_names = {f"head.{name}" for name, _ in models[0].vit.head.named_parameters()}
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(iter(self.params.values())).dtype
+
+    def parameter_groups(self) -> dict[str, list[torch.Tensor]]:
+        """Trainable stacked tensors by recipe group: ``"head"`` (the classifier) and ``"body"``
+        (everything else), as :func:`~learngene_hf.fewshot.parameter_groups` splits a ViT descendant."""
+        groups: dict[str, list[torch.Tensor]] = {"head": [], "body": []}
+        for name, p in self.params.items():
+            if p.requires_grad:
+                groups["head" if name in self.head_names else "body"].append(p)
+        return groups
+
+    def per_model(self, tensor: torch.Tensor) -> torch.Tensor:
+        """A stacked tensor is already ``[N, ...]``, one row per model."""
+        return tensor
+
+    def parameters(self) -> list[torch.Tensor]:
+        """Every stacked tensor (for an optimizer: an elementwise one such as SGD or AdamW updates
+        each model exactly as it would alone)."""
+        return list(self.params.values())
+
+    def _one(self, params: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        return torch.func.functional_call(self.template, params, (x,))
+
+    def logits(self, batch: torch.Tensor, *, train: bool = True, dropout_masks: Sequence[torch.Tensor | None] | None = None,
+               shared_input: bool = False) -> torch.Tensor:
+        """Logits ``[N, B, num_labels]`` of ``batch`` ``[N, B, C, H, W]`` (model ``i``'s images in row
+        ``i``), or of ``batch`` ``[B, C, H, W]`` fed to every model with ``shared_input``."""
+        return torch.func.vmap(self._one, in_dims=(0, None if shared_input else 0))(self.params, batch)
+
+    @torch.no_grad()
+    def write_back(self) -> None:
+        """Copy every model's trained tensors back into its ``vit``."""
+        for m, model in enumerate(self.models):
+            for name, p in model.vit.named_parameters():
+                p.copy_(self.params[name][m])
+
+
+def make_stack(models: Sequence[nn.Module]) -> StackedIndividuals | StackedViTs:
+    """The stacked network for ``models`` (all with one :func:`stack_key`): :class:`StackedViTs`
+    for ViT descendants, :class:`StackedIndividuals` for VGG ones."""
+    if models and _is_plain_vit(models[0]):
+        return StackedViTs(models)
+    return StackedIndividuals(models)
+
+
 def _leaf(tensor: torch.Tensor, requires_grad: bool) -> torch.Tensor:
     return tensor.clone().requires_grad_(requires_grad)
 
@@ -249,7 +365,7 @@ def augment_stacked(x: torch.Tensor, generators: Sequence[torch.Generator], padd
     return out.permute(0, 3, 1, 2).reshape(n, b, c, h, w)
 
 
-def _dropout_masks(stack: StackedIndividuals, batch: int, generators: Sequence[torch.Generator | None],
+def _dropout_masks(stack: StackedIndividuals | StackedViTs, batch: int, generators: Sequence[torch.Generator | None],
                    dtype: torch.dtype, device: torch.device) -> list[torch.Tensor | None]:
     """One ``[N, B, H]`` mask per dropout layer, model ``i``'s drawn from ``generators[i]`` as
     ``torch.nn.functional.dropout`` draws it on CPU (``bernoulli_(1 - p)``, then ``/ (1 - p)``);
@@ -322,8 +438,8 @@ def train_and_evaluate_stacked(
     device = cfg.resolved_device()
     for model in models:
         model.to(device)
-    stack = StackedIndividuals(models)
-    dtype = stack.convs[0].dtype
+    stack = make_stack(models)
+    dtype = stack.dtype
     x = torch.stack([_normalize(ep.support_images, device, *_model_stats(m), dtype=dtype) for m, ep in zip(models, episodes)])
     y = torch.stack([ep.support_labels.to(device=device, dtype=torch.int64) for ep in episodes])
     n = x.shape[1]
@@ -332,7 +448,7 @@ def train_and_evaluate_stacked(
     # train_individual seeds the global RNG with the episode seed: dropout draws from it
     dropout_gens = [torch.Generator().manual_seed(int(s)) for s in seeds]
 
-    if cfg.bn_reestimate:
+    if cfg.bn_reestimate and isinstance(stack, StackedIndividuals):  # ViTs have no BatchNorm
         _reestimate_batchnorm(stack, x, cfg.batch_size, [g if m.has_learngene else None for m, g in zip(models, dropout_gens)])
 
     groups = {name: tensors for name, tensors in stack.parameter_groups().items() if tensors}
@@ -353,7 +469,7 @@ def train_and_evaluate_stacked(
             if cfg.augment:
                 batch = augment_stacked(batch, batch_gens, int(cfg.crop_padding))
             masks = _dropout_masks(stack, idx.shape[1], dropout_gens, dtype, device)
-            logits = stack.forward(_to_channels(batch), train=True, dropout_masks=masks)
+            logits = stack.logits(batch, train=True, dropout_masks=masks)
             per_example = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), torch.gather(y, 1, idx).reshape(-1),
                                           reduction="none", label_smoothing=float(cfg.label_smoothing))
             loss = per_example.view(n_models, -1).mean(1).sum()  # each model's own mean loss
@@ -377,7 +493,7 @@ def train_and_evaluate_stacked(
 
 
 @torch.no_grad()
-def _sgd_step(stack: StackedIndividuals, groups: dict[str, list[torch.Tensor]], buffers: dict[int, torch.Tensor],
+def _sgd_step(stack: StackedIndividuals | StackedViTs, groups: dict[str, list[torch.Tensor]], buffers: dict[int, torch.Tensor],
               rates: dict[str, list[float]], momentum: float, weight_decay: float) -> None:
     """``torch.optim.SGD``'s update (same operations, same order) with one learning rate per
     group and model; a tensor without a gradient (the body during LP steps) is skipped and gets no
@@ -385,6 +501,7 @@ def _sgd_step(stack: StackedIndividuals, groups: dict[str, list[torch.Tensor]], 
     for name, tensors in groups.items():
         lrs = rates[name]
         same = all(lr == lrs[0] for lr in lrs)
+        steps = None if same or not tensors else torch.tensor([-lr for lr in lrs], dtype=tensors[0].dtype, device=tensors[0].device)
         for p in tensors:
             grad = p.grad
             if grad is None:
@@ -400,10 +517,9 @@ def _sgd_step(stack: StackedIndividuals, groups: dict[str, list[torch.Tensor]], 
                 grad = buf
             if same:
                 p.add_(grad, alpha=-lrs[0])
-            else:
-                rows, grad_rows = stack.per_model(p), stack.per_model(grad)
-                for m, lr in enumerate(lrs):
-                    rows[m].add_(grad_rows[m], alpha=-lr)
+            else:  # one kernel for all models (a loop over them costs N launches per tensor on a GPU)
+                rows = stack.per_model(p)
+                rows.add_(stack.per_model(grad) * steps.view(-1, *([1] * (rows.dim() - 1))))
 
 
 @torch.no_grad()
@@ -450,14 +566,14 @@ def _reestimate_batchnorm(stack: StackedIndividuals, x: torch.Tensor, batch_size
 
 
 @torch.no_grad()
-def _evaluate_stacked(stack: StackedIndividuals, models: Sequence[IndividualModel], episodes: Sequence[Any],
+def _evaluate_stacked(stack: StackedIndividuals | StackedViTs, models: Sequence[IndividualModel], episodes: Sequence[Any],
                       cfg: FewShotConfig, device: torch.device, dtype: torch.dtype) -> list[float]:
     total = episodes[0].query_images.shape[0]
     correct = torch.zeros(len(models), dtype=torch.int64)
     for start in range(0, total, cfg.eval_batch_size):
         x = torch.stack([_normalize(ep.query_images[start : start + cfg.eval_batch_size], device, *_model_stats(m), dtype=dtype)
                          for m, ep in zip(models, episodes)])
-        pred = stack.forward(_to_channels(x), train=False).argmax(-1).cpu()
+        pred = stack.logits(x, train=False).argmax(-1).cpu()
         labels = torch.stack([ep.query_labels[start : start + cfg.eval_batch_size].cpu() for ep in episodes])
         correct += (pred == labels).sum(1)
     return [int(c) / total for c in correct]
@@ -520,7 +636,7 @@ def run_descendants(
         key = stack_key(model)
         device = run_cfg.resolved_device()
         if key is None or (torch.is_autocast_enabled(device.type) and torch.get_autocast_dtype(device.type) == torch.float16):
-            # not a plain VGG descendant, or fp16 autocast (its loss scaling is one-at-a-time only)
+            # not a plain VGG or ViT descendant, or fp16 autocast (its loss scaling is one-at-a-time only)
             fewshot.train_individual(model, job.episode.support_images, job.episode.support_labels, run_cfg, seed)
             results[i] = fewshot.evaluate(model, job.episode.query_images, job.episode.query_labels, run_cfg)
             done(1)

@@ -449,3 +449,45 @@ def test_vit_depth_comparison_tunes_on_the_vit_grid_unless_given_one(vit_learnge
     assert seen == [descendants.DEFAULT_VIT_LR_GRID, (0.3,)]
     # the VGG grid (around lr 0.1) is too hot for ViTs under SGD: the default must not be it
     assert seen[0] != tuple(DEFAULT_LR_GRID) and max(seen[0]) <= 0.05
+
+
+def test_stacked_vit_descendants_match_one_at_a_time_training(vit_learngene):
+    from learngene_hf.data import sample_episodes
+    from learngene_hf.fewshot import FewShotConfig, build_for_episode, evaluate, train_individual
+    from learngene_hf.stacked import StackedViTs, stack_key, train_and_evaluate_stacked
+
+    learngene, _ = vit_learngene
+    torch.manual_seed(0)
+    plain = ViTCollectiveModel(ViTCollectiveConfig(preset="vit-tiny", expansion="none"))
+    builders = [lambda n: ViTIndividualModel.from_learngene(learngene, n, num_blocks=2).double(),
+                lambda n: ViTIndividualModel.from_weight_selection(plain, n, num_blocks=2).double(),
+                lambda n: ViTIndividualModel(ViTIndividualConfig.for_learngene(learngene, n, num_blocks=2)).double()]
+    train, _ = _data(n_classes=8, per=6)
+    episodes = sample_episodes(train, [4, 5, 6, 7], 2, ways=3, shots=2, queries=2, seed=0)
+    # the default recipe, shortened (LP-FT, warm-up + cosine, label smoothing, crop + flip); each method its own lr
+    cfgs = [FewShotConfig(steps=6, lp_steps=2, warmup_steps=2, batch_size=4, device="cpu", lr=lr) for lr in (0.01, 0.05, 0.02)]
+    jobs = [(b, c, ep) for b, c in zip(builders, cfgs) for ep in episodes]
+    models, seeds = zip(*(build_for_episode(b, ep) for b, _, ep in jobs))
+    assert len({stack_key(m) for m in models}) == 1  # TLEG, weight selection and scratch of one depth share a stack
+    assert stack_key(ViTIndividualModel(ViTIndividualConfig.for_learngene(learngene, 3, num_blocks=3))) != stack_key(models[0])
+    stacked = train_and_evaluate_stacked(models, [ep for *_, ep in jobs], seeds, [c for _, c, _ in jobs], write_back=True)
+    for (build, cfg, ep), model, acc in zip(jobs, models, stacked):
+        alone, seed = build_for_episode(build, ep)
+        train_individual(alone, ep.support_images, ep.support_labels, cfg, seed)
+        assert acc == evaluate(alone, ep.query_images, ep.query_labels, cfg)
+        for name, p in alone.named_parameters():
+            torch.testing.assert_close(model.get_parameter(name), p, atol=1e-10, rtol=0)
+    # one AdamW over the stacked tensors is every model's own AdamW
+    a, b = builders[0](3), builders[2](3)
+    stack = StackedViTs([a, b])
+    x = torch.randn(2, 4, 3, 32, 32, dtype=torch.float64)
+    optimizer = torch.optim.AdamW(stack.parameters(), lr=1e-2)
+    stack.logits(x).logsumexp(-1).sum().backward()
+    optimizer.step()
+    for i, model in enumerate((a, b)):
+        own = torch.optim.AdamW(model.parameters(), lr=1e-2)
+        model(x[i]).logits.logsumexp(-1).sum().backward()
+        own.step()
+        torch.testing.assert_close(stack.params["blocks.1.mlp.fc1.weight"][i], model.vit.blocks[1].mlp.fc1.weight, atol=1e-10, rtol=0)
+    with pytest.raises(ConfigError, match="stack_key"):
+        StackedViTs([a, ViTIndividualModel(ViTIndividualConfig.for_learngene(learngene, 3, num_blocks=3))])
