@@ -30,6 +30,9 @@ of one model), same batches, augmentation and optimizer updates as one at a time
     python benchmarks/vit_descendants.py                       # the README's numbers (CPU)
     python benchmarks/vit_descendants.py --quick --output-dir /tmp/vit   # a smoke run
     python benchmarks/vit_descendants.py --seeds 32 --episodes 100 --stack-size 160 --output-dir /tmp/vit_gpu  # on a GPU
+    # the "half the epochs" question: per-method lrs picked on open-world classes, warm-up + cosine, half-budget runs
+    python benchmarks/vit_descendants.py --seeds 32 --episodes 100 --stack-size 160 --schedule cosine \
+        --moderate-lr-grid 3e-4,1e-3,3e-3 --half-budget --output-dir /tmp/vit_gpu_half
 """
 
 from __future__ import annotations
@@ -72,7 +75,18 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--train-per-class", type=int, default=50, help="novel-class training images per class (moderate budget)")
     p.add_argument("--test-per-class", type=int, default=40)
     p.add_argument("--epochs", type=int, default=8)
-    p.add_argument("--lr", type=float, default=1e-3, help="AdamW learning rate of the moderate-budget runs (all methods)")
+    p.add_argument("--lr", type=float, default=1e-3,
+                   help="AdamW learning rate of the moderate-budget runs (all methods; see --moderate-lr-grid)")
+    p.add_argument("--schedule", choices=("constant", "cosine"), default="constant",
+                   help="moderate-budget lr schedule: constant, or linear warm-up then cosine decay to 0 over the run's own epochs")
+    p.add_argument("--warmup-epochs", type=float, default=1.0, help="warm-up of --schedule cosine, in epochs")
+    p.add_argument("--moderate-lr-grid", default="",
+                   help="pick each method's moderate-budget lr per depth from these values on a task of the open-world "
+                        "classes (never the novel ones); empty: --lr for every method")
+    p.add_argument("--tune-seeds", type=int, default=4, help="seeds per grid value when picking moderate-budget lrs")
+    p.add_argument("--half-budget", action="store_true",
+                   help="also train the inheriting methods for half the epochs (their own schedule, their own picked lr) "
+                        "and compare with scratch's full-budget final accuracy (TLEG's 'half the training' claim)")
     p.add_argument("--seeds", type=int, default=8, help="moderate-budget runs per method and depth (paired by seed)")
     p.add_argument("--episodes", type=int, default=40, help="few-shot episodes of the novel classes (paired)")
     p.add_argument("--shots", type=int, default=5)
@@ -95,8 +109,11 @@ def parse_args(argv=None) -> argparse.Namespace:
         args.depths, args.num_tasks, args.collective_epochs, args.collective_per_class = "2,3", 2, 1, 20
         args.train_per_class, args.test_per_class, args.epochs, args.seeds, args.episodes = 5, 5, 2, 2, 2
         args.collective_depth, args.tune_episodes, args.lr_grid = 3, 1, "0.01,0.05"
-    if args.stack_size <= 0:
-        p.error(f"--stack-size must be positive, got {args.stack_size}")
+    if args.stack_size <= 0 or args.tune_seeds <= 0:
+        p.error(f"--stack-size and --tune-seeds must be positive, got {args.stack_size}, {args.tune_seeds}")
+    if args.half_budget and args.epochs < 2:
+        p.error("--half-budget needs --epochs >= 2")
+    args.moderate_lr_grid = [float(v) for v in str(args.moderate_lr_grid).split(",") if v.strip()]
     args.depths = [int(d) for d in str(args.depths).split(",")]
     args.lr_grid = [float(v) for v in str(args.lr_grid).split(",")]
     return args
@@ -145,9 +162,18 @@ def builders(learngene, plain, depth: int) -> dict[str, Callable[[int], ViTIndiv
     }
 
 
+def lr_factor(step: int, total: int, warmup: int) -> float:
+    """Multiplier of the peak lr at optimizer step ``step`` (0-based) of ``total`` under
+    ``--schedule cosine``: linear warm-up over ``warmup`` steps, then cosine decay to 0."""
+    if step < warmup:
+        return (step + 1) / warmup
+    return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(total - warmup, 1)))
+
+
 def train_with_curves(jobs: list[tuple[Callable[[int], ViTIndividualModel], int]], images, labels, test_images, test_labels,
-                      args) -> list[list[float]]:
-    """Test accuracy after every epoch of AdamW training, one curve per ``(builder, seed)`` job.
+                      args, lr: float | None = None, epochs: int | None = None) -> list[list[float]]:
+    """Test accuracy after every epoch of AdamW training (peak lr ``lr``, default ``--lr``, for
+    ``epochs`` epochs, default ``--epochs``, under ``--schedule``), one curve per ``(builder, seed)`` job.
 
     A job's seed fixes the initialization of its fresh parts, its batch order and its augmentation
     (the same for every method with that seed). Jobs train ``--stack-size`` at a time as one
@@ -158,6 +184,10 @@ def train_with_curves(jobs: list[tuple[Callable[[int], ViTIndividualModel], int]
     from learngene_hf.fewshot import _normalize
 
     device = torch.device(args.device)
+    lr = args.lr if lr is None else lr
+    epochs = args.epochs if epochs is None else epochs
+    per_epoch = math.ceil(len(images) / 64)
+    total, warmup = epochs * per_epoch, round(args.warmup_epochs * per_epoch)
     num_labels = int(labels.max()) + 1
     curves: list[list[float]] = []
     for first in range(0, len(jobs), args.stack_size):
@@ -172,10 +202,13 @@ def train_with_curves(jobs: list[tuple[Callable[[int], ViTIndividualModel], int]
         tx = _normalize(test_images, device, config.image_mean, config.image_std)
         y, ty = labels.to(device), test_labels.to(device)
         stack = StackedViTs(models)
-        optimizer = torch.optim.AdamW(stack.parameters(), lr=args.lr, weight_decay=0.05)
+        optimizer = torch.optim.AdamW(stack.parameters(), lr=lr, weight_decay=0.05)
+        schedule = None
+        if args.schedule == "cosine":
+            schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, total, warmup))
         generators = [torch.Generator().manual_seed(seed) for _, seed in chunk]
         chunk_curves: list[list[float]] = [[] for _ in chunk]
-        for _ in range(args.epochs):
+        for _ in range(epochs):
             orders = torch.stack([torch.randperm(len(x), generator=g) for g in generators])
             for start in range(0, len(x), 64):
                 idx = orders[:, start : start + 64].to(device)
@@ -185,6 +218,8 @@ def train_with_curves(jobs: list[tuple[Callable[[int], ViTIndividualModel], int]
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
+                if schedule is not None:
+                    schedule.step()
             with torch.no_grad():
                 correct = torch.zeros(len(chunk), device=device)
                 for start in range(0, len(tx), 256):
@@ -213,24 +248,77 @@ def novel_subset(train, test, novel: list[int], per_class: int, test_per_class: 
     return (*pick(train, per_class), *pick(test, test_per_class))
 
 
-def moderate_budget(args, learngene, plain, train, test, novel) -> dict[str, Any]:
-    x, y, tx, ty = novel_subset(train, test, novel, args.train_per_class, args.test_per_class)
+def curves_by_method(build, methods, lrs: dict[str, float], seeds: list[int], data, args, epochs: int | None = None):
+    """``{method: [curve per seed]}``; the methods that share an lr train in one stacked call."""
+    out: dict[str, list[list[float]]] = {}
+    for lr in sorted({lrs[m] for m in methods}):
+        group = [m for m in methods if lrs[m] == lr]
+        trained = train_with_curves([(build[m], seed) for m in group for seed in seeds], *data, args, lr=lr, epochs=epochs)
+        for i, m in enumerate(group):
+            out[m] = trained[i * len(seeds) : (i + 1) * len(seeds)]
+    return out
+
+
+def pick_moderate_lrs(args, learngene, plain, train, test, open_world, depth: int, methods, epochs: int) -> dict[str, Any]:
+    """Each method's lr from ``--moderate-lr-grid``: the best mean final test accuracy over
+    ``--tune-seeds`` seeds on the same kind of task made of the open-world classes (never the
+    novel ones); ties go to the smaller lr."""
+    data = novel_subset(train, test, open_world, args.train_per_class, args.test_per_class)
+    build = builders(learngene, plain, depth)
+    seeds = [5000 + s for s in range(args.tune_seeds)]
+    means: dict[str, dict[float, float]] = {m: {} for m in methods}
+    for lr in args.moderate_lr_grid:
+        curves = curves_by_method(build, methods, {m: lr for m in methods}, seeds, data, args, epochs=epochs)
+        for m in methods:
+            means[m][lr] = sum(c[-1] for c in curves[m]) / len(seeds)
+    chosen = {m: max(sorted(means[m]), key=lambda v: (means[m][v], -v)) for m in methods}
+    grid = sorted(args.moderate_lr_grid)
+    return {"chosen": chosen, "means": {m: {f"{k:g}": v for k, v in means[m].items()} for m in methods},
+            "edge": [m for m in methods if len(grid) > 1 and chosen[m] in (grid[0], grid[-1])],
+            "classes": len(open_world), "epochs": epochs, "seeds": args.tune_seeds}
+
+
+def moderate_budget(args, learngene, plain, train, test, novel, open_world) -> dict[str, Any]:
+    data = novel_subset(train, test, novel, args.train_per_class, args.test_per_class)
+    seeds = [1000 + seed for seed in range(args.seeds)]
+    inheriting = [m for m in METHODS if m != "scratch"]
+    half_epochs = args.epochs // 2
     out: dict[str, Any] = {}
     for depth in args.depths:
         build = builders(learngene, plain, depth)
         started = time.perf_counter()
-        jobs = [(build[method], 1000 + seed) for method in METHODS for seed in range(args.seeds)]
-        trained = train_with_curves(jobs, x, y, tx, ty, args)
-        curves = {m: trained[i * args.seeds : (i + 1) * args.seeds] for i, m in enumerate(METHODS)}
+        entry: dict[str, Any] = {}
+        lrs = {m: args.lr for m in METHODS}
+        half_lrs = {m: args.lr for m in inheriting}
+        if args.moderate_lr_grid:
+            entry["lr_tuning"] = pick_moderate_lrs(args, learngene, plain, train, test, open_world, depth, METHODS, args.epochs)
+            lrs = entry["lr_tuning"]["chosen"]
+            if args.half_budget:
+                entry["half_lr_tuning"] = pick_moderate_lrs(args, learngene, plain, train, test, open_world, depth, inheriting,
+                                                            half_epochs)
+                half_lrs = entry["half_lr_tuning"]["chosen"]
+        curves = curves_by_method(build, METHODS, lrs, seeds, data, args)
         finals = {m: [c[-1] for c in curves[m]] for m in METHODS}
-        entry: dict[str, Any] = {"curves": curves, "seconds": time.perf_counter() - started}
+        entry["curves"] = curves
         for m in METHODS:
             mean, half = mean_ci(finals[m])
             reach = [epochs_to_reach(c, s[-1]) for c, s in zip(curves[m], curves["scratch"])]
-            entry[m] = {"final": finals[m], "mean": mean, "ci95": _finite(half), "epochs_to_scratch_final": reach}
+            entry[m] = {"final": finals[m], "mean": mean, "ci95": _finite(half), "epochs_to_scratch_final": reach, "lr": lrs[m]}
             if m != "scratch":
                 d, h = paired_difference(finals[m], finals["scratch"])
                 entry[m]["diff_vs_scratch"] = {"mean": d, "ci95": _finite(h)}
+        if args.half_budget:
+            half_curves = curves_by_method(build, inheriting, half_lrs, seeds, data, args, epochs=half_epochs)
+            for m in inheriting:
+                short = [c[-1] for c in half_curves[m]]
+                mean, half = mean_ci(short)
+                d, h = paired_difference(short, finals["scratch"])
+                entry[m]["half_budget"] = {
+                    "epochs": half_epochs, "lr": half_lrs[m], "final": short, "curves": half_curves[m], "mean": mean,
+                    "ci95": _finite(half), "diff_vs_scratch_full": {"mean": d, "ci95": _finite(h)},
+                    "seeds_at_or_above_scratch_full": sum(a >= b - 1e-12 for a, b in zip(short, finals["scratch"])),
+                }
+        entry["seconds"] = time.perf_counter() - started
         out[str(depth)] = entry
         print(f"moderate budget, depth {depth}: " + ", ".join(f"{m} {100 * entry[m]['mean']:.1f}" for m in METHODS)
               + f" ({entry['seconds']:.0f} s)", flush=True)
@@ -267,6 +355,17 @@ def _pm(entry: dict, key: str = "mean", half: str = "ci95", sign: bool = False) 
     return text + (f" +/- {100 * ci:.1f}" if ci is not None else "")
 
 
+def _reach_text(reach: list[int | None]) -> str:
+    """Per-seed epochs to scratch's final accuracy ('-' = never), or their median beyond 10 seeds."""
+    if len(reach) <= 10:
+        return ", ".join("-" if r is None else str(r) for r in reach)
+    never = sum(r is None for r in reach)
+    ordered = sorted(float("inf") if r is None else r for r in reach)
+    mid = len(ordered) // 2
+    median = ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+    return f"median {'-' if median == float('inf') else f'{median:g}'}" + (f" ({never} never)" if never else "")
+
+
 def _reach_summary(entry: dict[str, Any], epochs: int) -> str:
     """How often (and how far from) the method reaches scratch's final accuracy in half the epochs."""
     reach = entry["epochs_to_scratch_final"]
@@ -293,23 +392,45 @@ def markdown(results: dict[str, Any]) -> str:
         f"{s['collective_depth']}-block ViT ({sizes['unconstrained_block_parameters']:,}).",
     ]
     if "moderate_budget" in results:
+        grid = s.get("moderate_lr_grid") or []
+        schedule = s.get("schedule", "constant")
+        lr_text = (f"peak lr picked per method and depth from {', '.join(f'{v:g}' for v in grid)} on a task of the "
+                   f"open-world classes ({s.get('tune_seeds')} seeds each, never the novel classes)" if grid else f"lr {s['lr']}")
+        if schedule == "cosine":
+            lr_text += f", {s.get('warmup_epochs'):g} warm-up epoch(s) then cosine decay to 0"
         lines += [
             "",
             f"**Moderate budget**: all {s['novel_classes']} novel classes, {s['train_per_class']} training and {s['test_per_class']} test images each, "
-            f"{s['epochs']} epochs of AdamW (lr {s['lr']}, weight decay 0.05, batch 64, crop + flip), {s['seeds']} seeds; test accuracy in % "
+            f"{s['epochs']} epochs of AdamW ({lr_text}, weight decay 0.05, batch 64, crop + flip), {s['seeds']} seeds; test accuracy in % "
             "(mean +/- 95% CI over seeds; differences paired by seed). 'epochs to scratch final': first epoch at which the method reaches "
-            "scratch's final accuracy of the same seed (- = never), per seed; 'within half': seeds that reach it in at most half the epochs.",
+            "scratch's final accuracy of the same seed (- = never), per seed (median over seeds when there are more than 10); "
+            "'within half': seeds that reach it in at most half the epochs.",
             "",
-            "| depth | method | accuracy | vs scratch | epochs to scratch final | within half |",
-            "| ---: | --- | --- | --- | --- | --- |",
+            "| depth | method | lr | accuracy | vs scratch | epochs to scratch final | within half |",
+            "| ---: | --- | ---: | --- | --- | --- | --- |",
         ]
         for depth, entry in results["moderate_budget"].items():
             for method in METHODS:
                 e = entry[method]
                 vs = _pm(e["diff_vs_scratch"], sign=True) if "diff_vs_scratch" in e else "-"
-                reach = ", ".join("-" if r is None else str(r) for r in e["epochs_to_scratch_final"])
                 within = _reach_summary(e, s["epochs"]) if method != "scratch" else "-"
-                lines.append(f"| {depth} | {method} | {_pm(e)} | {vs} | {reach} | {within} |")
+                lr = e.get("lr", s["lr"])
+                edge = " (edge)" if method in entry.get("lr_tuning", {}).get("edge", []) else ""
+                lines.append(f"| {depth} | {method} | {lr:g}{edge} | {_pm(e)} | {vs} | {_reach_text(e['epochs_to_scratch_final'])} | {within} |")
+        halves = [(d, m, entry[m]["half_budget"]) for d, entry in results["moderate_budget"].items() for m in METHODS
+                  if "half_budget" in entry[m]]
+        if halves:
+            lines += [
+                "",
+                f"**Half the budget**: the inheriting methods trained for {halves[0][2]['epochs']} epochs (their own schedule"
+                f"{' and their own picked lr' if grid else ''}) against scratch's {s['epochs']}-epoch final accuracy, paired by seed.",
+                "",
+                "| depth | method | lr | accuracy after half the epochs | vs scratch after all epochs | seeds at or above scratch |",
+                "| ---: | --- | ---: | --- | --- | --- |",
+            ]
+            for depth, method, h in halves:
+                lines.append(f"| {depth} | {method} | {h['lr']:g} | {_pm(h)} | {_pm(h['diff_vs_scratch_full'], sign=True)} | "
+                             f"{h['seeds_at_or_above_scratch_full']}/{len(h['final'])} |")
     if "few_shot" in results:
         fs = results["few_shot"]
         r = fs["recipe"]
@@ -404,7 +525,8 @@ def main(argv=None) -> dict[str, Any]:
     }
     if not args.skip_moderate:
         stage = time.perf_counter()
-        results["moderate_budget"] = moderate_budget(args, learngene, plain, train, test, novel)
+        results["moderate_budget"] = moderate_budget(args, learngene, plain, train, test, novel,
+                                                     list(runs["linear"].split.open_world))
         stages["moderate_budget"] = time.perf_counter() - stage
         write_json_atomic(out / "vit_descendants.json", results)  # partial: a later stage may not finish
         write_text_atomic(out / "vit_descendants.md", markdown(results))
