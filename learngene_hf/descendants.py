@@ -244,8 +244,9 @@ def vit_depth_methods(
     ``weight_selection@L`` (its first ``L`` blocks from ``plain_collective``, an unconstrained
     collective ViT; skipped without one or when ``L`` exceeds its depth) and a classifier on the
     frozen features of a random ViT of that shape for each of ``classifiers`` (``logreg_random@L``,
-    ``centroid_random@L``). The fine-tuned ones go through ``train_individual`` one at a time
-    (ViTs are not stacked); the others through ``fit_frozen_features``."""
+    ``centroid_random@L``). The fine-tuned ones are trained by ``run_episodes`` (stacked per depth,
+    :class:`~learngene_hf.stacked.StackedViTs`, unless the config says ``stack=False``); the others go
+    through ``fit_frozen_features``."""
     from .vit import ViTIndividualConfig, ViTIndividualModel
 
     unknown = sorted(set(classifiers) - set(FROZEN_CLASSIFIERS))
