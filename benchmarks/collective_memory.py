@@ -325,7 +325,8 @@ def fewshot(args: argparse.Namespace) -> None:
         inheritor = Inheritor.from_run(run_dir, load_probe_data=False)
         n = inheritor.model.config.num_layers
         # the first block (what the validated selection picked in the pipeline) and the paper's block
-        for block, layers in (("first 3", first_block(n, 3)), ("last 3", paper_block(n, 3))):
+        blocks = {"first": ("first 3", first_block(n, 3)), "last": ("last 3", paper_block(n, 3))}
+        for block, layers in (blocks[b] for b in args.blocks):
             lg = learngenes[key, block] = inheritor.extract(layers)
             name = f"learngene {block}"
             methods.append(Method(f"{name} ({key})", lambda k, lg=lg: IndividualModel.from_learngene(lg, k),
@@ -354,8 +355,10 @@ def fewshot(args: argparse.Namespace) -> None:
     write_json_atomic(RESULTS / "collective_memory_fewshot.json", result)
     md = ["# Collective memory: does the learngene suffer?", "",
           f"{len(episodes)} novel-class 5-way {args.shots}-shot episodes (15 queries per class, seed 0), the same for "
-          "every method. Learngenes: the first block (conv0-2, the block the pipeline's validated selection picked) "
-          "and the paper's block (the last 3 layers) of the collective run without forgetting control "
+          "every method. Learngenes: " + " and ".join(
+              {"first": "the first block (conv0-2, the block the pipeline's validated selection picked)",
+               "last": "the paper's block (the last 3 layers)"}[b] for b in args.blocks)
+          + " of the collective run without forgetting control "
           f"(old: `{runs['old']}`) and of the run with the new default (new: `{runs['new']}`). "
           f"`learngene ...`: a descendant fine-tuned with the {args.recipe} recipe; `logreg learngene ...`: logistic regression "
           f"on its frozen features up to the learngene's end. Machine: {_machine()}. {args.note}", "",
@@ -394,6 +397,8 @@ def main() -> None:
     parser.add_argument("--old-run", type=Path, default=None, help="default: RUNS_DIR/'no control'")
     parser.add_argument("--new-run", type=Path, default=None, help="default: RUNS_DIR/'tuned choice' if it exists, else RUNS_DIR/'preset default'")
     parser.add_argument("--shots", type=int, default=5)
+    parser.add_argument("--blocks", nargs="+", choices=["first", "last"], default=["first", "last"],
+                        help="learngenes to compare: the first 3 layers (what the pipeline selects) and/or the paper's last 3")
     parser.add_argument("--recipe", default="default", choices=["default", "paper"], help="few-shot recipe of the descendants")
     args = parser.parse_args()
     RESULTS.mkdir(parents=True, exist_ok=True)
