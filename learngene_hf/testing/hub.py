@@ -271,7 +271,8 @@ class _Handler(BaseHTTPRequestHandler):
         return self.hub._store
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
-        logger.info("%s %s", self.address_string(), format % args)
+        # DEBUG: a pipeline's stage lines (INFO) stay readable; the standalone server shows them
+        logger.debug("%s %s", self.address_string(), format % args)
 
     def do_GET(self) -> None:
         self._dispatch("GET")
@@ -988,6 +989,8 @@ def main(argv: list[str] | None = None) -> int:
                 parser.error(f"--token expects TOKEN:USER, got {item!r}")
             tokens[token] = user
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s")
+    if not args.quiet:
+        logger.setLevel(logging.DEBUG)  # one line per request
     try:
         server = LocalHubServer(args.root, host=args.host, port=args.port, tokens=tokens,
                                 allow_anonymous_write=not args.require_token_for_write).start()
