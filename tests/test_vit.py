@@ -295,70 +295,65 @@ def test_pulled_learngene_builds_descendants_of_two_depths_like_the_local_one(vi
     assert len(scores) == 5 and abs(sum(s["score"] for s in scores) - 1) < 1e-4
 
 
-def test_descendant_loads_with_trust_remote_code_where_learngene_hf_is_not_installed(vit_learngene, tmp_path):
+def _save_with_remote_code(model, auto_class: str, folder) -> None:
+    """save_pretrained with the model's code copied next to the weights (auto_map for ``auto_class``)."""
+    config_class = type(model).config_class
+    config_class.register_for_auto_class()
+    type(model).register_for_auto_class(auto_class)
+    try:
+        model.save_pretrained(folder)
+    finally:
+        config_class._auto_class = None
+        type(model)._auto_class = None
+    assert (folder / "vit.py").is_file()
+
+
+def _run_where_learngene_hf_is_absent(tmp_path, auto_class: str, folder, lines: list[str]) -> None:
+    """Load ``folder`` as ``m`` with ``auto_class`` and trust_remote_code in a fresh interpreter in
+    which ``import learngene_hf`` fails (only the copied code can build the model), then run ``lines``."""
+    import os
     import subprocess
     import sys
 
+    script = "\n".join([
+        "import sys; sys.modules['learngene_hf'] = None",
+        "import torch",
+        f"from transformers import {auto_class}",
+        f"m = {auto_class}.from_pretrained({str(folder)!r}, trust_remote_code=True).eval()",
+        "assert not type(m).__module__.startswith('learngene_hf'), type(m).__module__",
+        *lines,
+    ]) + "\n"
+    subprocess.run([sys.executable, "-c", script], check=True, cwd=tmp_path, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+
+def test_descendant_loads_with_trust_remote_code_where_learngene_hf_is_not_installed(vit_learngene, tmp_path):
     learngene, _ = vit_learngene
     model = IndividualModel.from_learngene(learngene, num_labels=3, num_blocks=4).eval()
-    ViTIndividualConfig.register_for_auto_class()
-    ViTIndividualModel.register_for_auto_class("AutoModelForImageClassification")
-    try:
-        model.save_pretrained(tmp_path / "desc")
-    finally:
-        ViTIndividualConfig._auto_class = None
-        ViTIndividualModel._auto_class = None
-    assert (tmp_path / "desc" / "vit.py").is_file()
+    _save_with_remote_code(model, "AutoModelForImageClassification", tmp_path / "desc")
     x = torch.randn(2, 3, 32, 32)
     torch.save(x, tmp_path / "x.pt")
-    # a fresh interpreter in which `import learngene_hf` fails: only the copied code can build the model
-    script = (
-        "import sys; sys.modules['learngene_hf'] = None\n"
-        "import torch\n"
-        "from transformers import AutoModelForImageClassification\n"
-        f"m = AutoModelForImageClassification.from_pretrained({str(tmp_path / 'desc')!r}, trust_remote_code=True).eval()\n"
-        "assert not type(m).__module__.startswith('learngene_hf'), type(m).__module__\n"
-        f"with torch.no_grad(): torch.save(m(torch.load({str(tmp_path / 'x.pt')!r})).logits, {str(tmp_path / 'y.pt')!r})\n"
-    )
-    subprocess.run([sys.executable, "-c", script], check=True, cwd=tmp_path, timeout=300,
-                   env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
+    _run_where_learngene_hf_is_absent(tmp_path, "AutoModelForImageClassification", tmp_path / "desc", [
+        f"with torch.no_grad(): torch.save(m(torch.load({str(tmp_path / 'x.pt')!r})).logits, {str(tmp_path / 'y.pt')!r})",
+    ])
     with torch.no_grad():
         torch.testing.assert_close(torch.load(tmp_path / "y.pt"), model(x).logits)
 
 
 def test_collective_vit_loads_with_trust_remote_code_where_learngene_hf_is_not_installed(tmp_path):
-    import os
-    import subprocess
-    import sys
-
     from transformers import AutoModel
 
     model = _collective()
     model.add_task(4)
     model.add_task(3)
     model.eval()
-    ViTCollectiveConfig.register_for_auto_class()
-    ViTCollectiveModel.register_for_auto_class("AutoModel")
-    try:
-        model.save_pretrained(tmp_path / "collective")
-    finally:
-        ViTCollectiveConfig._auto_class = None
-        ViTCollectiveModel._auto_class = None
-    assert (tmp_path / "collective" / "vit.py").is_file()
+    _save_with_remote_code(model, "AutoModel", tmp_path / "collective")
     x = torch.randn(2, 3, 32, 32)
     torch.save(x, tmp_path / "x.pt")
-    # a fresh interpreter in which `import learngene_hf` fails: only the copied code can build the model
-    script = (
-        "import sys; sys.modules['learngene_hf'] = None\n"
-        "import torch\n"
-        "from transformers import AutoModel\n"
-        f"m = AutoModel.from_pretrained({str(tmp_path / 'collective')!r}, trust_remote_code=True).eval()\n"
-        "assert not type(m).__module__.startswith('learngene_hf'), type(m).__module__\n"
-        "assert type(m.vit.blocks).__name__ == 'LinearExpansionBlocks' and m.config.task_num_labels == [4, 3]\n"
-        f"x = torch.load({str(tmp_path / 'x.pt')!r})\n"
-        f"with torch.no_grad(): torch.save([m(x, task_id=t).logits for t in (0, 1)], {str(tmp_path / 'y.pt')!r})\n"
-    )
-    subprocess.run([sys.executable, "-c", script], check=True, cwd=tmp_path, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    _run_where_learngene_hf_is_absent(tmp_path, "AutoModel", tmp_path / "collective", [
+        "assert type(m.vit.blocks).__name__ == 'LinearExpansionBlocks' and m.config.task_num_labels == [4, 3]",
+        f"x = torch.load({str(tmp_path / 'x.pt')!r})",
+        f"with torch.no_grad(): torch.save([m(x, task_id=t).logits for t in (0, 1)], {str(tmp_path / 'y.pt')!r})",
+    ])
     with torch.no_grad():
         expected = [model(x, task_id=t).logits for t in (0, 1)]
     for got, want in zip(torch.load(tmp_path / "y.pt"), expected):
