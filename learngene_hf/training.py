@@ -59,7 +59,9 @@ RUN_VERSION = 1
 #: "small" finishes on 2 CPU cores in minutes; "tiny" is for tests.
 PRESET_TRAINING_DEFAULTS: dict[str, dict[str, Any]] = {
     "paper": {"num_tasks": 50, "epochs_per_task": 10, "lr": 1e-3, "train_per_class": None, "test_per_class": None},
-    "small": {"num_tasks": 15, "epochs_per_task": 6, "lr": 0.03, "train_per_class": 300, "test_per_class": 40},
+    # replay 20/class: mean forgetting 0.57 -> 0.01 on this stream for 1.23x the CPU training time
+    "small": {"num_tasks": 15, "epochs_per_task": 6, "lr": 0.03, "train_per_class": 300, "test_per_class": 40,
+              "replay_per_class": 20},
     "tiny": {"num_tasks": 3, "epochs_per_task": 1, "lr": 0.05, "train_per_class": 20, "test_per_class": 10},
     # ViT collective models (linear expansion, TLEG); growth is not offered for them
     # (AdamW: with SGD at lr 0.01-0.03 a small ViT stayed at chance level on the first tasks)
@@ -93,8 +95,9 @@ class CollectiveTrainingConfig:
     name-or-index, "width": w}`` / ``{"task": t, "op": "deepen", "layer": name-or-index}``
     applied at the start of task ``t`` (after its head is added).
 
-    Forgetting control (all off by default = the paper's setting, in every preset; see the
-    README's "Forgetting and the open world" for what each measured):
+    Forgetting control (off by default = the paper's setting, in every preset except "small", which
+    keeps ``replay_per_class=20``; see the README's "Forgetting and the open world" for what each
+    measured):
 
     - ``bn_freeze_after``: from this task on (0-based; 0 = never) every BatchNorm layer runs
       in eval mode while training, so its running statistics stop following the current task
