@@ -1,6 +1,6 @@
 """The whole learngene pipeline in one command (thin script over learngene_hf.pipeline).
 
-    python examples/run_pipeline.py                      # embedded data, ~15 minutes on 2 CPU cores
+    python examples/run_pipeline.py                      # embedded data, ~30 minutes on 2 CPU cores
     accelerate launch examples/run_pipeline.py           # the same on every accelerate process / GPU
     python examples/run_pipeline.py --dataset uoft-cs/cifar100 --preset paper   # CIFAR-100, paper model
 
