@@ -8,7 +8,8 @@ False)`` and with the stacked engine (``learngene_hf.stacked``), at each shot co
 process, the order of the two paths alternating between rounds and shot counts so that
 background load hits both alike. The per-episode accuracies of both paths are compared (float32:
 they may differ by a query image). A short torch.profiler run of each path says where the time
-goes (``profile`` in the JSON).
+goes (``profile`` in the JSON), and the FLOPs it counts, divided by its wall time, against a large
+matmul's rate say how close each path is to the machine's arithmetic ceiling.
 
 Writes benchmarks/results/episode_throughput.{json,md}; per shot count the JSON holds both rates
 (descendants per second), their ratio under ``speedup`` and the accuracy check.
@@ -146,22 +147,47 @@ def write(results: dict, out: Path) -> None:
     write_text_atomic(out.with_suffix(".md"), markdown(results))
 
 
+def matmul_peak_gflops(size: int = 2048, seconds: float = 1.0) -> float:
+    """This machine's float32 arithmetic ceiling in practice: GFLOP/s of a ``size`` x ``size`` matmul."""
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    a, b = torch.randn(size, size, device=device), torch.randn(size, size, device=device)
+    a @ b
+    count, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        a @ b
+        count += 1
+    if device == "cuda":
+        torch.cuda.synchronize()
+    return 2 * size**3 * count / (time.perf_counter() - start) / 1e9
+
+
 def profile(methods, data, base: FewShotConfig, shots: int, episodes: int, steps: int = 6) -> dict:
-    """Share of the self CPU time of the top operators in a short run (``steps`` steps) of each path."""
+    """Share of the self CPU time of the top operators in a short run (``steps`` steps) of each path,
+    and the arithmetic rate of each path (FLOPs counted by ``torch.utils.flop_counter`` in one run,
+    divided by the wall time of another) against the machine's matmul peak."""
     from torch.profiler import ProfilerActivity
     from torch.profiler import profile as torch_profile
+    from torch.utils.flop_counter import FlopCounterMode
 
     eps = sample_episodes(data, list(range(20)), episodes, 5, shots, 15, seed=7)
     short = FewShotConfig(**{**base.to_dict(), "steps": steps, "epochs": None, "lp_steps": min(base.lp_steps, steps // 3),
                              "warmup_steps": min(base.warmup_steps, 1)})
-    out = {"shots": shots, "steps": steps, "descendants": len(eps) * len(methods)}
+    out = {"shots": shots, "steps": steps, "descendants": len(eps) * len(methods), "matmul_peak_gflops": matmul_peak_gflops()}
+    # Both paths do the same arithmetic; it is counted on the one-at-a-time path because the counter
+    # (torch 2.14) books a grouped convolution's weight gradient N times over (batch = N*C there).
+    with FlopCounterMode(display=False) as counter:
+        run_episodes(methods, eps, FewShotConfig(**{**short.to_dict(), "stack": False}), progress=False)
+    gflop = counter.get_total_flops() / 1e9
     for path in ("one_at_a_time", "stacked"):
+        cfg = FewShotConfig(**{**short.to_dict(), "stack": path == "stacked"})
+        elapsed, _ = timed(methods, eps, cfg)
         with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
-            run_episodes(methods, eps, FewShotConfig(**{**short.to_dict(), "stack": path == "stacked"}), progress=False)
+            run_episodes(methods, eps, cfg, progress=False)
         events = prof.key_averages()
         total = sum(e.self_cpu_time_total for e in events) or 1.0
         top = sorted(events, key=lambda e: e.self_cpu_time_total, reverse=True)[:8]
-        out[path] = {"seconds": total / 1e6, "top": [{"op": e.key, "share": e.self_cpu_time_total / total} for e in top]}
+        out[path] = {"seconds": total / 1e6, "top": [{"op": e.key, "share": e.self_cpu_time_total / total} for e in top],
+                     "gflop": gflop, "wall_seconds": elapsed, "gflops_per_s": gflop / elapsed}
     return out
 
 
@@ -190,6 +216,14 @@ def markdown(results: dict) -> str:
         for path in ("one_at_a_time", "stacked"):
             tops = ", ".join(f"{t['op']} {100 * t['share']:.0f}%" for t in prof[path]["top"][:5])
             lines.append(f"- {path.replace('_', ' ')} ({prof[path]['seconds']:.1f} s): {tops}")
+        if "matmul_peak_gflops" in prof:
+            peak, alone, stacked = (prof["matmul_peak_gflops"], prof["one_at_a_time"]["gflops_per_s"],
+                                    prof["stacked"]["gflops_per_s"])
+            lines += ["", f"Arithmetic rate of that run: one at a time {alone:.1f} GFLOP/s, stacked {stacked:.1f} GFLOP/s "
+                      f"({prof['one_at_a_time']['gflop'] / prof['descendants']:.1f} GFLOP per descendant); a float32 "
+                      f"2048x2048 matmul reaches {peak:.1f} GFLOP/s here. One at a time already runs at "
+                      f"{100 * alone / peak:.0f}% of that ceiling, so no way of batching the same arithmetic can make "
+                      f"it more than {peak / alone:.1f}x faster on this machine."]
     return "\n".join(lines) + "\n"
 
 
