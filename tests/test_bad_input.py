@@ -9,13 +9,15 @@ import os
 import stat
 import subprocess
 import sys
+from functools import partial
 from pathlib import Path
 
+import helpers
 import pytest
 import torch
+from helpers import SPLIT
 
 from learngene_hf.cli import run_script
-from learngene_hf.collective import CollectiveConfig, CollectiveModel
 from learngene_hf.data import load_tensors, sample_episodes
 from learngene_hf.errors import ArtifactError, ConfigError, DataError
 from learngene_hf.fewshot import FewShotConfig, compare_methods, learngene_probe, load_fewshot_data, tuning_episodes
@@ -23,8 +25,9 @@ from learngene_hf.learngene import Learngene
 from learngene_hf.training import CollectiveTrainingConfig, load_run, train_collective
 
 REPO = Path(__file__).resolve().parents[1]
-EMBEDDED = {"num_classes": 10, "train_per_class": 12, "test_per_class": 4, "image_size": 16}
-SPLIT = {"base": [0, 1, 2, 3, 4], "open_world": [5, 6], "novel": [7, 8, 9]}
+EMBEDDED = {**helpers.EMBEDDED, "test_per_class": 4}
+#: The shared tiny learngene (layers 2-3), its task stream on EMBEDDED.
+tiny_learngene = partial(helpers.tiny_learngene, embedded=EMBEDDED)
 
 
 def example(name: str):
@@ -32,15 +35,6 @@ def example(name: str):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
-
-
-def tiny_learngene() -> Learngene:
-    torch.manual_seed(0)
-    model = CollectiveModel(CollectiveConfig(preset="tiny", task_num_labels=[3]))
-    stream = {"dataset": {"source": "embedded:procedural", "embedded": dict(EMBEDDED), "num_classes": 10},
-              "split": dict(SPLIT), "num_tasks": 1, "ways": 3, "classes": [0, 1, 2]}
-    return Learngene.from_collective(model, [2, 3], task_stream=stream,
-                                     preprocessing={"image_size": 16, "mean": [0.5] * 3, "std": [0.5] * 3})
 
 
 def tiny_config(**overrides) -> CollectiveTrainingConfig:

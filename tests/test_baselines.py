@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from helpers import EMBEDDED, SPLIT, tiny_learngene
 
 from learngene_hf.baselines import (
     DEFAULT_L2_GRID,
@@ -22,10 +23,7 @@ from learngene_hf.errors import ConfigError, IncompatibleLearngeneError
 from learngene_hf.fewshot import FewShotConfig, compare_methods, evaluate, format_table
 from learngene_hf.individual import IndividualConfig, IndividualModel
 from learngene_hf.layers import conv_block
-from learngene_hf.learngene import Learngene
 
-EMBEDDED = {"num_classes": 10, "train_per_class": 12, "test_per_class": 2, "image_size": 16}
-SPLIT = {"base": [0, 1, 2, 3, 4], "open_world": [5, 6], "novel": [7, 8, 9]}
 FAST = FewShotConfig(epochs=1, batch_size=8, device="cpu")
 
 
@@ -42,13 +40,6 @@ def tiny_collective() -> CollectiveModel:
         block.bn.running_mean.uniform_(-1, 1)
         block.bn.running_var.uniform_(0.5, 2)
     return model
-
-
-def tiny_learngene(model: CollectiveModel, layers=(0, 1)) -> Learngene:
-    stream = {"dataset": {"source": "embedded:procedural", "embedded": dict(EMBEDDED), "num_classes": 10},
-              "split": dict(SPLIT), "num_tasks": 1, "ways": 3, "classes": [0, 1, 2]}
-    return Learngene.from_collective(model, list(layers), task_stream=stream,
-                                     preprocessing={"image_size": 16, "mean": [0.5] * 3, "std": [0.5] * 3})
 
 
 def test_select_evenly_takes_linspace_indices_in_every_dimension():
@@ -110,7 +101,7 @@ def test_frozen_feature_classifiers_fit_a_separable_support_set():
 
 def test_frozen_features_count_what_the_blocks_inherit():
     collective = tiny_collective()
-    lg = tiny_learngene(collective)
+    lg = tiny_learngene((0, 1), model=collective)
     from_lg = frozen_features(IndividualModel.from_learngene(lg, 3), 3, "centroid", end=2, source="learngene")
     assert len(from_lg.blocks) == 2 and inheritance(from_lg)["parameters"] == lg.num_parameters()
     whole = frozen_features(collective, 3, source="collective")
@@ -122,7 +113,7 @@ def test_frozen_features_count_what_the_blocks_inherit():
 
 def test_compare_runs_baselines_on_the_same_episodes_and_tunes_l2_on_open_world(data):
     collective = tiny_collective()
-    lg = tiny_learngene(collective)
+    lg = tiny_learngene((0, 1), model=collective)
     episodes = sample_episodes(data, SPLIT["novel"], 2, ways=3, shots=2, queries=2)
     tune = sample_episodes(data, SPLIT["open_world"], 1, ways=2, shots=2, queries=2, seed=3)
     from learngene_hf.fewshot import comparison_methods
@@ -133,8 +124,11 @@ def test_compare_runs_baselines_on_the_same_episodes_and_tunes_l2_on_open_world(
     assert list(m) == ["learngene", "scratch", "logreg_random", "centroid_random", "logreg_learngene",
                        "centroid_learngene", "logreg_collective", "centroid_collective", "weight_selection"]
     logreg = m["logreg_random"]
-    assert logreg["lr"] is None and logreg["kind"] == "frozen features" and logreg["settings"]["l2"] in DEFAULT_L2_GRID
-    assert len(logreg["settings_search"]) == len(DEFAULT_L2_GRID) and "diff_vs_scratch" in logreg
+    assert logreg["lr"] is None and logreg["kind"] == "frozen features" and "diff_vs_scratch" in logreg
+    tried = logreg["settings_search"]  # the grid, plus one value if the best sat at an edge
+    assert len(DEFAULT_L2_GRID) <= len(tried) <= len(DEFAULT_L2_GRID) + 1 and f"l2={logreg['settings']['l2']:g}" in tried
+    assert bool(logreg["edge_of_grid"]) == (logreg["settings"]["l2"] in (min(map(float, [k[3:] for k in tried])),
+                                                                     max(map(float, [k[3:] for k in tried]))))
     assert m["centroid_random"]["settings"] is None and m["centroid_random"]["settings_search"] is None
     assert m["weight_selection"]["lr"] == 0.01 and m["weight_selection"]["kind"] == "fine-tuned"
     assert m["learngene"]["tuning"] is None  # a one-value lr grid: applied, no tuning runs
@@ -146,7 +140,7 @@ def test_compare_runs_baselines_on_the_same_episodes_and_tunes_l2_on_open_world(
 
 def test_descendants_of_several_sizes_against_scratch_and_weight_selection(data, tmp_path):
     collective = tiny_collective()
-    lg = tiny_learngene(collective)  # the first two blocks: two fresh blocks can follow
+    lg = tiny_learngene((0, 1), model=collective)  # the first two blocks: two fresh blocks can follow
     sizes = descendant_sizes(lg)
     assert [(s.name, s.tail_blocks) for s in sizes] == [("learngene+head", 0), ("learngene+1", 1), ("full", 2)]
     with pytest.raises(ConfigError, match="out of range"):
@@ -199,3 +193,34 @@ def test_few_shot_example_prints_baselines_and_sizes_on_digits(tmp_path):
     sizes = json.loads((out / "sizes.json").read_text())["sizes"]
     assert {r["size"] for r in sizes} == {"learngene+head", "learngene+1", "full"}
     assert "| logreg_learngene | l2=" in proc.stdout and "| learngene+head | learngene |" in proc.stdout
+
+
+@pytest.mark.parametrize(
+    ("grid", "peak", "widen", "tried", "chosen", "edge"),
+    [
+        ([0.01, 0.1], 10.0, 1, [0.01, 0.1, 1.0], 1.0, ["l2"]),  # best at the top: one step up, still at the edge
+        ([0.01, 0.1], 1e-3, 2, [0.01, 0.1, 1e-3, 1e-4], 1e-3, []),  # two steps down find the peak inside
+        ([0.01, 0.1, 1.0], 0.1, 1, [0.01, 0.1, 1.0], 0.1, []),  # best inside: nothing to widen
+        ([0.01, 0.1], 10.0, 0, [0.01, 0.1], 0.1, ["l2"]),  # widen=0: the grid as given
+    ],
+)
+def test_tune_settings_widens_a_grid_whose_best_value_is_at_an_edge(monkeypatch, grid, peak, widen, tried, chosen, edge):
+    """An L2 grid is widened geometrically where its best value sits at an edge (accuracy here
+    peaks at ``peak`` in log space), as the recipe tuning widens the learning rate."""
+    import math
+
+    from learngene_hf import fewshot
+    from learngene_hf.fewshot import Method, tune_settings
+
+    ran: list[str] = []
+
+    def fake_run_episodes(variants, episodes, cfg, accelerator, progress, seed, desc=None):
+        ran.extend(v.name for v in variants)
+        return [{"accuracy": {v.name: 1 / (1 + abs(math.log10(v.settings["l2"] / peak))) for v in variants}} for _ in episodes]
+
+    monkeypatch.setattr(fewshot, "run_episodes", fake_run_episodes)
+    method = Method("logreg", lambda n: None, fit=lambda *a, **k: None, settings={"l2": 0.5, "max_iter": 9},
+                    search={"l2": grid})
+    settings, means, still_at_edge = tune_settings(method, [object()], widen=widen)
+    assert ran == [f"l2={v:g}" for v in tried] and list(means) == ran  # each value once, in the order tried
+    assert settings == {"l2": pytest.approx(chosen), "max_iter": 9} and still_at_edge == edge

@@ -4,27 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from helpers import striped_data
 
 from learngene_hf import CollectiveConfig, CollectiveModel
-from learngene_hf.data import ImageTensors
 from learngene_hf.ewc import EWC, stable_parameters
 from learngene_hf.training import CollectiveTrainingConfig, train_collective
-
-
-def _stream_data(n_classes: int = 15, per: int = 40, test: int = 20, size: int = 16) -> tuple[ImageTensors, ImageTensors]:
-    g = torch.Generator().manual_seed(0)
-    colors = torch.rand(n_classes, 3, 1, 1, generator=g)
-    freq = torch.randint(1, 4, (n_classes,), generator=g).float()
-
-    def make(k: int) -> ImageTensors:
-        labels = torch.arange(n_classes).repeat_interleave(k)
-        rows = torch.arange(size).float().view(1, 1, size, 1)
-        phase = torch.rand(len(labels), 1, 1, 1, generator=g) * 6
-        stripes = (torch.sin(rows * freq[labels].view(-1, 1, 1, 1) + phase) > 0).float()
-        images = colors[labels] * 220 + stripes * 30 + torch.rand(len(labels), 3, size, size, generator=g) * 30
-        return ImageTensors(images.clamp(0, 255).to(torch.uint8).contiguous(), labels, [f"c{i}" for i in range(n_classes)])
-
-    return make(per), make(test)
 
 
 def _batches(model: CollectiveModel, n: int = 2):
@@ -65,7 +49,7 @@ def test_growth_reanchors_changed_parameters_and_zero_pads_their_fisher():
 
 
 def test_ewc_changes_the_loss_and_reduces_forgetting_of_the_first_task(tmp_path):
-    data = _stream_data()
+    data = striped_data()
     results = {}
     for weight in (0.0, 50.0):
         config = CollectiveTrainingConfig.for_preset(
@@ -121,7 +105,7 @@ def test_a_huge_ewc_weight_diverges_without_the_cap_and_stays_finite_with_it(tmp
 
     from learngene_hf.errors import DataError
 
-    data = _stream_data()
+    data = striped_data()
     finite = {}
     for cap in (False, True):
         config = CollectiveTrainingConfig.for_preset(

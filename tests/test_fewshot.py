@@ -6,13 +6,15 @@ import json
 import os
 import subprocess
 import sys
+from functools import partial
 from pathlib import Path
 
+import helpers
 import pytest
-from conftest import free_port
 import torch
+from conftest import free_port
+from helpers import EMBEDDED, SPLIT
 
-from learngene_hf.collective import CollectiveConfig, CollectiveModel
 from learngene_hf.data import load_tensors, sample_episodes
 from learngene_hf.errors import ConfigError, DataError
 from learngene_hf.fewshot import (
@@ -28,11 +30,8 @@ from learngene_hf.fewshot import (
     write_results,
 )
 from learngene_hf.individual import IndividualConfig, IndividualModel
-from learngene_hf.learngene import Learngene
 
 REPO = Path(__file__).resolve().parents[1]
-EMBEDDED = {"num_classes": 10, "train_per_class": 12, "test_per_class": 2, "image_size": 16}
-SPLIT = {"base": [0, 1, 2, 3, 4], "open_world": [5, 6], "novel": [7, 8, 9]}
 
 
 @pytest.fixture(scope="module")
@@ -41,16 +40,8 @@ def data():
     return train
 
 
-def tiny_learngene(layers=(2, 3)) -> Learngene:
-    torch.manual_seed(0)
-    model = CollectiveModel(CollectiveConfig(preset="tiny", task_num_labels=[3]))
-    for block in model.blocks:
-        block.bn.running_mean.uniform_(-1, 1)
-    stream = {"dataset": {"source": "embedded:procedural", "embedded": dict(EMBEDDED), "num_classes": 10},
-              "split": dict(SPLIT), "num_tasks": 1, "ways": 3, "classes": [0, 1, 2]}
-    return Learngene.from_collective(model, list(layers), task_stream=stream,
-                                     preprocessing={"image_size": 16, "mean": [0.5] * 3, "std": [0.5] * 3})
-
+#: The shared tiny learngene with perturbed BatchNorm means, so that BN re-estimation shows.
+tiny_learngene = partial(helpers.tiny_learngene, perturb_bn=True)
 
 FAST = FewShotConfig(epochs=2, batch_size=8, device="cpu")
 

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import EMBEDDED, SPLIT, tiny_learngene
 from torch import nn
 
 from learngene_hf.cli import config_kwargs
-from learngene_hf.collective import CollectiveConfig, CollectiveModel
 from learngene_hf.data import load_tensors, sample_episodes
 from learngene_hf.errors import ConfigError
 from learngene_hf.fewshot import (
@@ -29,27 +29,15 @@ from learngene_hf.fewshot import (
     tune_recipe,
 )
 from learngene_hf.individual import IndividualModel
-from learngene_hf.learngene import Learngene
 from learngene_hf.pipeline import PipelineConfig
 
 REPO = Path(__file__).resolve().parents[1]
-EMBEDDED = {"num_classes": 10, "train_per_class": 12, "test_per_class": 2, "image_size": 16}
-SPLIT = {"base": [0, 1, 2, 3, 4], "open_world": [5, 6], "novel": [7, 8, 9]}
 
 
 @pytest.fixture(scope="module")
 def data():
     train, _ = load_tensors(None, **EMBEDDED)
     return train
-
-
-def tiny_learngene() -> Learngene:
-    torch.manual_seed(0)
-    model = CollectiveModel(CollectiveConfig(preset="tiny", task_num_labels=[3]))
-    stream = {"dataset": {"source": "embedded:procedural", "embedded": dict(EMBEDDED), "num_classes": 10},
-              "split": dict(SPLIT), "num_tasks": 1, "ways": 3, "classes": [0, 1, 2]}
-    return Learngene.from_collective(model, [2, 3], task_stream=stream,
-                                     preprocessing={"image_size": 16, "mean": [0.5] * 3, "std": [0.5] * 3})
 
 
 def test_schedule_gives_each_group_its_lr_per_step():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from test_ewc import _stream_data
+from helpers import striped_data
 
 from learngene_hf.errors import ConfigError, DataError
 from learngene_hf.replay import ReplayMemory, herding
@@ -58,7 +58,7 @@ def test_memory_rejects_bad_settings_and_missing_features():
 
 
 def test_replay_reduces_forgetting_of_the_first_task(tmp_path):
-    data = _stream_data()
+    data = striped_data()
     results = {}
     for per_class in (0, 10):
         config = CollectiveTrainingConfig.for_preset(
@@ -101,7 +101,7 @@ def test_open_world_statistics_from_replay_are_the_exemplar_means_under_the_fina
         replay_per_class=4, open_world_from_replay=True, record_gradients=False,
         base=list(range(15)), open_world=[], novel=[],
     )
-    run = train_collective(config, tmp_path / "run", data=_stream_data(), resume=False, progress=False)
+    run = train_collective(config, tmp_path / "run", data=striped_data(), resume=False, progress=False)
     assert run.report["forgetting_control"]["open_world_from_replay"] is True
     assert set(run.report["mean_open_world_aurocs"]) == {"energy", "msp", "mahalanobis", "knn"}
     memory = ReplayMemory(4)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from functools import partial
+
+import helpers
 import pytest
 import torch
-from test_fewshot import EMBEDDED, SPLIT, tiny_learngene
+from helpers import EMBEDDED, SPLIT
 
 from learngene_hf.baselines import fit_frozen_features, frozen_features
 from learngene_hf.data import load_tensors, sample_episodes
@@ -13,6 +16,8 @@ from learngene_hf.fewshot import FewShotConfig, Method, build_for_episode, run_e
 from learngene_hf.individual import IndividualConfig, IndividualModel
 from learngene_hf.stacked import Descendant, run_descendants, stack_key, train_and_evaluate_stacked
 
+#: The shared tiny learngene with perturbed BatchNorm means, so that BN re-estimation shows.
+tiny_learngene = partial(helpers.tiny_learngene, perturb_bn=True)
 HEAD = {"head_hidden": [12], "dropout": 0.3}  # dropout on: its masks must follow the episode seed too
 
 

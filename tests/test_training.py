@@ -10,10 +10,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import free_port
 import torch
+from conftest import free_port
+from helpers import color_data
 
-from learngene_hf.data import ImageTensors
 from learngene_hf.errors import ArtifactError, ConfigError
 from learngene_hf.record import GradientRecord
 from learngene_hf.training import (
@@ -26,18 +26,6 @@ from learngene_hf.training import (
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _data(n_classes: int = 12, per: int = 24, test: int = 10, size: int = 16) -> tuple[ImageTensors, ImageTensors]:
-    g = torch.Generator().manual_seed(0)
-    colors = torch.rand(n_classes, 3, 1, 1, generator=g) * 200
-
-    def make(k: int) -> ImageTensors:
-        labels = torch.arange(n_classes).repeat_interleave(k)
-        images = colors[labels] + torch.rand(len(labels), 3, size, size, generator=g) * 55
-        return ImageTensors(images.clamp(0, 255).to(torch.uint8), labels, [f"c{i}" for i in range(n_classes)])
-
-    return make(per), make(test)
-
-
 def _config(**overrides) -> CollectiveTrainingConfig:
     values = dict(num_tasks=3, epochs_per_task=2, train_per_class=20, test_per_class=10,
                   base=list(range(10)), open_world=[10, 11], novel=[])
@@ -46,7 +34,7 @@ def _config(**overrides) -> CollectiveTrainingConfig:
 
 
 def test_three_task_run_writes_every_output_and_reloads(tmp_path):
-    run = train_collective(_config(), tmp_path / "run", data=_data(), progress=False)
+    run = train_collective(_config(), tmp_path / "run", data=color_data(), progress=False)
     folder = tmp_path / "run"
     for name in ("model/config.json", "model/model.safetensors", "gradient_record.json", "report.json",
                  "report.md", "heatmap.png", "run_config.json", "checkpoint/state.json"):
@@ -91,7 +79,7 @@ def test_paper_growth_plan_doubles_the_last_three_layers_round_robin():
 def test_growth_happens_during_training_and_is_logged(tmp_path):
     growth = [{"task": 1, "op": "widen", "layer": "conv3", "width": 24},
               {"task": 2, "op": "deepen", "layer": "conv1"}]
-    run = train_collective(_config(growth=growth), tmp_path / "run", data=_data(), progress=False)
+    run = train_collective(_config(growth=growth), tmp_path / "run", data=color_data(), progress=False)
     log = run.model.config.growth_log
     assert [(e["op"], e["name"], e["old_width"], e["new_width"], e["task"]) for e in log] == [
         ("widen", "conv3", 16, 24, 1), ("deepen", "conv4", None, 8, 2)]
@@ -104,7 +92,7 @@ def test_growth_happens_during_training_and_is_logged(tmp_path):
 
 
 def test_interrupted_then_resumed_run_equals_uninterrupted(tmp_path):
-    data = _data()
+    data = color_data()
     config = _config(ewc_weight=5.0, growth=[{"task": 2, "op": "widen", "layer": "conv2", "width": 12}])
     full = train_collective(config, tmp_path / "full", data=data, progress=False)
 
@@ -134,14 +122,14 @@ def test_interrupted_then_resumed_run_equals_uninterrupted(tmp_path):
 
 
 def test_resume_with_a_different_config_is_refused(tmp_path):
-    data = _data()
+    data = color_data()
     train_collective(_config(stop_after_task=1), tmp_path / "run", data=data, progress=False)
     with pytest.raises(ConfigError, match="different config"):
         train_collective(_config(lr=0.5), tmp_path / "run", data=data, progress=False)
 
 
 def test_a_checkpoint_from_before_a_new_config_field_resumes_with_its_default(tmp_path):
-    data = _data()
+    data = color_data()
     train_collective(_config(stop_after_task=1), tmp_path / "run", data=data, progress=False)
     state_file = tmp_path / "run" / "checkpoint" / "state.json"
     state = json.loads(state_file.read_text())
@@ -159,7 +147,7 @@ def test_a_checkpoint_from_before_a_new_config_field_resumes_with_its_default(tm
 def test_load_run_reports_missing_and_corrupt_files(tmp_path):
     with pytest.raises(ArtifactError, match="does not exist"):
         load_run(tmp_path / "nowhere")
-    train_collective(_config(num_tasks=2, epochs_per_task=1), tmp_path / "run", data=_data(), progress=False)
+    train_collective(_config(num_tasks=2, epochs_per_task=1), tmp_path / "run", data=color_data(), progress=False)
     (tmp_path / "run" / "report.json").write_text("{truncated")
     with pytest.raises(ArtifactError, match="report.json.*train_collective"):
         load_run(tmp_path / "run")
@@ -237,7 +225,7 @@ def test_two_cpu_processes_match_a_one_process_run(tmp_path):
 
 
 def test_resume_with_replay_and_frozen_batchnorm_equals_uninterrupted(tmp_path):
-    data = _data()
+    data = color_data()
     options = dict(replay_per_class=3, replay_batch_size=8, bn_freeze_after=1, ewc_weight=5.0,
                    growth=[{"task": 2, "op": "widen", "layer": "conv2", "width": 12}])
     full = train_collective(_config(**options), tmp_path / "full", data=data, progress=False)
@@ -254,7 +242,7 @@ def test_resume_with_replay_and_frozen_batchnorm_equals_uninterrupted(tmp_path):
 
 
 def test_frozen_batchnorm_statistics_stop_following_later_tasks(tmp_path):
-    data = _data()
+    data = color_data()
 
     def stats(run):
         return {k: v for k, v in run.model.state_dict().items() if "running_" in k}

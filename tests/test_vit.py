@@ -4,12 +4,14 @@ linear-expansion artifact (validation and round trip) and descendants of any dep
 from __future__ import annotations
 
 import json
+from functools import partial
 
 import pytest
 import timm
 import torch
 from safetensors.torch import load_file, save_file
 from transformers import AutoModelForImageClassification
+from helpers import color_data
 from transformers import logging as hf_logging
 
 from learngene_hf import (
@@ -37,18 +39,8 @@ def _collective(**overrides) -> ViTCollectiveModel:
     return model
 
 
-def _data(n_classes: int = 12, per: int = 20, test: int = 10, size: int = 32):
-    from learngene_hf.data import ImageTensors
-
-    g = torch.Generator().manual_seed(0)
-    colors = torch.rand(n_classes, 3, 1, 1, generator=g) * 200
-
-    def make(k: int) -> ImageTensors:
-        labels = torch.arange(n_classes).repeat_interleave(k)
-        images = colors[labels] + torch.rand(len(labels), 3, size, size, generator=g) * 55
-        return ImageTensors(images.clamp(0, 255).to(torch.uint8), labels, [f"c{i}" for i in range(n_classes)])
-
-    return make(per), make(test)
+#: Colour classes at the ViT presets' 32x32 input, 20 training images per class.
+vit_data = partial(color_data, per=20, size=32)
 
 
 def _train_config(**overrides) -> CollectiveTrainingConfig:
@@ -109,7 +101,7 @@ def test_vit_sizes_are_registered_timm_models():
 
 # ---------------------------------------------------------------------------------------------- trainer
 def test_collective_vit_trains_through_the_trainer_and_resumes_identically(tmp_path):
-    data = _data()
+    data = vit_data()
     full = train_collective(_train_config(), tmp_path / "full", data=data, progress=False)
     train_collective(_train_config(stop_after_task=1), tmp_path / "split", data=data, progress=False)
     resumed = train_collective(_train_config(), tmp_path / "split", data=data, progress=False)
@@ -131,7 +123,7 @@ def test_growth_is_refused_for_vit_presets():
 def vit_learngene(tmp_path_factory):
     """A learngene extracted from a 2-task vit-tiny run (shared by the tests of this module)."""
     folder = tmp_path_factory.mktemp("vit")
-    train_collective(_train_config(), folder / "run", data=_data(), progress=False)
+    train_collective(_train_config(), folder / "run", data=vit_data(), progress=False)
     inheritor = Inheritor.from_run(folder / "run", load_probe_data=False)
     inheritor.save_pretrained(folder / "lg")
     return inheritor.learngene, folder / "lg"
@@ -374,7 +366,7 @@ def test_vit_descendants_train_with_the_few_shot_recipe_body_frozen_during_lp(vi
     assert {id(p) for p in groups["head"]} == {id(p) for p in model.vit.head.parameters()}
     assert len(groups["body"]) == len(list(model.parameters())) - 2
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
-    images, labels = _data(n_classes=2, per=4)[0].images, torch.tensor([0] * 4 + [1] * 4)
+    images, labels = vit_data(n_classes=2, per=4)[0].images, torch.tensor([0] * 4 + [1] * 4)
     # LP only (every step before the body starts): the head moves, the transformer does not
     train_individual(model, images, labels, FewShotConfig(steps=3, lp_steps=3, device="cpu"), seed=0)
     moved = {n for n, p in model.named_parameters() if not torch.equal(p, before[n])}
@@ -401,7 +393,7 @@ def test_vit_depth_comparison_runs_every_method_and_names_the_strongest_that_inh
     tleg = methods["tleg@4"].builder(3)
     assert inheritance(tleg) == {"parameters": tleg.num_inherited_parameters(), "bytes": learngene.num_bytes()}
 
-    train, _ = _data(n_classes=12, per=8)
+    train, _ = vit_data(n_classes=12, per=8)
     episodes = sample_episodes(train, [6, 7, 8, 9], 2, ways=3, shots=2, queries=2, seed=0)
     open_world = sample_episodes(train, [10, 11, 5], 1, ways=3, shots=2, queries=2, seed=1, role="open_world")
     cfg = FewShotConfig(steps=2, lp_steps=1, warmup_steps=0, device="cpu")
@@ -422,7 +414,7 @@ def test_logistic_regression_on_random_vit_features_separates_easy_classes():
     from learngene_hf.baselines import fit_frozen_features, vit_frozen_features
     from learngene_hf.fewshot import FewShotConfig, evaluate
 
-    train, test = _data(n_classes=3, per=6, test=6)
+    train, test = vit_data(n_classes=3, per=6, test=6)
     torch.manual_seed(0)
     random_vit = ViTIndividualModel(ViTIndividualConfig(embed_dim=32, depth=2, num_heads=2, patch_size=8, num_labels=3))
     probe = vit_frozen_features(random_vit, 3, "logistic", source="random")
@@ -457,7 +449,7 @@ def test_stacked_vit_descendants_match_one_at_a_time_training(vit_learngene):
     builders = [lambda n: ViTIndividualModel.from_learngene(learngene, n, num_blocks=2).double(),
                 lambda n: ViTIndividualModel.from_weight_selection(plain, n, num_blocks=2).double(),
                 lambda n: ViTIndividualModel(ViTIndividualConfig.for_learngene(learngene, n, num_blocks=2)).double()]
-    train, _ = _data(n_classes=8, per=6)
+    train, _ = vit_data(n_classes=8, per=6)
     episodes = sample_episodes(train, [4, 5, 6, 7], 2, ways=3, shots=2, queries=2, seed=0)
     # the default recipe, shortened (LP-FT, warm-up + cosine, label smoothing, crop + flip); each method its own lr
     cfgs = [FewShotConfig(steps=6, lp_steps=2, warmup_steps=2, batch_size=4, device="cpu", lr=lr) for lr in (0.01, 0.05, 0.02)]
