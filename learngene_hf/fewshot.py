@@ -918,28 +918,72 @@ def tune_settings(
     seed: int = 0,
     progress: bool = False,
     desc: str | None = None,
-) -> tuple[dict[str, Any], dict[str, float]]:
+    widen: int = 1,
+) -> tuple[dict[str, Any], dict[str, float], list[str]]:
     """Pick the fit settings of a (non-fine-tuned) method from ``method.search`` on open-world episodes.
 
-    Every combination of the searched values is run on the same episodes; returns ``(best
-    settings, {"name=value,...": mean accuracy})``. Ties go to the earlier combination (grids list
-    the stronger regularisation last, e.g. L2 strengths from small to large: ties keep the
-    smaller). Never pass novel-class episodes here.
+    Every combination of the searched values is run on the same episodes. When the best value of a
+    numeric setting (a grid of at least two positive numbers, e.g. the L2 strengths) is the
+    smallest or largest of its grid, the grid is widened by one geometric step in that direction
+    and the new combinations run, up to ``widen`` times per setting, as :func:`tune_recipe` does
+    for recipe fields: an under-regularised or over-regularised baseline would flatter the
+    learngene. Returns ``(best settings, {"name=value,...": mean accuracy}, settings whose best
+    value is still at an edge of the widened grid)``. Ties go to the combination tried first
+    (grids list the stronger regularisation last, e.g. L2 strengths from small to large: ties keep
+    the smaller). Never pass novel-class episodes here.
     """
     import itertools
 
     cfg = cfg or FewShotConfig()
-    search = dict(method.search or {})
-    if not search or not open_world_episodes:
+    search = {k: list(v) for k, v in (method.search or {}).items()}
+    if not search or not all(search.values()) or not open_world_episodes:
         raise ConfigError("tune_settings needs a method with a non-empty search and at least one open-world episode.")
     keys = list(search)
-    combos = [dict(zip(keys, values)) for values in itertools.product(*(list(search[k]) for k in keys))]
-    labels = [",".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in c.items()) for c in combos]
-    variants = [replace(method, name=label, settings={**method.settings, **c}) for label, c in zip(labels, combos)]
-    rows = run_episodes(variants, open_world_episodes, cfg, accelerator, progress, seed, desc=desc)
-    means = {label: sum(r["accuracy"][label] for r in rows) / len(rows) for label in labels}
-    best = max(range(len(combos)), key=lambda i: (means[labels[i]], -i))
-    return {**method.settings, **combos[best]}, means
+
+    def label(combo: dict[str, Any]) -> str:
+        return ",".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in combo.items())
+
+    means: dict[str, float] = {}
+    tried: dict[str, dict[str, Any]] = {}
+
+    def run() -> None:
+        combos = [dict(zip(keys, values)) for values in itertools.product(*(search[k] for k in keys))]
+        todo = [c for c in combos if label(c) not in means]
+        variants = [replace(method, name=label(c), settings={**method.settings, **c}) for c in todo]
+        rows = run_episodes(variants, open_world_episodes, cfg, accelerator, progress, seed, desc=desc)
+        for c in todo:
+            means[label(c)] = sum(r["accuracy"][label(c)] for r in rows) / len(rows)
+            tried[label(c)] = c
+
+    def best() -> dict[str, Any]:
+        order = list(means)  # the order tried
+        return tried[order[max(range(len(order)), key=lambda i: (means[order[i]], -i))]]
+
+    def is_number(v: Any) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0
+
+    numeric = [k for k in keys if len(search[k]) >= 2 and all(is_number(v) for v in search[k])]
+    run()
+    rounds = dict.fromkeys(numeric, 0)
+    while True:
+        chosen, grow = best(), None
+        for k in numeric:
+            values = sorted(search[k])
+            if rounds[k] >= widen or chosen[k] not in (values[0], values[-1]):
+                continue
+            rounds[k] += 1
+            integer = all(isinstance(v, int) for v in values)
+            value = _grid_step([float(v) for v in values], chosen[k] == values[-1], integer)
+            if value > 0 and value not in values:
+                grow = (k, int(value) if integer else float(value))
+                break
+        if grow is None:
+            break
+        search[grow[0]].append(grow[1])
+        run()
+    chosen = best()
+    edge = [k for k in numeric if chosen[k] in (min(search[k]), max(search[k]))]
+    return {**method.settings, **chosen}, means, edge
 
 
 def load_fewshot_data(
@@ -1133,7 +1177,7 @@ def compare_methods(
     (default ``{"lr": lr_grid}``; e.g. ``{"lr": [...], "steps": [...]}``), the grid widened up
     to ``widen`` times where the best value sits at its edge. A grid of one value per field
     is applied to every fine-tuned method without tuning runs (the frozen-feature baselines are
-    still tuned: their fits are cheap). Returns the results dict that
+    still tuned, by :func:`tune_settings`, their grids widened the same way: their fits are cheap). Returns the results dict that
     ``results.json`` holds: ``setting``, ``config``, ``learngene``, ``methods`` (per method:
     ``description``, ``lr``, ``lr_search``, ``recipe`` (the values it trained with),
     ``tuning`` (grid, means, chosen values, ``edge``), ``edge_of_grid``, ``parameters``,
@@ -1156,6 +1200,7 @@ def compare_methods(
         raise ConfigError(f"{len(episodes[0].classes)}-way episodes score 100% by construction; use at least 2 ways (--ways 2).")
     searches: dict[str, dict[str, float] | None] = {}
     tunings: dict[str, TuningResult] = {}
+    settings_edges: dict[str, list[str]] = {}  # frozen-feature settings still at an edge of their widened grid
     if tune_lr_episodes:
         grid = dict(tune_grid) if tune_grid else {"lr": list(lr_grid)}
         tuned = []
@@ -1195,9 +1240,10 @@ def compare_methods(
                     searches[method.name] = by_lr
                 tuned.append(_with_recipe_values(method, result.chosen))
             else:
-                best_settings, means = tune_settings(method, tune_lr_episodes, cfg, accelerator, seed + 1,
-                                                     progress=progress, desc=what)
+                best_settings, means, edge = tune_settings(method, tune_lr_episodes, cfg, accelerator, seed + 1,
+                                                           progress=progress, desc=what, widen=widen)
                 searches[method.name] = means
+                settings_edges[method.name] = edge
                 tuned.append(replace(method, settings=best_settings))
         methods = tuned
     rows = run_episodes(methods, episodes, cfg, accelerator, progress, seed)
@@ -1218,7 +1264,7 @@ def compare_methods(
             "recipe": ({k: v for k, v in method.config(cfg).to_dict().items() if k not in ("device", "eval_batch_size")}
                        if method.fine_tunes else None),
             "tuning": tunings[method.name].to_dict() if method.name in tunings else None,
-            "edge_of_grid": list(tunings[method.name].edge) if method.name in tunings else [],
+            "edge_of_grid": list(tunings[method.name].edge) if method.name in tunings else settings_edges.get(method.name, []),
             "accuracies": accs,
             "mean": mean,
             "ci95": _finite(half),
@@ -1311,7 +1357,7 @@ def format_table(results: dict[str, Any]) -> str:
         fit = _fit_label(m)
         if m.get("edge_of_grid"):
             fit += " (edge)"
-            chosen = (m.get("tuning") or {}).get("chosen", {})
+            chosen = (m.get("tuning") or {}).get("chosen") or m.get("settings") or {}
             edges.append(f"{name}: " + ", ".join(f"{f}={chosen.get(f, '?'):g}" if isinstance(chosen.get(f), (int, float))
                                                   else f for f in m["edge_of_grid"]))
         strong = m.get("diff_vs_strongest_baseline")
