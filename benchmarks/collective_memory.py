@@ -13,7 +13,7 @@ at most 1.3x no control's (the issue's time budget); no control when none qualif
 
 ``--stage compare`` runs the stream on the base classes (by default the preset's 15 tasks; the
 stream options shorten it) once per variant - no control, BatchNorm frozen + replay, BatchNorm
-frozen, replay, EWC (the tuned weight), the tuned choice and the "small" preset's default - one after another in
+frozen, replay, replay with the open-world statistics rebuilt from its exemplars, EWC (the tuned weight), the tuned choice and the "small" preset's default - one after another in
 this process (so that background load hits them alike), and writes
 ``benchmarks/results/collective_memory.{json,md}`` and ``benchmarks/results/collective_memory.png``
 (accuracy per task), updated after every variant. The run folders stay in ``--runs-dir``.
@@ -225,6 +225,7 @@ def compare(args: argparse.Namespace) -> None:
         ("BN frozen + replay", dict(OFF, bn_freeze_after=args.bn_freeze_after, replay_per_class=args.replay_per_class)),
         ("BN frozen", dict(OFF, bn_freeze_after=args.bn_freeze_after)),
         ("replay", dict(OFF, replay_per_class=args.replay_per_class)),
+        ("replay + statistics from replay", dict(OFF, replay_per_class=args.replay_per_class, open_world_from_replay=True)),
         ("EWC", None),  # weight read from the tuning results when this variant starts
         ("tuned choice", None),  # settings read from the tuning results
         ("preset default", {}),
