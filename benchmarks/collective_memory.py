@@ -13,8 +13,9 @@ at most 1.3x no control's (the issue's time budget); no control when none qualif
 
 ``--stage compare`` runs the stream on the base classes (by default the preset's 15 tasks; the
 stream options shorten it) once per variant - no control, BatchNorm frozen + replay, BatchNorm
-frozen, replay, replay with the open-world statistics rebuilt from its exemplars, EWC (the tuned weight), the tuned choice and the "small" preset's default - one after another in
-this process (so that background load hits them alike), and writes
+frozen, replay, replay with the open-world statistics rebuilt from its exemplars, EWC (the tuned
+weight), the tuned choice and the "small" preset's default - one after another in this process
+(so that background load hits them alike), and writes
 ``benchmarks/results/collective_memory.{json,md}`` and ``benchmarks/results/collective_memory.png``
 (accuracy per task), updated after every variant. The run folders stay in ``--runs-dir``.
 ``--only`` runs some variants, in the order given, keeping the earlier rows of the same stream.

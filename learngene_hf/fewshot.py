@@ -1177,9 +1177,10 @@ def compare_methods(
     (default ``{"lr": lr_grid}``; e.g. ``{"lr": [...], "steps": [...]}``), the grid widened up
     to ``widen`` times where the best value sits at its edge. A grid of one value per field
     is applied to every fine-tuned method without tuning runs (the frozen-feature baselines are
-    still tuned, by :func:`tune_settings`, their grids widened the same way: their fits are cheap). Returns the results dict that
-    ``results.json`` holds: ``setting``, ``config``, ``learngene``, ``methods`` (per method:
-    ``description``, ``lr``, ``lr_search``, ``recipe`` (the values it trained with),
+    still tuned, by :func:`tune_settings`, their grids widened the same way: their fits are
+    cheap). Returns the results dict that ``results.json`` holds: ``setting``, ``config``,
+    ``learngene``, ``methods`` (per method: ``description``, ``lr``, ``lr_search``, ``recipe``
+    (the values it trained with),
     ``tuning`` (grid, means, chosen values, ``edge``), ``edge_of_grid``, ``parameters``,
     ``accuracies`` (episode order), ``mean``, ``ci95``, ``diff_vs_scratch`` {``mean``,
     ``ci95``}) and ``episodes`` (per episode: ``index``, ``seed``, ``classes``, ``accuracy`` per
