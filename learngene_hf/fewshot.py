@@ -776,6 +776,15 @@ def _grid_step(values: list[float], upward: bool, integer: bool) -> float:
     return nxt
 
 
+def _beyond_edge(values: list[float], chosen: float, integer: bool) -> float | None:
+    """The next value past the edge of the sorted grid ``values`` at which ``chosen`` sits
+    (:func:`_grid_step`, in its direction); ``None`` when ``chosen`` lies inside the grid or the
+    grid has fewer than two values."""
+    if len(values) < 2 or chosen not in (values[0], values[-1]):
+        return None
+    return _grid_step(values, chosen == values[-1], integer)
+
+
 def tune_recipe(
     builder: Callable[[int], IndividualModel],
     open_world_episodes: Sequence[Any],
@@ -841,16 +850,13 @@ def tune_recipe(
         chosen, _ = best()
         grow = None
         for name in fields:
-            vals = values[name]
-            if len(vals) < 2 or rounds[name] >= widen:
+            if rounds[name] >= widen:
                 continue
-            if chosen[name] in (vals[0], vals[-1]):
-                upward = chosen[name] == vals[-1]
-                nxt = _grid_step(vals, upward, integer[name])
-                if nxt <= 0 and name != "weight_decay" and name != "lp_steps":
-                    continue
-                grow = (name, float(max(nxt, 0)))
-                break
+            nxt = _beyond_edge(values[name], chosen[name], integer[name])
+            if nxt is None or (nxt <= 0 and name != "weight_decay" and name != "lp_steps"):
+                continue
+            grow = (name, float(max(nxt, 0)))
+            break
         if grow is None:
             break
         name, value = grow
@@ -969,11 +975,11 @@ def tune_settings(
         chosen, grow = best(), None
         for k in numeric:
             values = sorted(search[k])
-            if rounds[k] >= widen or chosen[k] not in (values[0], values[-1]):
+            integer = all(isinstance(v, int) for v in values)
+            value = _beyond_edge([float(v) for v in values], chosen[k], integer) if rounds[k] < widen else None
+            if value is None:
                 continue
             rounds[k] += 1
-            integer = all(isinstance(v, int) for v in values)
-            value = _grid_step([float(v) for v in values], chosen[k] == values[-1], integer)
             if value > 0 and value not in values:
                 grow = (k, int(value) if integer else float(value))
                 break

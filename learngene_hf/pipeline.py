@@ -40,7 +40,7 @@ DEFAULT_REPO_ID = "demo/learngene-embedded"
 
 @dataclass
 class PipelineConfig:
-    """Settings of :func:`run_pipeline` (the defaults took 28.5 minutes on an idle 2-core development machine).
+    """Settings of :func:`run_pipeline` (the defaults took about 28 minutes on an idle 2-core development machine).
 
     The few-shot and selection defaults are those of :class:`~learngene_hf.fewshot.ComparisonConfig`,
     :class:`~learngene_hf.fewshot.FewShotConfig` and :class:`~learngene_hf.inheritor.SelectionConfig`,
