@@ -46,14 +46,21 @@ import torch
 from learngene_hf.data import split_classes
 from learngene_hf.errors import DataError
 from learngene_hf.io import read_json, write_json_atomic, write_text_atomic
-from learngene_hf.openworld import OPEN_WORLD_SCORES
 from learngene_hf.plots.memory import plot_task_accuracy
-from learngene_hf.training import PRESET_TRAINING_DEFAULTS, CollectiveTrainingConfig, train_collective
+from learngene_hf.training.config import OPEN_WORLD_SCORES, PRESET_TRAINING_DEFAULTS, CollectiveTrainingConfig
+from learngene_hf.training.trainer import train_collective
 
 RESULTS = Path(__file__).resolve().parent / "results"
 OFF = {"bn_freeze_after": 0, "ewc_weight": 0.0, "replay_per_class": 0, "open_world_from_replay": False}
-SETTINGS = ("bn_freeze_after", "ewc_weight", "replay_per_class", "replay_selection", "replay_batch_size",
-            "open_world_from_replay", "epochs_per_task")
+SETTINGS = (
+    "bn_freeze_after",
+    "ewc_weight",
+    "replay_per_class",
+    "replay_selection",
+    "replay_batch_size",
+    "open_world_from_replay",
+    "epochs_per_task",
+)
 
 
 def run_variant(name: str, overrides: dict[str, Any], runs_dir: Path, **stream: Any) -> dict[str, Any]:
@@ -83,9 +90,12 @@ def run_variant(name: str, overrides: dict[str, Any], runs_dir: Path, **stream: 
         "run_dir": str(runs_dir / name),
     }
     auroc = " ".join(f"{k} {v:.3f}" for k, v in row["open_world_auroc"].items())
-    print(f"{name:>18}: forgetting {row['mean_forgetting']:.3f}, end acc {row['mean_accuracy_end']:.3f}, "
-          f"after {row['mean_accuracy_after']:.3f}, AUROC {auroc}, {row['images_per_second']:.0f} img/s, "
-          f"{wall:.0f} s", flush=True)
+    print(
+        f"{name:>18}: forgetting {row['mean_forgetting']:.3f}, end acc {row['mean_accuracy_end']:.3f}, "
+        f"after {row['mean_accuracy_after']:.3f}, AUROC {auroc}, {row['images_per_second']:.0f} img/s, "
+        f"{wall:.0f} s",
+        flush=True,
+    )
     return row
 
 
@@ -97,19 +107,27 @@ def warm_up(runs_dir: Path, **stream: Any) -> None:
     train_collective(config, runs_dir / "warm-up", resume=False, progress=False)
 
 
-def diverged_row(name: str, run_dir: Path, config: CollectiveTrainingConfig, error: str, wall: float | None) -> dict[str, Any]:
+def diverged_row(
+    name: str, run_dir: Path, config: CollectiveTrainingConfig, error: str, wall: float | None
+) -> dict[str, Any]:
     """The row of a run that diverged: what its last checkpoint says about the tasks it finished
     (accuracy right after learning, last-epoch loss and EWC penalty) and the first task whose
     training loss was no longer finite."""
     state = read_json(run_dir / "checkpoint" / "state.json")
     tasks = state["tasks"]
     finite = [all(math.isfinite(x) for x in t["epoch_losses"] + t["epoch_ewc_penalties"]) for t in tasks]
-    return {"variant": name, "diverged": error, "wall_seconds": wall, "settings": {k: getattr(config, k) for k in SETTINGS},
-            "finished_tasks": len(tasks), "first_bad_task": finite.index(False) if False in finite else None,
-            "accuracy_after": [t["accuracy_after"] for t in tasks],
-            "last_epoch_loss": [t["epoch_losses"][-1] for t in tasks],
-            "last_epoch_ewc_penalty": [t["epoch_ewc_penalties"][-1] for t in tasks],
-            "run_dir": str(run_dir)}
+    return {
+        "variant": name,
+        "diverged": error,
+        "wall_seconds": wall,
+        "settings": {k: getattr(config, k) for k in SETTINGS},
+        "finished_tasks": len(tasks),
+        "first_bad_task": finite.index(False) if False in finite else None,
+        "accuracy_after": [t["accuracy_after"] for t in tasks],
+        "last_epoch_loss": [t["epoch_losses"][-1] for t in tasks],
+        "last_epoch_ewc_penalty": [t["epoch_ewc_penalties"][-1] for t in tasks],
+        "run_dir": str(run_dir),
+    }
 
 
 def _table(rows: list[dict[str, Any]], reference: str | None) -> list[str]:
@@ -120,18 +138,32 @@ def _table(rows: list[dict[str, Any]], reference: str | None) -> list[str]:
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         s = r["settings"]
-        settings = (f"BN frozen from task {s['bn_freeze_after']}" if s["bn_freeze_after"] else "BN trains") + (
-            f", EWC {s['ewc_weight']:g}" if s["ewc_weight"] else "") + (
-            f", replay {s['replay_per_class']}/class ({s['replay_selection']}, {s['replay_batch_size']}/batch)"
-            if s["replay_per_class"] else "") + (
-            ", open-world statistics from replay" if s.get("open_world_from_replay") else "") + f", {s['epochs_per_task']} epochs"
+        settings = (
+            (f"BN frozen from task {s['bn_freeze_after']}" if s["bn_freeze_after"] else "BN trains")
+            + (f", EWC {s['ewc_weight']:g}" if s["ewc_weight"] else "")
+            + (
+                f", replay {s['replay_per_class']}/class ({s['replay_selection']}, {s['replay_batch_size']}/batch)"
+                if s["replay_per_class"]
+                else ""
+            )
+            + (", open-world statistics from replay" if s.get("open_world_from_replay") else "")
+            + f", {s['epochs_per_task']} epochs"
+        )
         if r.get("diverged"):
-            where = (f"diverged: EWC penalty / loss not finite from task {r['first_bad_task']}"
-                     if r.get("first_bad_task") is not None else "diverged (NaN)")
+            where = (
+                f"diverged: EWC penalty / loss not finite from task {r['first_bad_task']}"
+                if r.get("first_bad_task") is not None
+                else "diverged (NaN)"
+            )
             lines.append("| " + " | ".join([r["variant"], settings, where] + ["-"] * (len(head) - 3)) + " |")
             continue
-        cells = [r["variant"], settings, f"{r['mean_forgetting']:.3f}", f"{r['mean_accuracy_end']:.3f}",
-                 f"{r['mean_accuracy_after']:.3f}"]
+        cells = [
+            r["variant"],
+            settings,
+            f"{r['mean_forgetting']:.3f}",
+            f"{r['mean_accuracy_end']:.3f}",
+            f"{r['mean_accuracy_after']:.3f}",
+        ]
         cells += [f"{r['open_world_auroc'][k]:.3f}" if k in r["open_world_auroc"] else "-" for k in scores]
         ratio = f"{r['wall_seconds'] / ref['wall_seconds']:.2f}x" if ref else "-"
         cells += [f"{r['images_per_second']:.0f}", f"{r['wall_seconds']:.0f}", ratio]
@@ -145,19 +177,33 @@ def _machine() -> str:
 
 def tune(args: argparse.Namespace) -> None:
     split = split_classes(100, seed=0)
-    stream = dict(num_tasks=args.tune_tasks, epochs_per_task=args.tune_epochs, train_per_class=args.tune_images,
-                  batch_size=args.batch_size or 64,
-                  base=list(split.open_world), open_world=[], novel=[])
+    stream = dict(
+        num_tasks=args.tune_tasks,
+        epochs_per_task=args.tune_epochs,
+        train_per_class=args.tune_images,
+        batch_size=args.batch_size or 64,
+        base=list(split.open_world),
+        open_world=[],
+        novel=[],
+    )
     grid: list[tuple[str, dict[str, Any]]] = [("no control", dict(OFF))]
     grid += [(f"EWC {w:g}", dict(OFF, ewc_weight=w)) for w in args.ewc_grid]
     grid += [(f"BN frozen from {k}", dict(OFF, bn_freeze_after=k)) for k in args.bn_grid]
     grid += [(f"replay {m}", dict(OFF, replay_per_class=m)) for m in args.replay_grid]
     if args.combine:
-        grid += [(f"BN frozen from {k} + replay {m}", dict(OFF, bn_freeze_after=k, replay_per_class=m))
-                 for k in args.bn_grid for m in args.replay_grid]
-        grid += [(f"BN frozen from {k} + replay {m} + statistics from replay",
-                  dict(OFF, bn_freeze_after=k, replay_per_class=m, open_world_from_replay=True))
-                 for k in args.bn_grid for m in args.replay_grid]
+        grid += [
+            (f"BN frozen from {k} + replay {m}", dict(OFF, bn_freeze_after=k, replay_per_class=m))
+            for k in args.bn_grid
+            for m in args.replay_grid
+        ]
+        grid += [
+            (
+                f"BN frozen from {k} + replay {m} + statistics from replay",
+                dict(OFF, bn_freeze_after=k, replay_per_class=m, open_world_from_replay=True),
+            )
+            for k in args.bn_grid
+            for m in args.replay_grid
+        ]
     if args.only:
         grid = [(n, o) for n, o in grid if any(key in n for key in args.only)]
     rows = []
@@ -180,18 +226,32 @@ def write_tuning(rows: list[dict[str, Any]], stream: dict[str, Any], note: str) 
     reference = next(r for r in rows if r["variant"] == "no control")
     best = best_ewc_weight(reference, ewc_rows) if ewc_rows else None
     choice = best_variant(reference, rows)
-    result = {"stage": "tune", "stream": stream, "rows": rows, "machine": _machine(), "note": note, "best_ewc_weight": best,
-              "tuned_choice": {"variant": choice["variant"], "settings": {k: choice["settings"][k] for k in OFF}}}
+    result = {
+        "stage": "tune",
+        "stream": stream,
+        "rows": rows,
+        "machine": _machine(),
+        "note": note,
+        "best_ewc_weight": best,
+        "tuned_choice": {"variant": choice["variant"], "settings": {k: choice["settings"][k] for k in OFF}},
+    }
     write_json_atomic(RESULTS / "collective_memory_tuning.json", result)
-    md = ["# Collective memory: tuning on the open-world classes", "",
-          f"Stream: {stream['num_tasks']} five-way tasks drawn from the 16 open-world classes of the embedded dataset "
-          f"(never the base classes), {stream['epochs_per_task']} epochs, {stream['train_per_class']} images per "
-          f"class; small preset. Machine: {_machine()}. {note}", ""]
+    md = [
+        "# Collective memory: tuning on the open-world classes",
+        "",
+        f"Stream: {stream['num_tasks']} five-way tasks drawn from the 16 open-world classes of the embedded dataset "
+        f"(never the base classes), {stream['epochs_per_task']} epochs, {stream['train_per_class']} images per "
+        f"class; small preset. Machine: {_machine()}. {note}",
+        "",
+    ]
     verdict = (f"Chosen EWC weight: {best:g}" if best is not None else "No EWC weight qualifies") + (
         " (the rule: lowest mean forgetting among the weights that keep the mean accuracy right after learning "
-        "within 0.05 of no control).")
-    verdict += (f" Tuned choice: {choice['variant']} (lowest mean forgetting among the variants within 0.05 of no "
-                "control's accuracy right after learning and at most 1.3x its wall time).")
+        "within 0.05 of no control)."
+    )
+    verdict += (
+        f" Tuned choice: {choice['variant']} (lowest mean forgetting among the variants within 0.05 of no "
+        "control's accuracy right after learning and at most 1.3x its wall time)."
+    )
     md += _table(rows, "no control") + ["", verdict, ""]
     write_text_atomic(RESULTS / "collective_memory_tuning.md", "\n".join(md))
     print("\n".join(md))
@@ -213,9 +273,13 @@ def best_variant(reference: dict[str, Any], rows: list[dict[str, Any]], max_slow
     """The row with the lowest mean forgetting among those that finished, keep the mean accuracy
     right after learning within 0.05 of ``reference`` and take at most ``max_slowdown`` times its
     wall time; ``reference`` itself when none does better."""
-    ok = [r for r in rows if not r.get("diverged")
-          and r["mean_accuracy_after"] >= reference["mean_accuracy_after"] - 0.05
-          and r["wall_seconds"] <= max_slowdown * reference["wall_seconds"]]
+    ok = [
+        r
+        for r in rows
+        if not r.get("diverged")
+        and r["mean_accuracy_after"] >= reference["mean_accuracy_after"] - 0.05
+        and r["wall_seconds"] <= max_slowdown * reference["wall_seconds"]
+    ]
     return min(ok + [reference], key=lambda r: r["mean_forgetting"])
 
 
@@ -226,15 +290,28 @@ def compare(args: argparse.Namespace) -> None:
         ("BN frozen + replay", dict(OFF, bn_freeze_after=args.bn_freeze_after, replay_per_class=args.replay_per_class)),
         ("BN frozen", dict(OFF, bn_freeze_after=args.bn_freeze_after)),
         ("replay", dict(OFF, replay_per_class=args.replay_per_class)),
-        ("replay + statistics from replay", dict(OFF, replay_per_class=args.replay_per_class, open_world_from_replay=True)),
+        (
+            "replay + statistics from replay",
+            dict(OFF, replay_per_class=args.replay_per_class, open_world_from_replay=True),
+        ),
         ("EWC", None),  # weight read from the tuning results when this variant starts
         ("tuned choice", None),  # settings read from the tuning results
         ("preset default", {}),
     ]
     if args.only:  # in the order given
-        variants = [next(v for v in variants if v[0] == name) for name in args.only if any(v[0] == name for v in variants)]
-    stream = {k: v for k, v in (("num_tasks", args.num_tasks), ("train_per_class", args.images_per_class),
-                                ("epochs_per_task", args.epochs_per_task), ("batch_size", args.batch_size)) if v is not None}
+        variants = [
+            next(v for v in variants if v[0] == name) for name in args.only if any(v[0] == name for v in variants)
+        ]
+    stream = {
+        k: v
+        for k, v in (
+            ("num_tasks", args.num_tasks),
+            ("train_per_class", args.images_per_class),
+            ("epochs_per_task", args.epochs_per_task),
+            ("batch_size", args.batch_size),
+        )
+        if v is not None
+    }
     rows = []
     previous = RESULTS / "collective_memory.json"
     if args.only and previous.is_file():
@@ -250,7 +327,9 @@ def compare(args: argparse.Namespace) -> None:
         if overrides is None:
             weight = _ewc_weight(args)
             if weight is None:
-                print("EWC: skipped, no weight of the tuning grid qualified (see collective_memory_tuning.md)", flush=True)
+                print(
+                    "EWC: skipped, no weight of the tuning grid qualified (see collective_memory_tuning.md)", flush=True
+                )
                 continue
             overrides = dict(OFF, ewc_weight=weight)
         rows.append(run_variant(name, overrides, args.runs_dir, **stream))
@@ -262,8 +341,10 @@ def compare(args: argparse.Namespace) -> None:
 def _tuning_results() -> dict[str, Any]:
     tuning = RESULTS / "collective_memory_tuning.json"
     if not tuning.is_file():
-        raise SystemExit(f"No tuning results in {tuning}: run --stage tune first (or pass --ewc-weight and leave "
-                         "'tuned choice' out with --only).")
+        raise SystemExit(
+            f"No tuning results in {tuning}: run --stage tune first (or pass --ewc-weight and leave "
+            "'tuned choice' out with --only)."
+        )
     return read_json(tuning)
 
 
@@ -275,29 +356,48 @@ def _ewc_weight(args: argparse.Namespace) -> float | None:
 
 
 def _write_compare(rows: list[dict[str, Any]], default: dict[str, Any], stream: dict[str, Any], args) -> None:
-    result = {"stage": "compare", "preset_default": default, "stream": stream, "rows": rows, "machine": _machine(),
-              "note": args.note}
+    result = {
+        "stage": "compare",
+        "preset_default": default,
+        "stream": stream,
+        "rows": rows,
+        "machine": _machine(),
+        "note": args.note,
+    }
     write_json_atomic(RESULTS / "collective_memory.json", result)
     finished = [r for r in rows if not r.get("diverged")]
     if finished:  # a diverged run has no accuracy at the end of the stream
-        plot_task_accuracy({r["variant"]: {"after": r["accuracy_after"], "end": r["accuracy_end"]} for r in finished},
-                           RESULTS / "collective_memory.png")
-    tasks = len(finished[0]["accuracy_end"]) if finished else stream.get("num_tasks", PRESET_TRAINING_DEFAULTS["small"]["num_tasks"])
+        plot_task_accuracy(
+            {r["variant"]: {"after": r["accuracy_after"], "end": r["accuracy_end"]} for r in finished},
+            RESULTS / "collective_memory.png",
+        )
+    tasks = (
+        len(finished[0]["accuracy_end"])
+        if finished
+        else stream.get("num_tasks", PRESET_TRAINING_DEFAULTS["small"]["num_tasks"])
+    )
     changed = ", ".join(f"{k}={v}" for k, v in stream.items()) or "preset defaults"
-    md = ["# Collective memory: forgetting and open-world recognition", "",
-          f"Small preset, embedded data, {tasks} five-way tasks from the base classes "
-          f"({changed}), one run per variant, one after another in one process. Machine: {_machine()}. {args.note}",
-          "",
-          "Forgetting: accuracy of a task's head right after learning it minus at the end of the stream, averaged over "
-          "tasks. AUROC: mean over tasks 1.. of the open-world AUROC (the new task's test images, not yet learnt, vs "
-          "held-out test images of the classes learnt so far), per score.",
-          ""]
+    md = [
+        "# Collective memory: forgetting and open-world recognition",
+        "",
+        f"Small preset, embedded data, {tasks} five-way tasks from the base classes "
+        f"({changed}), one run per variant, one after another in one process. Machine: {_machine()}. {args.note}",
+        "",
+        "Forgetting: accuracy of a task's head right after learning it minus at the end of the stream, averaged over "
+        "tasks. AUROC: mean over tasks 1.. of the open-world AUROC (the new task's test images, not yet learnt, vs "
+        "held-out test images of the classes learnt so far), per score.",
+        "",
+    ]
     md += _table(rows, "no control") + [""]
     for r in rows:
         if r.get("diverged") and r.get("accuracy_after"):
-            md.append(f"{r['variant']} diverged: accuracy right after learning tasks 0-{r['finished_tasks'] - 1}: "
-                      + ", ".join(f"{a:.2f}" for a in r["accuracy_after"]) + "; mean EWC penalty of each task's last epoch: "
-                      + ", ".join(f"{p:.3g}" for p in r["last_epoch_ewc_penalty"]) + ".")
+            md.append(
+                f"{r['variant']} diverged: accuracy right after learning tasks 0-{r['finished_tasks'] - 1}: "
+                + ", ".join(f"{a:.2f}" for a in r["accuracy_after"])
+                + "; mean EWC penalty of each task's last epoch: "
+                + ", ".join(f"{p:.3g}" for p in r["last_epoch_ewc_penalty"])
+                + "."
+            )
             md.append("")
     if finished:
         md += ["Accuracy per task at the end of the stream: `collective_memory.png`.", ""]
@@ -311,12 +411,14 @@ def fewshot(args: argparse.Namespace) -> None:
     episodes."""
     from dataclasses import replace
 
-    from learngene_hf.criterion import first_block, paper_block
     from learngene_hf.data import sample_episodes
-    from learngene_hf.descendants import baseline_methods
-    from learngene_hf.fewshot import FewShotConfig, Method, load_fewshot_data, run_episodes
-    from learngene_hf.individual import IndividualModel
-    from learngene_hf.inheritor import Inheritor
+    from learngene_hf.fewshot.config import FewShotConfig
+    from learngene_hf.fewshot.loading import load_fewshot_data
+    from learngene_hf.fewshot.methods import baseline_methods
+    from learngene_hf.fewshot.runner import Method, run_episodes
+    from learngene_hf.models.individual import IndividualModel
+    from learngene_hf.selection.criterion import first_block, paper_block
+    from learngene_hf.selection.inheritor import Inheritor
     from learngene_hf.stats import mean_ci, paired_difference
 
     tuned = args.runs_dir / "tuned choice"
@@ -331,9 +433,16 @@ def fewshot(args: argparse.Namespace) -> None:
         for block, layers in (blocks[b] for b in args.blocks):
             lg = learngenes[key, block] = inheritor.extract(layers)
             name = f"learngene {block}"
-            methods.append(Method(f"{name} ({key})", lambda k, lg=lg: IndividualModel.from_learngene(lg, k),
-                                  description=f"descendant inheriting {lg.config.layer_names} of {run_dir}"))
-            for m in baseline_methods(lg, sources=("learngene",), classifiers=("logreg",), weight_selection_method=False):
+            methods.append(
+                Method(
+                    f"{name} ({key})",
+                    lambda k, lg=lg: IndividualModel.from_learngene(lg, k),
+                    description=f"descendant inheriting {lg.config.layer_names} of {run_dir}",
+                )
+            )
+            for m in baseline_methods(
+                lg, sources=("learngene",), classifiers=("logreg",), weight_selection_method=False
+            ):
                 methods.append(replace(m, name=f"logreg {name} ({key})"))
             names += [name, f"logreg {name}"] if key == "old" else []
     novel = list(split_classes(100, seed=0).novel)  # the default split's novel classes (the tuning runs have none)
@@ -350,21 +459,43 @@ def fewshot(args: argparse.Namespace) -> None:
     for name in names:
         diff = paired_difference(acc[f"{name} (new)"], acc[f"{name} (old)"])
         pairs[name] = {"mean": diff[0], "ci95": diff[1]}
-    result = {"stage": "fewshot", "runs": {k: str(v) for k, v in runs.items()}, "episodes": len(episodes),
-              "ways": 5, "shots": args.shots, "queries": 15, "recipe": args.recipe,
-              "methods": summary, "new_minus_old": pairs, "accuracies": acc, "seconds": seconds, "machine": _machine(),
-              "note": args.note}
+    result = {
+        "stage": "fewshot",
+        "runs": {k: str(v) for k, v in runs.items()},
+        "episodes": len(episodes),
+        "ways": 5,
+        "shots": args.shots,
+        "queries": 15,
+        "recipe": args.recipe,
+        "methods": summary,
+        "new_minus_old": pairs,
+        "accuracies": acc,
+        "seconds": seconds,
+        "machine": _machine(),
+        "note": args.note,
+    }
     write_json_atomic(RESULTS / "collective_memory_fewshot.json", result)
-    md = ["# Collective memory: does the learngene suffer?", "",
-          f"{len(episodes)} novel-class 5-way {args.shots}-shot episodes (15 queries per class, seed 0), the same for "
-          "every method. Learngenes: " + " and ".join(
-              {"first": "the first block (conv0-2, the block the pipeline's validated selection picked)",
-               "last": "the paper's block (the last 3 layers)"}[b] for b in args.blocks)
-          + " of the collective run without forgetting control "
-          f"(old: `{runs['old']}`) and of the run with the new default (new: `{runs['new']}`). "
-          f"`learngene ...`: a descendant fine-tuned with the {args.recipe} recipe; `logreg learngene ...`: logistic regression "
-          f"on its frozen features up to the learngene's end. Machine: {_machine()}. {args.note}", "",
-          "| method | mean accuracy | 95% CI |", "|---|---|---|"]
+    md = [
+        "# Collective memory: does the learngene suffer?",
+        "",
+        f"{len(episodes)} novel-class 5-way {args.shots}-shot episodes (15 queries per class, seed 0), the same for "
+        "every method. Learngenes: "
+        + " and ".join(
+            {
+                "first": "the first block (conv0-2, the block the pipeline's validated selection picked)",
+                "last": "the paper's block (the last 3 layers)",
+            }[b]
+            for b in args.blocks
+        )
+        + " of the collective run without forgetting control "
+        f"(old: `{runs['old']}`) and of the run with the new default (new: `{runs['new']}`). "
+        f"`learngene ...`: a descendant fine-tuned with the {args.recipe} recipe; `logreg learngene ...`: logistic "
+        "regression "
+        f"on its frozen features up to the learngene's end. Machine: {_machine()}. {args.note}",
+        "",
+        "| method | mean accuracy | 95% CI |",
+        "|---|---|---|",
+    ]
     md += [f"| {name} | {v['mean']:.3f} | +/- {v['ci95']:.3f} |" for name, v in summary.items()]
     md += ["", "| paired difference new - old | mean | 95% CI |", "|---|---|---|"]
     md += [f"| {name} | {v['mean']:+.3f} | +/- {v['ci95']:.3f} |" for name, v in pairs.items()]
@@ -376,7 +507,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--stage", choices=["tune", "compare", "fewshot"], required=True)
     parser.add_argument("--runs-dir", type=Path, default=Path("runs/collective_memory"))
-    parser.add_argument("--only", nargs="*", default=None, help="run only the variants whose name contains one of these")
+    parser.add_argument(
+        "--only", nargs="*", default=None, help="run only the variants whose name contains one of these"
+    )
     parser.add_argument("--note", default="", help="free text for the results (e.g. machine load)")
     parser.add_argument("--batch-size", type=int, default=None, help="training batch size (small: 64)")
     # tune
@@ -397,11 +530,23 @@ def main() -> None:
     # fewshot
     parser.add_argument("--fewshot-episodes", type=int, default=40)
     parser.add_argument("--old-run", type=Path, default=None, help="default: RUNS_DIR/'no control'")
-    parser.add_argument("--new-run", type=Path, default=None, help="default: RUNS_DIR/'tuned choice' if it exists, else RUNS_DIR/'preset default'")
+    parser.add_argument(
+        "--new-run",
+        type=Path,
+        default=None,
+        help="default: RUNS_DIR/'tuned choice' if it exists, else RUNS_DIR/'preset default'",
+    )
     parser.add_argument("--shots", type=int, default=5)
-    parser.add_argument("--blocks", nargs="+", choices=["first", "last"], default=["first", "last"],
-                        help="learngenes to compare: the first 3 layers (what the pipeline selects) and/or the paper's last 3")
-    parser.add_argument("--recipe", default="default", choices=["default", "paper"], help="few-shot recipe of the descendants")
+    parser.add_argument(
+        "--blocks",
+        nargs="+",
+        choices=["first", "last"],
+        default=["first", "last"],
+        help="learngenes to compare: the first 3 layers (what the pipeline selects) and/or the paper's last 3",
+    )
+    parser.add_argument(
+        "--recipe", default="default", choices=["default", "paper"], help="few-shot recipe of the descendants"
+    )
     args = parser.parse_args()
     RESULTS.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(max(1, torch.get_num_threads()))

@@ -18,13 +18,18 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
-import numpy as np
-
 from learngene_hf.data import (
-    load_tensors, normalize, split_classes, parse_class_list, sample_episodes, GENERATOR_VERSION, ImageTensors,
+    GENERATOR_VERSION,
+    ImageTensors,
+    load_tensors,
+    normalize,
+    parse_class_list,
+    sample_episodes,
+    split_classes,
 )
 from learngene_hf.io import write_json_atomic, write_text_atomic
 
@@ -33,11 +38,23 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 def small_cnn(num_classes: int, width: int = 32) -> nn.Module:
     """3 blocks of conv3x3-BN-ReLU-maxpool (width, 2*width, 4*width), global average pool, linear head."""
+
     def block(cin: int, cout: int) -> list[nn.Module]:
-        return [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
-                nn.MaxPool2d(2)]
-    return nn.Sequential(*block(3, width), *block(width, 2 * width), *block(2 * width, 4 * width),
-                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4 * width, num_classes))
+        return [
+            nn.Conv2d(cin, cout, 3, padding=1, bias=False),
+            nn.BatchNorm2d(cout),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(2),
+        ]
+
+    return nn.Sequential(
+        *block(3, width),
+        *block(width, 2 * width),
+        *block(2 * width, 4 * width),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(4 * width, num_classes),
+    )
 
 
 def linear_model(image_shape: tuple[int, int, int], num_classes: int) -> nn.Module:
@@ -51,8 +68,18 @@ def relabel(data: ImageTensors, classes: list[int]) -> tuple[torch.Tensor, torch
     return normalize(sub.images), lookup[sub.labels]
 
 
-def train_eval(model: nn.Module, x: torch.Tensor, y: torch.Tensor, xt: torch.Tensor, yt: torch.Tensor,
-               epochs: int, lr: float, weight_decay: float, batch_size: int, seed: int) -> dict:
+def train_eval(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    xt: torch.Tensor,
+    yt: torch.Tensor,
+    epochs: int,
+    lr: float,
+    weight_decay: float,
+    batch_size: int,
+    seed: int,
+) -> dict:
     gen = torch.Generator().manual_seed(seed)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     steps = epochs * ((len(x) + batch_size - 1) // batch_size)
@@ -63,7 +90,7 @@ def train_eval(model: nn.Module, x: torch.Tensor, y: torch.Tensor, xt: torch.Ten
         model.train()
         perm = torch.randperm(len(x), generator=gen)
         for i in range(0, len(x), batch_size):
-            idx = perm[i:i + batch_size]
+            idx = perm[i : i + batch_size]
             opt.zero_grad(set_to_none=True)
             loss = loss_fn(model(x[idx]), y[idx])
             loss.backward()
@@ -72,12 +99,18 @@ def train_eval(model: nn.Module, x: torch.Tensor, y: torch.Tensor, xt: torch.Ten
     train_s = time.perf_counter() - start
     model.eval()
     with torch.no_grad():
-        acc_test = sum((model(xt[i:i + 1000]).argmax(1) == yt[i:i + 1000]).sum().item()
-                       for i in range(0, len(xt), 1000)) / len(xt)
-        acc_train = sum((model(x[i:i + 1000]).argmax(1) == y[i:i + 1000]).sum().item()
-                        for i in range(0, len(x), 1000)) / len(x)
-    return {"test_accuracy": round(acc_test, 4), "train_accuracy": round(acc_train, 4),
-            "train_seconds": round(train_s, 1), "parameters": sum(p.numel() for p in model.parameters())}
+        acc_test = sum(
+            (model(xt[i : i + 1000]).argmax(1) == yt[i : i + 1000]).sum().item() for i in range(0, len(xt), 1000)
+        ) / len(xt)
+        acc_train = sum(
+            (model(x[i : i + 1000]).argmax(1) == y[i : i + 1000]).sum().item() for i in range(0, len(x), 1000)
+        ) / len(x)
+    return {
+        "test_accuracy": round(acc_test, 4),
+        "train_accuracy": round(acc_train, 4),
+        "train_seconds": round(train_s, 1),
+        "parameters": sum(p.numel() for p in model.parameters()),
+    }
 
 
 def few_shot_transfer(train: ImageTensors, test: ImageTensors, args: argparse.Namespace) -> dict:
@@ -85,16 +118,23 @@ def few_shot_transfer(train: ImageTensors, test: ImageTensors, args: argparse.Na
     5-way 5-shot models on novel-class episodes from random init vs with the first conv block(s)
     copied from the pretrained net (all layers fine-tuned, BatchNorm statistics re-estimated)."""
     split = split_classes(train.num_classes, seed=args.seed)
-    base = split.base[:args.pretrain_classes]
+    base = split.base[: args.pretrain_classes]
     x, y = relabel(train, base)
     xt, yt = relabel(test, base)
-    keep = torch.randperm(len(x), generator=torch.Generator().manual_seed(args.seed))[:args.pretrain_images]
+    keep = torch.randperm(len(x), generator=torch.Generator().manual_seed(args.seed))[: args.pretrain_images]
     pre = small_cnn(len(base), args.cnn_width)
     pretrain = train_eval(pre, x[keep], y[keep], xt, yt, args.pretrain_epochs, 3e-3, 5e-4, 64, args.seed)
-    episodes = sample_episodes(test, split.novel, args.episodes, ways=5, shots=args.shots, queries=15,
-                               seed=args.seed)
-    out = {"pretrain_classes": base, "pretrain_images": int(len(keep)), "pretrain": pretrain,
-           "episodes": args.episodes, "ways": 5, "shots": args.shots, "queries": 15, "accuracy": {}}
+    episodes = sample_episodes(test, split.novel, args.episodes, ways=5, shots=args.shots, queries=15, seed=args.seed)
+    out = {
+        "pretrain_classes": base,
+        "pretrain_images": int(len(keep)),
+        "pretrain": pretrain,
+        "episodes": args.episodes,
+        "ways": 5,
+        "shots": args.shots,
+        "queries": 15,
+        "accuracy": {},
+    }
     for label, modules in (("scratch", 0), ("inherit_block1", 4), ("inherit_blocks1-2", 8)):
         accs = []
         for ep in episodes:
@@ -113,20 +153,24 @@ def few_shot_transfer(train: ImageTensors, test: ImageTensors, args: argparse.Na
             with torch.no_grad():
                 accs.append((model(normalize(ep.query_images)).argmax(1) == ep.query_labels).float().mean().item())
         accs = np.asarray(accs)
-        out["accuracy"][label] = {"mean": round(float(accs.mean()), 4),
-                                  "ci95": round(float(1.96 * accs.std(ddof=1) / np.sqrt(len(accs))), 4)}
+        out["accuracy"][label] = {
+            "mean": round(float(accs.mean()), 4),
+            "ci95": round(float(1.96 * accs.std(ddof=1) / np.sqrt(len(accs))), 4),
+        }
         print(f"5-way {args.shots}-shot, {label}: {out['accuracy'][label]}")
     return out
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     parser.add_argument("--source", default=None, help="dataset (default: the embedded procedural dataset)")
     parser.add_argument("--image-column", default="img")
     parser.add_argument("--label-column", default="fine_label")
-    parser.add_argument("--classes", default=None,
-                        help="class ids, e.g. '0-19' (default: the novel classes of the default split)")
+    parser.add_argument(
+        "--classes", default=None, help="class ids, e.g. '0-19' (default: the novel classes of the default split)"
+    )
     parser.add_argument("--num-classes", type=int, default=20, help="subset size when --classes is not given")
     parser.add_argument("--train-per-class", type=int, default=600)
     parser.add_argument("--linear-epochs", type=int, default=30)
@@ -152,12 +196,13 @@ def main(argv: list[str] | None = None) -> dict:
         classes = parse_class_list(args.classes)
     else:
         novel = split_classes(train.num_classes, seed=args.seed).novel
-        classes = novel[:args.num_classes]
+        classes = novel[: args.num_classes]
     # Fixed per-class subsample of the training set.
     g = torch.Generator().manual_seed(args.seed)
     by_class = train.indices_by_class()
-    keep = torch.cat([by_class[c][torch.randperm(len(by_class[c]), generator=g)[:args.train_per_class]]
-                      for c in classes])
+    keep = torch.cat(
+        [by_class[c][torch.randperm(len(by_class[c]), generator=g)[: args.train_per_class]] for c in classes]
+    )
     train = ImageTensors(train.images[keep], train.labels[keep], train.class_names)
     x, y = relabel(train, classes)
     xt, yt = relabel(test, classes)
@@ -177,33 +222,43 @@ def main(argv: list[str] | None = None) -> dict:
     record = {
         "benchmark": "data_linear_vs_cnn",
         "source": args.source or f"embedded ({GENERATOR_VERSION})",
-        "classes": classes, "class_names": [train.class_names[c] for c in classes],
-        "train_images": len(x), "test_images": len(xt),
+        "classes": classes,
+        "class_names": [train.class_names[c] for c in classes],
+        "train_images": len(x),
+        "test_images": len(xt),
         "chance_accuracy": round(1 / len(classes), 4),
         "settings": {k: v for k, v in vars(args).items() if k not in ("out",)},
         "results": results,
-        "machine": {"cpu_threads": args.threads, "python": platform.python_version(), "torch": torch.__version__,
-                    "device": "cpu"},
+        "machine": {
+            "cpu_threads": args.threads,
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "device": "cpu",
+        },
     }
     out = Path(args.out)
     write_json_atomic(out.with_suffix(".json"), record)
     lin_r, cnn_r = results["linear_on_pixels"], results["small_cnn"]
-    md = (f"Linear classifier on raw pixels vs a small CNN, {len(classes)}-class subset of "
-          f"{record['source']} ({len(x)} train / {len(xt)} test images; chance {record['chance_accuracy']:.1%}; "
-          f"CPU, {args.threads} threads)\n\n"
-          "| model | parameters | epochs | train acc | test acc | train time |\n"
-          "| --- | ---: | ---: | ---: | ---: | ---: |\n"
-          f"| linear on pixels | {lin_r['parameters']:,} | {args.linear_epochs} | {lin_r['train_accuracy']:.1%} | "
-          f"**{lin_r['test_accuracy']:.1%}** | {lin_r['train_seconds']:.0f} s |\n"
-          f"| small CNN (3 conv blocks, width {args.cnn_width}) | {cnn_r['parameters']:,} | {args.cnn_epochs} | "
-          f"{cnn_r['train_accuracy']:.1%} | **{cnn_r['test_accuracy']:.1%}** | {cnn_r['train_seconds']:.0f} s |\n")
+    md = (
+        f"Linear classifier on raw pixels vs a small CNN, {len(classes)}-class subset of "
+        f"{record['source']} ({len(x)} train / {len(xt)} test images; chance {record['chance_accuracy']:.1%}; "
+        f"CPU, {args.threads} threads)\n\n"
+        "| model | parameters | epochs | train acc | test acc | train time |\n"
+        "| --- | ---: | ---: | ---: | ---: | ---: |\n"
+        f"| linear on pixels | {lin_r['parameters']:,} | {args.linear_epochs} | {lin_r['train_accuracy']:.1%} | "
+        f"**{lin_r['test_accuracy']:.1%}** | {lin_r['train_seconds']:.0f} s |\n"
+        f"| small CNN (3 conv blocks, width {args.cnn_width}) | {cnn_r['parameters']:,} | {args.cnn_epochs} | "
+        f"{cnn_r['train_accuracy']:.1%} | **{cnn_r['test_accuracy']:.1%}** | {cnn_r['train_seconds']:.0f} s |\n"
+    )
     if "few_shot_transfer" in results:
         fs = results["few_shot_transfer"]
-        md += (f"\nFeature transfer: the same CNN pretrained on {len(fs['pretrain_classes'])} base classes "
-               f"({fs['pretrain_images']} images, {args.pretrain_epochs} epochs, "
-               f"{fs['pretrain']['test_accuracy']:.1%} test accuracy), then 5-way {fs['shots']}-shot on novel "
-               f"classes ({fs['episodes']} episodes, 15 queries per class, {args.few_shot_steps} Adam steps, "
-               "all layers trained)\n\n| initialization | query accuracy (mean +/- 95% CI) |\n| --- | ---: |\n")
+        md += (
+            f"\nFeature transfer: the same CNN pretrained on {len(fs['pretrain_classes'])} base classes "
+            f"({fs['pretrain_images']} images, {args.pretrain_epochs} epochs, "
+            f"{fs['pretrain']['test_accuracy']:.1%} test accuracy), then 5-way {fs['shots']}-shot on novel "
+            f"classes ({fs['episodes']} episodes, 15 queries per class, {args.few_shot_steps} Adam steps, "
+            "all layers trained)\n\n| initialization | query accuracy (mean +/- 95% CI) |\n| --- | ---: |\n"
+        )
         for label, acc in fs["accuracy"].items():
             md += f"| {label} | {acc['mean']:.1%} +/- {acc['ci95']:.1%} |\n"
     write_text_atomic(out.with_suffix(".md"), md)

@@ -4,7 +4,7 @@ The pipeline's learngene setting (small preset grown to widths 32-32-64-128-256-
 its first three layers, 5-way episodes with 15 queries per class, the default few-shot recipe,
 optionally shortened with --steps / --lp-steps / --warmup-steps): the ``learngene`` and
 ``scratch`` descendants of the same episodes are trained and scored with ``FewShotConfig(stack=
-False)`` and with the stacked engine (``learngene_hf.stacked``), at each shot count, in one
+False)`` and with the stacked engine (``learngene_hf.fewshot.stacked``), at each shot count, in one
 process, the order of the two paths alternating between rounds and shot counts so that
 background load hits both alike. The per-episode accuracies of both paths are compared (float32:
 they may differ by a query image). A short torch.profiler run of each path says where the time
@@ -29,11 +29,13 @@ from pathlib import Path
 
 import torch
 
-from learngene_hf.collective import CollectiveConfig, CollectiveModel
+from learngene_hf.artifact.learngene import Learngene
 from learngene_hf.data import load_tensors, sample_episodes
-from learngene_hf.fewshot import FewShotConfig, comparison_methods, run_episodes
+from learngene_hf.fewshot.config import FewShotConfig
+from learngene_hf.fewshot.methods import comparison_methods
+from learngene_hf.fewshot.runner import run_episodes
 from learngene_hf.io import write_json_atomic, write_text_atomic
-from learngene_hf.learngene import Learngene
+from learngene_hf.models.collective import CollectiveConfig, CollectiveModel
 
 RESULTS = Path(__file__).resolve().parent / "results" / "episode_throughput"
 #: The grown small-preset collective model of the pipeline benchmark (benchmarks/results/pipeline.md).
@@ -43,9 +45,13 @@ POOL = [False, True, False, True, False, True]
 
 
 def machine() -> dict[str, str | int]:
-    info: dict[str, str | int] = {"platform": platform.platform(), "cpu": platform.processor() or platform.machine(),
-                                  "cpu_count": os.cpu_count() or 0, "torch": torch.__version__,
-                                  "torch_threads": torch.get_num_threads()}
+    info: dict[str, str | int] = {
+        "platform": platform.platform(),
+        "cpu": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count() or 0,
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+    }
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
     try:
@@ -60,7 +66,9 @@ def learngene_of_the_pipeline() -> Learngene:
     weights: throughput does not depend on them."""
     torch.manual_seed(0)
     model = CollectiveModel(CollectiveConfig(preset="small", widths=WIDTHS, pool=POOL, task_num_labels=[5]))
-    return Learngene.from_collective(model, [0, 1, 2], preprocessing={"image_size": 32, "mean": [0.5] * 3, "std": [0.5] * 3})
+    return Learngene.from_collective(
+        model, [0, 1, 2], preprocessing={"image_size": 32, "mean": [0.5] * 3, "std": [0.5] * 3}
+    )
 
 
 def autocast(device: str, mixed_precision: str):
@@ -84,14 +92,20 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--shots", default="5,10,20")
     parser.add_argument("--episodes", type=int, default=8, help="episodes per shot count and round (x2 methods)")
-    parser.add_argument("--rounds", type=int, default=1, help="rounds per shot count (the order of the paths alternates)")
+    parser.add_argument(
+        "--rounds", type=int, default=1, help="rounds per shot count (the order of the paths alternates)"
+    )
     parser.add_argument("--steps", type=int, default=None, help="recipe steps (default: the default recipe's)")
     parser.add_argument("--lp-steps", type=int, default=None, help="recipe LP-FT steps (default: the recipe's)")
     parser.add_argument("--warmup-steps", type=int, default=None, help="recipe warm-up steps (default: the recipe's)")
     parser.add_argument("--no-profile", action="store_true", help="skip the profile of one short run per path")
     parser.add_argument("--stack-size", type=int, default=FewShotConfig.stack_size)
-    parser.add_argument("--mixed-precision", default="no", choices=["no", "bf16"],
-                        help="run both paths under torch.autocast in bf16 (GPUs; what accelerate's 'auto' picks there)")
+    parser.add_argument(
+        "--mixed-precision",
+        default="no",
+        choices=["no", "bf16"],
+        help="run both paths under torch.autocast in bf16 (GPUs; what accelerate's 'auto' picks there)",
+    )
     parser.add_argument("--out", default=str(RESULTS), help="output path without extension")
     parser.add_argument("--note", default="", help="a line about the machine's state (e.g. shared with other jobs)")
     args = parser.parse_args(argv)
@@ -99,11 +113,21 @@ def main(argv: list[str] | None = None) -> dict:
     learngene = learngene_of_the_pipeline()
     methods = comparison_methods(learngene)  # learngene + scratch, same architecture
     data, _ = load_tensors(None, num_classes=20, train_per_class=60, test_per_class=1, image_size=32)
-    overrides = {k: v for k, v in (("steps", args.steps), ("lp_steps", args.lp_steps), ("warmup_steps", args.warmup_steps))
-                 if v is not None}
+    overrides = {
+        k: v
+        for k, v in (("steps", args.steps), ("lp_steps", args.lp_steps), ("warmup_steps", args.warmup_steps))
+        if v is not None
+    }
     base = FewShotConfig.from_recipe("default", device=device, stack_size=args.stack_size, **overrides)
-    results: dict = {"machine": machine(), "note": args.note, "config": base.to_dict(), "mixed_precision": args.mixed_precision,
-                     "methods": [m.name for m in methods], "rounds": args.rounds, "shots": {}}
+    results: dict = {
+        "machine": machine(),
+        "note": args.note,
+        "config": base.to_dict(),
+        "mixed_precision": args.mixed_precision,
+        "methods": [m.name for m in methods],
+        "rounds": args.rounds,
+        "shots": {},
+    }
     turn = 0
     for shots in [int(s) for s in args.shots.split(",")]:
         seconds = {"one_at_a_time": 0.0, "stacked": 0.0}
@@ -126,14 +150,22 @@ def main(argv: list[str] | None = None) -> dict:
                 worst = max(worst, *(abs(a["accuracy"][m] - b["accuracy"][m]) for m in a["accuracy"]))
                 for path, row in (("one_at_a_time", a), ("stacked", b)):
                     sums[path] += sum(row["accuracy"].values())
-        entry = {"descendants": count, "seconds": seconds,
-                 "one_at_a_time_per_s": count / seconds["one_at_a_time"], "stacked_per_s": count / seconds["stacked"],
-                 "max_accuracy_difference": worst, "query_images_per_episode": 75,
-                 "mean_accuracy": {path: total / count for path, total in sums.items()}}
+        entry = {
+            "descendants": count,
+            "seconds": seconds,
+            "one_at_a_time_per_s": count / seconds["one_at_a_time"],
+            "stacked_per_s": count / seconds["stacked"],
+            "max_accuracy_difference": worst,
+            "query_images_per_episode": 75,
+            "mean_accuracy": {path: total / count for path, total in sums.items()},
+        }
         entry["speedup"] = entry["stacked_per_s"] / entry["one_at_a_time_per_s"]
         results["shots"][str(shots)] = entry
-        print(f"{shots}-shot: {entry['one_at_a_time_per_s']:.3f} vs {entry['stacked_per_s']:.3f} descendants/s, "
-              f"speedup {entry['speedup']:.2f}x, largest accuracy difference {worst:.4f}", flush=True)
+        print(
+            f"{shots}-shot: {entry['one_at_a_time_per_s']:.3f} vs {entry['stacked_per_s']:.3f} descendants/s, "
+            f"speedup {entry['speedup']:.2f}x, largest accuracy difference {worst:.4f}",
+            flush=True,
+        )
         write(results, Path(args.out))  # after every shot count: a long run that is cut short keeps what it measured
     if not args.no_profile:
         results["profile"] = profile(methods, data, base, shots=int(args.shots.split(",")[0]), episodes=args.episodes)
@@ -170,9 +202,21 @@ def profile(methods, data, base: FewShotConfig, shots: int, episodes: int, steps
     from torch.utils.flop_counter import FlopCounterMode
 
     eps = sample_episodes(data, list(range(20)), episodes, 5, shots, 15, seed=7)
-    short = FewShotConfig(**{**base.to_dict(), "steps": steps, "epochs": None, "lp_steps": min(base.lp_steps, steps // 3),
-                             "warmup_steps": min(base.warmup_steps, 1)})
-    out = {"shots": shots, "steps": steps, "descendants": len(eps) * len(methods), "matmul_peak_gflops": matmul_peak_gflops()}
+    short = FewShotConfig(
+        **{
+            **base.to_dict(),
+            "steps": steps,
+            "epochs": None,
+            "lp_steps": min(base.lp_steps, steps // 3),
+            "warmup_steps": min(base.warmup_steps, 1),
+        }
+    )
+    out = {
+        "shots": shots,
+        "steps": steps,
+        "descendants": len(eps) * len(methods),
+        "matmul_peak_gflops": matmul_peak_gflops(),
+    }
     # Both paths do the same arithmetic; it is counted on the one-at-a-time path because the counter
     # (torch 2.14) books a grouped convolution's weight gradient N times over (batch = N*C there).
     with FlopCounterMode(display=False) as counter:
@@ -186,8 +230,13 @@ def profile(methods, data, base: FewShotConfig, shots: int, episodes: int, steps
         events = prof.key_averages()
         total = sum(e.self_cpu_time_total for e in events) or 1.0
         top = sorted(events, key=lambda e: e.self_cpu_time_total, reverse=True)[:8]
-        out[path] = {"seconds": total / 1e6, "top": [{"op": e.key, "share": e.self_cpu_time_total / total} for e in top],
-                     "gflop": gflop, "wall_seconds": elapsed, "gflops_per_s": gflop / elapsed}
+        out[path] = {
+            "seconds": total / 1e6,
+            "top": [{"op": e.key, "share": e.self_cpu_time_total / total} for e in top],
+            "gflop": gflop,
+            "wall_seconds": elapsed,
+            "gflops_per_s": gflop / elapsed,
+        }
     return out
 
 
@@ -195,35 +244,53 @@ def markdown(results: dict) -> str:
     info = results["machine"]
     where = info.get("gpu") or f"{info['cpu']} CPU, {info['cpu_count']} cores, {info['torch_threads']} torch threads"
     c = results["config"]
-    lines = [f"Few-shot descendants trained + evaluated per second on {where}, torch {info['torch']} "
-             f"(5-way, 15 queries per class, methods {', '.join(results['methods'])}; recipe {c.get('recipe')} with "
-             f"{c.get('steps')} steps ({c.get('lp_steps')} LP-FT), batch {c['batch_size']}; stacks of at most "
-             f"{c['stack_size']}; {results['rounds']} round(s) per shot count; mixed precision "
-             f"{results.get('mixed_precision', 'no')}).", ""]
+    lines = [
+        f"Few-shot descendants trained + evaluated per second on {where}, torch {info['torch']} "
+        f"(5-way, 15 queries per class, methods {', '.join(results['methods'])}; recipe {c.get('recipe')} with "
+        f"{c.get('steps')} steps ({c.get('lp_steps')} LP-FT), batch {c['batch_size']}; stacks of at most "
+        f"{c['stack_size']}; {results['rounds']} round(s) per shot count; mixed precision "
+        f"{results.get('mixed_precision', 'no')}).",
+        "",
+    ]
     if results.get("note"):
         lines += [results["note"], ""]
-    lines += ["| shots | one at a time (/s) | stacked (/s) | speedup | largest accuracy difference | mean accuracy (one at a time / stacked) |",
-              "| ---: | ---: | ---: | ---: | ---: | ---: |"]
+    lines += [
+        "| shots | one at a time (/s) | stacked (/s) | speedup | largest accuracy difference | mean accuracy (one at a "
+        "time / stacked) |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
     for shots, e in results["shots"].items():
         means = e.get("mean_accuracy")
         both = f"{100 * means['one_at_a_time']:.1f}% / {100 * means['stacked']:.1f}%" if means else "not recorded"
-        lines.append(f"| {shots} | {e['one_at_a_time_per_s']:.3f} | {e['stacked_per_s']:.3f} | {e['speedup']:.2f}x | "
-                     f"{100 * e['max_accuracy_difference']:.1f} points | {both} |")
+        lines.append(
+            f"| {shots} | {e['one_at_a_time_per_s']:.3f} | {e['stacked_per_s']:.3f} | {e['speedup']:.2f}x | "
+            f"{100 * e['max_accuracy_difference']:.1f} points | {both} |"
+        )
     prof = results.get("profile")
     if prof:
-        lines += ["", f"Where the time goes ({prof['shots']}-shot, {prof['steps']} steps, {prof['descendants']} descendants, "
-                  "share of self CPU time):", ""]
+        lines += [
+            "",
+            f"Where the time goes ({prof['shots']}-shot, {prof['steps']} steps, {prof['descendants']} descendants, "
+            "share of self CPU time):",
+            "",
+        ]
         for path in ("one_at_a_time", "stacked"):
             tops = ", ".join(f"{t['op']} {100 * t['share']:.0f}%" for t in prof[path]["top"][:5])
             lines.append(f"- {path.replace('_', ' ')} ({prof[path]['seconds']:.1f} s): {tops}")
         if "matmul_peak_gflops" in prof:
-            peak, alone, stacked = (prof["matmul_peak_gflops"], prof["one_at_a_time"]["gflops_per_s"],
-                                    prof["stacked"]["gflops_per_s"])
-            lines += ["", f"Arithmetic rate of that run: one at a time {alone:.1f} GFLOP/s, stacked {stacked:.1f} GFLOP/s "
-                      f"({prof['one_at_a_time']['gflop'] / prof['descendants']:.1f} GFLOP per descendant); a float32 "
-                      f"2048x2048 matmul reaches {peak:.1f} GFLOP/s here. One at a time already runs at "
-                      f"{100 * alone / peak:.0f}% of that ceiling, so no way of batching the same arithmetic can make "
-                      f"it more than {peak / alone:.1f}x faster on this machine."]
+            peak, alone, stacked = (
+                prof["matmul_peak_gflops"],
+                prof["one_at_a_time"]["gflops_per_s"],
+                prof["stacked"]["gflops_per_s"],
+            )
+            lines += [
+                "",
+                f"Arithmetic rate of that run: one at a time {alone:.1f} GFLOP/s, stacked {stacked:.1f} GFLOP/s "
+                f"({prof['one_at_a_time']['gflop'] / prof['descendants']:.1f} GFLOP per descendant); a float32 "
+                f"2048x2048 matmul reaches {peak:.1f} GFLOP/s here. One at a time already runs at "
+                f"{100 * alone / peak:.0f}% of that ceiling, so no way of batching the same arithmetic can make "
+                f"it more than {peak / alone:.1f}x faster on this machine.",
+            ]
     return "\n".join(lines) + "\n"
 
 

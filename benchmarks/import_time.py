@@ -24,7 +24,10 @@ COMMANDS = {
     "import learngene_hf": [sys.executable, "-c", "import learngene_hf"],
     "python -m learngene_hf.testing.hub --help": [sys.executable, "-m", "learngene_hf.testing.hub", "--help"],
     "from learngene_hf import CollectiveModel (torch, timm, transformers)": [
-        sys.executable, "-c", "from learngene_hf import CollectiveModel"],
+        sys.executable,
+        "-c",
+        "from learngene_hf import CollectiveModel",
+    ],
 }
 
 

@@ -66,7 +66,7 @@ def size_rows(summary: dict) -> list[tuple[str, int, float]]:
 
 
 def markdown(summary: dict, info: dict) -> str:
-    from learngene_hf.fewshot import format_table
+    from learngene_hf.fewshot.compare import format_table
 
     sizes = summary["learngene"]["sizes"]
     hub = summary["hub"] or {}
@@ -89,8 +89,10 @@ def markdown(summary: dict, info: dict) -> str:
         "| timing | value |",
         "| --- | ---: |",
         f"| collective training throughput | {summary['collective']['images_per_second']:.0f} images/s |",
-        f"| collective training (whole stream, training steps only) | {_seconds(summary['collective'].get('training_seconds'))} |",
-        f"| collective stage of this run (less when it resumed a finished run) | {summary['seconds']['collective']:.0f} s |",
+        "| collective training (whole stream, training steps only) | "
+        f"{_seconds(summary['collective'].get('training_seconds'))} |",
+        "| collective stage of this run (less when it resumed a finished run) | "
+        f"{summary['seconds']['collective']:.0f} s |",
         f"| learngene selection (open-world probes) | {summary['seconds']['selection']:.0f} s |",
         f"| few-shot stage (all K, lr tuning included) | {summary['seconds']['few_shot']:.0f} s |",
     ]
@@ -104,7 +106,7 @@ def markdown(summary: dict, info: dict) -> str:
             f"| Hub pull by commit sha | {hub['pull_seconds']:.2f} s |",
             f"| Hub repo bytes (safetensors + config + card) | {hub['repo_bytes']:,} |",
         ]
-    for shots, result in summary["few_shot"].items():
+    for result in summary["few_shot"].values():
         lines += ["", format_table(result)]
     lines += ["", *target_lines(summary)]
     return "\n".join(lines) + "\n"
@@ -130,20 +132,31 @@ def target_lines(summary: dict) -> list[str]:
             continue
         d = lg["diff_vs_strongest_baseline"]
         low = d["mean"] - (d["ci95"] or 0.0)
-        verdict = "met" if d["mean"] >= 0.10 and low > 0 else (
-            f"missed by {100 * (0.10 - d['mean']):.1f} points" if d["mean"] < 0.10 else "missed: the CI reaches zero")
-        lines.append(f"- {shots}-shot, +10 points over the strongest method that inherits nothing "
-                     f"({best['name']}, {100 * best['mean']:.1f}%): learngene {100 * lg['mean']:.1f}%, "
-                     f"{_pm(d)} points, CI {'above' if low > 0 else 'not above'} zero: {verdict}.")
+        verdict = (
+            "met"
+            if d["mean"] >= 0.10 and low > 0
+            else (
+                f"missed by {100 * (0.10 - d['mean']):.1f} points"
+                if d["mean"] < 0.10
+                else "missed: the CI reaches zero"
+            )
+        )
+        lines.append(
+            f"- {shots}-shot, +10 points over the strongest method that inherits nothing "
+            f"({best['name']}, {100 * best['mean']:.1f}%): learngene {100 * lg['mean']:.1f}%, "
+            f"{_pm(d)} points, CI {'above' if low > 0 else 'not above'} zero: {verdict}."
+        )
         whole = methods.get("logreg_collective")
         if whole is not None:
             w_mean, w_half = paired_difference(lg["accuracies"], whole["accuracies"])
             within = w_mean >= 0 or (w_half == w_half and abs(w_mean) <= w_half)
-            lines.append(f"- {shots}-shot, moonshot (match the linear classifier on the whole collective model, "
-                         f"inheriting {100 * sizes['parameter_fraction']:.1f}% of its parameters, "
-                         f"{'within' if sizes['parameter_fraction'] <= 0.05 else 'over'} the 5% allowed): "
-                         f"{_pm({'mean': w_mean, 'ci95': w_half if w_half == w_half else None})} points vs "
-                         f"{100 * whole['mean']:.1f}%: {'met' if within and sizes['parameter_fraction'] <= 0.05 else 'missed'}.")
+            lines.append(
+                f"- {shots}-shot, moonshot (match the linear classifier on the whole collective model, "
+                f"inheriting {100 * sizes['parameter_fraction']:.1f}% of its parameters, "
+                f"{'within' if sizes['parameter_fraction'] <= 0.05 else 'over'} the 5% allowed): "
+                f"{_pm({'mean': w_mean, 'ci95': w_half if w_half == w_half else None})} points vs "
+                f"{100 * whole['mean']:.1f}%: {'met' if within and sizes['parameter_fraction'] <= 0.05 else 'missed'}."
+            )
     return lines
 
 
@@ -156,10 +169,18 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--shots", default="5,10", help="K values (default 5,10)")
     p.add_argument("--episodes", type=int, default=100, help="novel-class episodes per K (default 100)")
     p.add_argument("--tune-episodes", type=int, default=16, help="open-world episodes per grid point (default 16)")
-    p.add_argument("--lr-grid", default="0.02,0.05,0.1,0.2", help="learning rates tuned per method (default 0.02,0.05,0.1,0.2; widened once at an edge)")
+    p.add_argument(
+        "--lr-grid",
+        default="0.02,0.05,0.1,0.2",
+        help="learning rates tuned per method (default 0.02,0.05,0.1,0.2; widened once at an edge)",
+    )
     p.add_argument("--steps-grid", default=None, help="also tune the steps, e.g. 50,100 (default: not tuned)")
     p.add_argument("--recipe", default="default", choices=["default", "paper"])
-    p.add_argument("--no-compare", action="store_true", help="skip the baselines and the whole / last-k / first-k / worst-k blocks and weight selection")
+    p.add_argument(
+        "--no-compare",
+        action="store_true",
+        help="skip the baselines and the whole / last-k / first-k / worst-k blocks and weight selection",
+    )
     p.add_argument("--output-dir", default="runs/benchmark", help="pipeline outputs (default runs/benchmark)")
     p.add_argument("--results", default=str(RESULTS), help="where pipeline.json / pipeline.md go")
     p.add_argument("--preset", default="small")
@@ -168,7 +189,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--stack-size", type=int, default=64, help="descendants per stack (default 64)")
     args = p.parse_args(argv)
 
-    extra = {"recipe": args.recipe, "compare": not args.no_compare, "compare_blocks": not args.no_compare, "stack": not args.no_stack}
+    extra = {
+        "recipe": args.recipe,
+        "compare": not args.no_compare,
+        "compare_blocks": not args.no_compare,
+        "stack": not args.no_stack,
+    }
     if args.stack_size:
         extra["stack_size"] = args.stack_size
     if args.tune_episodes:
@@ -177,8 +203,14 @@ def main(argv: list[str] | None = None) -> None:
         extra["lr_grid"] = [float(x) for x in args.lr_grid.split(",")]
     if args.steps_grid:
         extra["steps_grid"] = parse_int_list(args.steps_grid)
-    cfg = PipelineConfig(output_dir=args.output_dir, shots=parse_int_list(args.shots), episodes=args.episodes,
-                         preset=args.preset, seed=args.seed, **extra)
+    cfg = PipelineConfig(
+        output_dir=args.output_dir,
+        shots=parse_int_list(args.shots),
+        episodes=args.episodes,
+        preset=args.preset,
+        seed=args.seed,
+        **extra,
+    )
     summary = run_pipeline(cfg, log=lambda *a, **k: None)
     if summary["processes"] > 1 and not _is_main():
         return

@@ -2,7 +2,7 @@
 
 For a learngene from a pipeline run (``RUN/learngene``) this trains descendants and their scratch
 twins on open-world episodes with several recipes, each recipe's values (lr, and steps with
---steps-grid) tuned per method by :func:`learngene_hf.fewshot.tune_recipe` (grid widened once
+--steps-grid) tuned per method by :func:`learngene_hf.fewshot.tuning.tune_recipe` (grid widened once
 where the best value is at its edge, and flagged when it stays there). Recipes, each adding one
 thing to the one before:
 
@@ -33,18 +33,18 @@ from typing import Any
 
 import torch
 
+from learngene_hf.artifact.learngene import Learngene
 from learngene_hf.data import sample_episodes
-from learngene_hf.fewshot import FewShotConfig, build_individual, load_fewshot_data, tune_recipe
+from learngene_hf.fewshot.config import FewShotConfig
+from learngene_hf.fewshot.loading import load_fewshot_data
+from learngene_hf.fewshot.train import build_individual
+from learngene_hf.fewshot.tuning import tune_recipe
 from learngene_hf.io import write_json_atomic, write_text_atomic
-from learngene_hf.learngene import Learngene
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
 #: Architecture overrides of each descendant (IndividualConfig.for_learngene arguments).
-DESCENDANTS: dict[str, dict[str, Any]] = {
-    "": {},
-    "_head": {"tail_widths": [], "tail_pool": []},
-}
+DESCENDANTS: dict[str, dict[str, Any]] = {"": {}, "_head": {"tail_widths": [], "tail_pool": []}}
 METHODS = ("learngene", "scratch", "learngene_head", "scratch_head")
 RECIPE_ORDER = ("paper", "steps", "cosine", "lpft", "default")
 
@@ -67,17 +67,24 @@ def recipe(name: str, steps: int) -> FewShotConfig:
 
 def builder(learngene: Learngene, method: str):
     inherit = method.startswith("learngene")
-    overrides = DESCENDANTS[method[len("learngene"):] if inherit else method[len("scratch"):]]
+    overrides = DESCENDANTS[method[len("learngene") :] if inherit else method[len("scratch") :]]
     return lambda n: build_individual(learngene if inherit else None, n, architecture_of=learngene, **overrides)
 
 
 def markdown(entries: dict[str, Any]) -> str:
-    lines = ["Recipe tuning on open-world classes (5-way; mean query accuracy in % over the tuning episodes, "
-             "at each method's chosen values; (edge) = chosen value at the edge of its grid after widening).", ""]
+    lines = [
+        "Recipe tuning on open-world classes (5-way; mean query accuracy in % over the tuning episodes, "
+        "at each method's chosen values; (edge) = chosen value at the edge of its grid after widening).",
+        "",
+    ]
     for shots in sorted({e["shots"] for e in entries.values()}):
         rows = [e for e in entries.values() if e["shots"] == shots]
-        lines += [f"### {shots}-shot ({rows[0]['episodes']} open-world episodes)", "",
-                  "| method | " + " | ".join(RECIPE_ORDER) + " |", "| --- |" + " --- |" * len(RECIPE_ORDER)]
+        lines += [
+            f"### {shots}-shot ({rows[0]['episodes']} open-world episodes)",
+            "",
+            "| method | " + " | ".join(RECIPE_ORDER) + " |",
+            "| --- |" + " --- |" * len(RECIPE_ORDER),
+        ]
         for method in METHODS:
             cells = []
             for name in RECIPE_ORDER:
@@ -113,7 +120,9 @@ def main(argv: list[str] | None = None) -> None:
 
     learngene = Learngene.from_pretrained(Path(args.run) / "learngene")
     data, _, open_world = load_fewshot_data(learngene)
-    episodes = sample_episodes(data, open_world, args.episodes, args.ways, args.shots, args.queries, seed=args.seed + 20_000)
+    episodes = sample_episodes(
+        data, open_world, args.episodes, args.ways, args.shots, args.queries, seed=args.seed + 20_000
+    )
     out = Path(args.results)
     path = out / "recipe_tuning.json"
     import json
@@ -128,11 +137,21 @@ def main(argv: list[str] | None = None) -> None:
             start = time.perf_counter()
             result = tune_recipe(builder(learngene, method), episodes, grid, cfg, seed=args.seed, widen=args.widen)
             key = f"{args.shots}shot/{method}/{name}"
-            saved["entries"][key] = {"shots": args.shots, "method": method, "recipe": name, "episodes": len(episodes),
-                                     "open_world_classes": open_world, "recipe_values": cfg.to_dict(),
-                                     "seconds": time.perf_counter() - start, **result.to_dict()}
-            print(f"{key}: {100 * result.accuracy:.1f}% at {result.chosen} edge={result.edge} "
-                  f"({time.perf_counter() - start:.0f} s)", flush=True)
+            saved["entries"][key] = {
+                "shots": args.shots,
+                "method": method,
+                "recipe": name,
+                "episodes": len(episodes),
+                "open_world_classes": open_world,
+                "recipe_values": cfg.to_dict(),
+                "seconds": time.perf_counter() - start,
+                **result.to_dict(),
+            }
+            print(
+                f"{key}: {100 * result.accuracy:.1f}% at {result.chosen} edge={result.edge} "
+                f"({time.perf_counter() - start:.0f} s)",
+                flush=True,
+            )
             saved["machine"] = {"torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count()}
             saved["learngene"] = str(Path(args.run) / "learngene")
             write_json_atomic(path, saved)

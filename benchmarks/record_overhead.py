@@ -18,7 +18,8 @@ import torch
 
 from learngene_hf import CollectiveConfig, CollectiveModel
 from learngene_hf.io import write_json_atomic, write_text_atomic
-from learngene_hf.record import DEFAULT_THRESHOLDS, GradientRecorder
+from learngene_hf.training.config import DEFAULT_THRESHOLDS
+from learngene_hf.training.record import GradientRecorder
 
 
 def run_loop(model: CollectiveModel, batches, record: bool) -> float:
@@ -58,8 +59,13 @@ def main() -> None:
     model = CollectiveModel(CollectiveConfig(preset=args.preset)).to(device)
     model.add_task(5)
     gen = torch.Generator().manual_seed(0)
-    batches = [(torch.randn(args.batch_size, 3, 32, 32, generator=gen).to(device),
-                torch.randint(0, 5, (args.batch_size,), generator=gen).to(device)) for _ in range(args.batches)]
+    batches = [
+        (
+            torch.randn(args.batch_size, 3, 32, 32, generator=gen).to(device),
+            torch.randint(0, 5, (args.batch_size,), generator=gen).to(device),
+        )
+        for _ in range(args.batches)
+    ]
     run_loop(model, batches[:3], True)  # warm-up
     off, on = [], []
     for _ in range(args.rounds):
@@ -67,16 +73,30 @@ def main() -> None:
         on.append(run_loop(model, batches, True))
     ratio = sum(on) / sum(off)
     result = {
-        "preset": args.preset, "device": torch.cuda.get_device_name() if device == "cuda" else platform.processor() or "cpu",
-        "threads": torch.get_num_threads(), "batch_size": args.batch_size, "batches": args.batches, "rounds": args.rounds,
-        "images_per_second_off": off, "images_per_second_on": on, "ratio_on_over_off": ratio,
+        "preset": args.preset,
+        "device": torch.cuda.get_device_name() if device == "cuda" else platform.processor() or "cpu",
+        "threads": torch.get_num_threads(),
+        "batch_size": args.batch_size,
+        "batches": args.batches,
+        "rounds": args.rounds,
+        "images_per_second_off": off,
+        "images_per_second_on": on,
+        "ratio_on_over_off": ratio,
         "thresholds": list(DEFAULT_THRESHOLDS),
     }
     write_json_atomic(args.out + ".json", result)
-    write_text_atomic(args.out + ".md", "\n".join([
-        "| preset | device | record off (img/s) | record on (img/s) | on / off |", "| --- | --- | ---: | ---: | ---: |",
-        f"| {args.preset} | {result['device']} ({result['threads']} threads) | {sum(off) / len(off):.1f} | "
-        f"{sum(on) / len(on):.1f} | {ratio:.3f} |", ""]))
+    write_text_atomic(
+        args.out + ".md",
+        "\n".join(
+            [
+                "| preset | device | record off (img/s) | record on (img/s) | on / off |",
+                "| --- | --- | ---: | ---: | ---: |",
+                f"| {args.preset} | {result['device']} ({result['threads']} threads) | {sum(off) / len(off):.1f} | "
+                f"{sum(on) / len(on):.1f} | {ratio:.3f} |",
+                "",
+            ]
+        ),
+    )
     print(result)
 
 

@@ -35,8 +35,20 @@ def train_once(threads: int | None, epochs: int, out: Path) -> float:
     env.pop("OMP_NUM_THREADS", None)
     if threads is not None:
         env["OMP_NUM_THREADS"] = str(threads)
-    cmd = [sys.executable, str(REPO / "examples" / "train_collective.py"), "--preset", "small", "--num-tasks", "1",
-           "--epochs-per-task", str(epochs), "--no-progress", "--no-resume", "--output-dir", str(out)]
+    cmd = [
+        sys.executable,
+        str(REPO / "examples" / "train_collective.py"),
+        "--preset",
+        "small",
+        "--num-tasks",
+        "1",
+        "--epochs-per-task",
+        str(epochs),
+        "--no-progress",
+        "--no-resume",
+        "--output-dir",
+        str(out),
+    ]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True)
     if done.returncode != 0:
         raise SystemExit(done.stderr[-2000:])
@@ -87,18 +99,24 @@ def main() -> None:
     from learngene_hf.io import write_json_atomic, write_text_atomic
 
     write_json_atomic(out / "threads_busy_machine.json", summary)
-    md = "\n".join([
-        f"Collective training (preset small, 1 task, {args.epochs} epochs) on {os.cpu_count()} cores with {args.busy} "
-        f"busy process(es); load average {load_before:.1f} at the start; torch {torch.__version__}.",
-        "",
-        "| torch threads | images/s (per round) | mean |",
-        "| --- | --- | ---: |",
-        *[f"| {'1 (OMP_NUM_THREADS=1)' if k == '1' else f'{default_threads} (default)'} | "
-          f"{', '.join(f'{v:.0f}' for v in results[k])} | {mean[k]:.0f} |" for k in ("1", "default")],
-        "",
-        f"One thread is {summary['speedup_one_thread']:.2f}x the default's throughput.",
-        "",
-    ])
+    md = "\n".join(
+        [
+            f"Collective training (preset small, 1 task, {args.epochs} epochs) on {os.cpu_count()} cores with "
+            f"{args.busy} "
+            f"busy process(es); load average {load_before:.1f} at the start; torch {torch.__version__}.",
+            "",
+            "| torch threads | images/s (per round) | mean |",
+            "| --- | --- | ---: |",
+            *[
+                f"| {'1 (OMP_NUM_THREADS=1)' if k == '1' else f'{default_threads} (default)'} | "
+                f"{', '.join(f'{v:.0f}' for v in results[k])} | {mean[k]:.0f} |"
+                for k in ("1", "default")
+            ],
+            "",
+            f"One thread is {summary['speedup_one_thread']:.2f}x the default's throughput.",
+            "",
+        ]
+    )
     write_text_atomic(out / "threads_busy_machine.md", md)
     print(md)
 

@@ -13,7 +13,7 @@ weight selection, on the embedded data's novel classes.
    final accuracy.
 3. Few-shot: 5-way 5-shot episodes of the novel classes with the library's default few-shot
    recipe (``FewShotConfig()``: steps, LP-FT, warm-up + cosine, label smoothing), through
-   ``learngene_hf.descendants.compare_vit_depths``: per depth the three fine-tuned methods above
+   ``learngene_hf.fewshot.compare.compare_vit_depths``: per depth the three fine-tuned methods above
    and logistic regression on the frozen features of a random ViT of that depth (the strongest
    method that inherits nothing in the VGG benchmarks). Every learning rate and L2 strength is
    picked on open-world episodes (never the novel classes).
@@ -23,13 +23,14 @@ epochs and seeds): the numbers show the method working end to end at toy scale, 
 ImageNet setting. Writes benchmarks/results/vit_descendants.{json,md,png} (or ``--output-dir``).
 
 Runs on ``--device`` (default: CUDA when available): the collectives through accelerate (bf16
-mixed precision on a GPU that has it), every descendant stacked (``learngene_hf.stacked``:
+mixed precision on a GPU that has it), every descendant stacked (``learngene_hf.fewshot.stacked``:
 ``--stack-size`` ViTs of one depth train as one vmapped network, so a GPU step costs the launches
 of one model), same batches, augmentation and optimizer updates as one at a time.
 
     python benchmarks/vit_descendants.py                       # the README's numbers (CPU)
     python benchmarks/vit_descendants.py --quick --output-dir /tmp/vit   # a smoke run
-    python benchmarks/vit_descendants.py --seeds 32 --episodes 100 --stack-size 160 --output-dir /tmp/vit_gpu  # on a GPU
+    # on a GPU:
+    python benchmarks/vit_descendants.py --seeds 32 --episodes 100 --stack-size 160 --output-dir /tmp/vit_gpu
     # the "half the epochs" question: per-method lrs picked on open-world classes, warm-up + cosine, half-budget runs
     python benchmarks/vit_descendants.py --seeds 32 --episodes 100 --stack-size 160 --schedule cosine \
         --moderate-lr-grid 3e-4,1e-3,3e-3 --half-budget --output-dir /tmp/vit_gpu_half
@@ -49,12 +50,15 @@ import torch
 
 from learngene_hf import Learngene, ViTCollectiveConfig, ViTCollectiveModel, ViTIndividualConfig, ViTIndividualModel
 from learngene_hf.data import load_tensors, sample_episodes
-from learngene_hf.descendants import DEFAULT_VIT_LR_GRID, compare_vit_depths
-from learngene_hf.fewshot import FewShotConfig, tuning_episodes
+from learngene_hf.fewshot.compare import compare_vit_depths
+from learngene_hf.fewshot.config import DEFAULT_VIT_LR_GRID, FewShotConfig
+from learngene_hf.fewshot.stacked import augment_stacked
+from learngene_hf.fewshot.stacks import StackedViTs
+from learngene_hf.fewshot.tuning import tuning_episodes
 from learngene_hf.io import write_json_atomic, write_text_atomic
-from learngene_hf.stacked import StackedViTs, augment_stacked
 from learngene_hf.stats import mean_ci, paired_difference
-from learngene_hf.training import CollectiveTrainingConfig, train_collective
+from learngene_hf.training.config import CollectiveTrainingConfig
+from learngene_hf.training.trainer import train_collective
 
 RESULTS = Path(__file__).resolve().parent / "results"
 METHODS = ("tleg", "weight_selection", "scratch")
@@ -63,7 +67,9 @@ FEW_SHOT_METHODS = ("tleg", "weight_selection", "scratch", "logreg_random")
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--depths", default="2,4,6", help="descendant depths (weight selection needs <= the collective's depth)")
+    p.add_argument(
+        "--depths", default="2,4,6", help="descendant depths (weight selection needs <= the collective's depth)"
+    )
     p.add_argument("--embed-dim", type=int, default=64)
     p.add_argument("--num-heads", type=int, default=2)
     p.add_argument("--patch-size", type=int, default=8)
@@ -72,35 +78,67 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--collective-epochs", type=int, default=4)
     p.add_argument("--collective-per-class", type=int, default=150)
     p.add_argument("--collective-lr", type=float, default=1e-3, help="AdamW learning rate of the collective ViTs")
-    p.add_argument("--train-per-class", type=int, default=50, help="novel-class training images per class (moderate budget)")
+    p.add_argument(
+        "--train-per-class", type=int, default=50, help="novel-class training images per class (moderate budget)"
+    )
     p.add_argument("--test-per-class", type=int, default=40)
     p.add_argument("--epochs", type=int, default=8)
-    p.add_argument("--lr", type=float, default=1e-3,
-                   help="AdamW learning rate of the moderate-budget runs (all methods; see --moderate-lr-grid)")
-    p.add_argument("--schedule", choices=("constant", "cosine"), default="constant",
-                   help="moderate-budget lr schedule: constant, or linear warm-up then cosine decay to 0 over the run's own epochs")
+    p.add_argument(
+        "--lr",
+        type=float,
+        default=1e-3,
+        help="AdamW learning rate of the moderate-budget runs (all methods; see --moderate-lr-grid)",
+    )
+    p.add_argument(
+        "--schedule",
+        choices=("constant", "cosine"),
+        default="constant",
+        help="moderate-budget lr schedule: constant, or linear warm-up then cosine decay to 0 over the run's own "
+        "epochs",
+    )
     p.add_argument("--warmup-epochs", type=float, default=1.0, help="warm-up of --schedule cosine, in epochs")
-    p.add_argument("--moderate-lr-grid", default="",
-                   help="pick each method's moderate-budget lr per depth from these values on a task of the open-world "
-                        "classes (never the novel ones); empty: --lr for every method")
+    p.add_argument(
+        "--moderate-lr-grid",
+        default="",
+        help="pick each method's moderate-budget lr per depth from these values on a task of the open-world "
+        "classes (never the novel ones); empty: --lr for every method",
+    )
     p.add_argument("--tune-seeds", type=int, default=4, help="seeds per grid value when picking moderate-budget lrs")
-    p.add_argument("--half-budget", action="store_true",
-                   help="also train the inheriting methods for half the epochs (their own schedule, their own picked lr) "
-                        "and compare with scratch's full-budget final accuracy (TLEG's 'half the training' claim)")
+    p.add_argument(
+        "--half-budget",
+        action="store_true",
+        help="also train the inheriting methods for half the epochs (their own schedule, their own picked lr) "
+        "and compare with scratch's full-budget final accuracy (TLEG's 'half the training' claim)",
+    )
     p.add_argument("--seeds", type=int, default=8, help="moderate-budget runs per method and depth (paired by seed)")
     p.add_argument("--episodes", type=int, default=40, help="few-shot episodes of the novel classes (paired)")
     p.add_argument("--shots", type=int, default=5)
-    p.add_argument("--tune-episodes", type=int, default=3, help="open-world episodes per tuning grid point (0: no tuning)")
-    p.add_argument("--lr-grid", default=",".join(f"{v:g}" for v in DEFAULT_VIT_LR_GRID),
-                   help="few-shot learning rates tried on open-world episodes (widened once at an edge)")
+    p.add_argument(
+        "--tune-episodes", type=int, default=3, help="open-world episodes per tuning grid point (0: no tuning)"
+    )
+    p.add_argument(
+        "--lr-grid",
+        default=",".join(f"{v:g}" for v in DEFAULT_VIT_LR_GRID),
+        help="few-shot learning rates tried on open-world episodes (widened once at an edge)",
+    )
     p.add_argument("--skip-moderate", action="store_true", help="few-shot only")
-    p.add_argument("--reuse-collectives", action="store_true",
-                   help="resume the collective runs in --work-dir when they exist (same settings), instead of retraining")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
-                   help="where everything trains (default: cuda when available, else cpu)")
-    p.add_argument("--stack-size", type=int, default=16,
-                   help="descendants trained at once as one stacked network (moderate budget and few-shot); "
-                        "large values pay off on a GPU, where one small ViT cannot fill the device")
+    p.add_argument(
+        "--reuse-collectives",
+        action="store_true",
+        help="resume the collective runs in --work-dir when they exist (same settings), instead of retraining",
+    )
+    p.add_argument(
+        "--device",
+        default="cuda" if torch.cuda.is_available() else "cpu",
+        help="where everything trains (default: cuda when available, else cpu)",
+    )
+    p.add_argument(
+        "--stack-size",
+        type=int,
+        default=16,
+        help="descendants trained at once as one stacked network (moderate budget and few-shot); "
+        "large values pay off on a GPU, where one small ViT cannot fill the device",
+    )
     p.add_argument("--quick", action="store_true", help="tiny everything, for a smoke test")
     p.add_argument("--output-dir", default=str(RESULTS))
     p.add_argument("--work-dir", default="runs/vit_descendants", help="where the two collective runs are written")
@@ -120,8 +158,14 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def machine(device: str) -> dict[str, Any]:
-    info = {"platform": platform.platform(), "cpu_count": os.cpu_count() or 0, "torch": torch.__version__,
-            "torch_threads": torch.get_num_threads(), "load_average_at_start": list(os.getloadavg()), "device": device}
+    info = {
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count() or 0,
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "load_average_at_start": list(os.getloadavg()),
+        "device": device,
+    }
     if torch.device(device).type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(torch.device(device))
     return info
@@ -137,19 +181,40 @@ def train_collectives(args, data, out: Path) -> tuple[Any, Any, Any]:
     runs = {}
     for expansion in ("linear", "none"):
         config = CollectiveTrainingConfig.for_preset(
-            "vit-small", num_tasks=args.num_tasks, epochs_per_task=args.collective_epochs, lr=args.collective_lr,
-            train_per_class=args.collective_per_class, test_per_class=20,
+            "vit-small",
+            num_tasks=args.num_tasks,
+            epochs_per_task=args.collective_epochs,
+            lr=args.collective_lr,
+            train_per_class=args.collective_per_class,
+            test_per_class=20,
         )
         torch.manual_seed(0)
-        model = ViTCollectiveModel(ViTCollectiveConfig(
-            preset="vit-small", embed_dim=args.embed_dim, num_heads=args.num_heads, patch_size=args.patch_size,
-            depth=args.collective_depth, expansion=expansion,
-        ))
+        model = ViTCollectiveModel(
+            ViTCollectiveConfig(
+                preset="vit-small",
+                embed_dim=args.embed_dim,
+                num_heads=args.num_heads,
+                patch_size=args.patch_size,
+                depth=args.collective_depth,
+                expansion=expansion,
+            )
+        )
         started = time.perf_counter()
-        runs[expansion] = train_collective(config, out / f"collective_{expansion}", model=model, data=data, progress=False,
-                                           resume=args.reuse_collectives, accelerator=accelerator)
-        print(f"collective ({expansion}): mean accuracy after each task {runs[expansion].report['mean_accuracy_after']:.3f}, "
-              f"{time.perf_counter() - started:.0f} s", flush=True)
+        runs[expansion] = train_collective(
+            config,
+            out / f"collective_{expansion}",
+            model=model,
+            data=data,
+            progress=False,
+            resume=args.reuse_collectives,
+            accelerator=accelerator,
+        )
+        print(
+            f"collective ({expansion}): mean accuracy after each task "
+            f"{runs[expansion].report['mean_accuracy_after']:.3f}, "
+            f"{time.perf_counter() - started:.0f} s",
+            flush=True,
+        )
     learngene = Learngene.from_vit_collective(runs["linear"].model)
     return learngene, runs["none"].model, runs
 
@@ -170,8 +235,16 @@ def lr_factor(step: int, total: int, warmup: int) -> float:
     return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(total - warmup, 1)))
 
 
-def train_with_curves(jobs: list[tuple[Callable[[int], ViTIndividualModel], int]], images, labels, test_images, test_labels,
-                      args, lr: float | None = None, epochs: int | None = None) -> list[list[float]]:
+def train_with_curves(
+    jobs: list[tuple[Callable[[int], ViTIndividualModel], int]],
+    images,
+    labels,
+    test_images,
+    test_labels,
+    args,
+    lr: float | None = None,
+    epochs: int | None = None,
+) -> list[list[float]]:
     """Test accuracy after every epoch of AdamW training (peak lr ``lr``, default ``--lr``, for
     ``epochs`` epochs, default ``--epochs``, under ``--schedule``), one curve per ``(builder, seed)`` job.
 
@@ -181,7 +254,7 @@ def train_with_curves(jobs: list[tuple[Callable[[int], ViTIndividualModel], int]
     elementwise, so one AdamW over the stacked tensors updates every model as its own would, and
     each model draws its batches and crops from its own generator as it would alone.
     """
-    from learngene_hf.fewshot import _normalize
+    from learngene_hf.fewshot.train import normalize
 
     device = torch.device(args.device)
     lr = args.lr if lr is None else lr
@@ -198,8 +271,8 @@ def train_with_curves(jobs: list[tuple[Callable[[int], ViTIndividualModel], int]
                 torch.manual_seed(seed)
                 models.append(build(num_labels).to(device))
         config = models[0].config
-        x = _normalize(images, device, config.image_mean, config.image_std)
-        tx = _normalize(test_images, device, config.image_mean, config.image_std)
+        x = normalize(images, device, config.image_mean, config.image_std)
+        tx = normalize(test_images, device, config.image_mean, config.image_std)
         y, ty = labels.to(device), test_labels.to(device)
         stack = StackedViTs(models)
         optimizer = torch.optim.AdamW(stack.parameters(), lr=lr, weight_decay=0.05)
@@ -253,13 +326,17 @@ def curves_by_method(build, methods, lrs: dict[str, float], seeds: list[int], da
     out: dict[str, list[list[float]]] = {}
     for lr in sorted({lrs[m] for m in methods}):
         group = [m for m in methods if lrs[m] == lr]
-        trained = train_with_curves([(build[m], seed) for m in group for seed in seeds], *data, args, lr=lr, epochs=epochs)
+        trained = train_with_curves(
+            [(build[m], seed) for m in group for seed in seeds], *data, args, lr=lr, epochs=epochs
+        )
         for i, m in enumerate(group):
             out[m] = trained[i * len(seeds) : (i + 1) * len(seeds)]
     return out
 
 
-def pick_moderate_lrs(args, learngene, plain, train, test, open_world, depth: int, methods, epochs: int) -> dict[str, Any]:
+def pick_moderate_lrs(
+    args, learngene, plain, train, test, open_world, depth: int, methods, epochs: int
+) -> dict[str, Any]:
     """Each method's lr from ``--moderate-lr-grid``: the best mean final test accuracy over
     ``--tune-seeds`` seeds on the same kind of task made of the open-world classes (never the
     novel ones); ties go to the smaller lr."""
@@ -273,9 +350,14 @@ def pick_moderate_lrs(args, learngene, plain, train, test, open_world, depth: in
             means[m][lr] = sum(c[-1] for c in curves[m]) / len(seeds)
     chosen = {m: max(sorted(means[m]), key=lambda v: (means[m][v], -v)) for m in methods}
     grid = sorted(args.moderate_lr_grid)
-    return {"chosen": chosen, "means": {m: {f"{k:g}": v for k, v in means[m].items()} for m in methods},
-            "edge": [m for m in methods if len(grid) > 1 and chosen[m] in (grid[0], grid[-1])],
-            "classes": len(open_world), "epochs": epochs, "seeds": args.tune_seeds}
+    return {
+        "chosen": chosen,
+        "means": {m: {f"{k:g}": v for k, v in means[m].items()} for m in methods},
+        "edge": [m for m in methods if len(grid) > 1 and chosen[m] in (grid[0], grid[-1])],
+        "classes": len(open_world),
+        "epochs": epochs,
+        "seeds": args.tune_seeds,
+    }
 
 
 def moderate_budget(args, learngene, plain, train, test, novel, open_world) -> dict[str, Any]:
@@ -291,11 +373,14 @@ def moderate_budget(args, learngene, plain, train, test, novel, open_world) -> d
         lrs = {m: args.lr for m in METHODS}
         half_lrs = {m: args.lr for m in inheriting}
         if args.moderate_lr_grid:
-            entry["lr_tuning"] = pick_moderate_lrs(args, learngene, plain, train, test, open_world, depth, METHODS, args.epochs)
+            entry["lr_tuning"] = pick_moderate_lrs(
+                args, learngene, plain, train, test, open_world, depth, METHODS, args.epochs
+            )
             lrs = entry["lr_tuning"]["chosen"]
             if args.half_budget:
-                entry["half_lr_tuning"] = pick_moderate_lrs(args, learngene, plain, train, test, open_world, depth, inheriting,
-                                                            half_epochs)
+                entry["half_lr_tuning"] = pick_moderate_lrs(
+                    args, learngene, plain, train, test, open_world, depth, inheriting, half_epochs
+                )
                 half_lrs = entry["half_lr_tuning"]["chosen"]
         curves = curves_by_method(build, METHODS, lrs, seeds, data, args)
         finals = {m: [c[-1] for c in curves[m]] for m in METHODS}
@@ -303,7 +388,13 @@ def moderate_budget(args, learngene, plain, train, test, novel, open_world) -> d
         for m in METHODS:
             mean, half = mean_ci(finals[m])
             reach = [epochs_to_reach(c, s[-1]) for c, s in zip(curves[m], curves["scratch"])]
-            entry[m] = {"final": finals[m], "mean": mean, "ci95": _finite(half), "epochs_to_scratch_final": reach, "lr": lrs[m]}
+            entry[m] = {
+                "final": finals[m],
+                "mean": mean,
+                "ci95": _finite(half),
+                "epochs_to_scratch_final": reach,
+                "lr": lrs[m],
+            }
             if m != "scratch":
                 d, h = paired_difference(finals[m], finals["scratch"])
                 entry[m]["diff_vs_scratch"] = {"mean": d, "ci95": _finite(h)}
@@ -314,14 +405,23 @@ def moderate_budget(args, learngene, plain, train, test, novel, open_world) -> d
                 mean, half = mean_ci(short)
                 d, h = paired_difference(short, finals["scratch"])
                 entry[m]["half_budget"] = {
-                    "epochs": half_epochs, "lr": half_lrs[m], "final": short, "curves": half_curves[m], "mean": mean,
-                    "ci95": _finite(half), "diff_vs_scratch_full": {"mean": d, "ci95": _finite(h)},
+                    "epochs": half_epochs,
+                    "lr": half_lrs[m],
+                    "final": short,
+                    "curves": half_curves[m],
+                    "mean": mean,
+                    "ci95": _finite(half),
+                    "diff_vs_scratch_full": {"mean": d, "ci95": _finite(h)},
                     "seeds_at_or_above_scratch_full": sum(a >= b - 1e-12 for a, b in zip(short, finals["scratch"])),
                 }
         entry["seconds"] = time.perf_counter() - started
         out[str(depth)] = entry
-        print(f"moderate budget, depth {depth}: " + ", ".join(f"{m} {100 * entry[m]['mean']:.1f}" for m in METHODS)
-              + f" ({entry['seconds']:.0f} s)", flush=True)
+        print(
+            f"moderate budget, depth {depth}: "
+            + ", ".join(f"{m} {100 * entry[m]['mean']:.1f}" for m in METHODS)
+            + f" ({entry['seconds']:.0f} s)",
+            flush=True,
+        )
     return out
 
 
@@ -330,18 +430,39 @@ def few_shot(args, learngene, plain, train, novel, open_world) -> dict[str, Any]
     learning rates (fine-tuned methods) and L2 strengths (logistic regression) picked on
     open-world episodes."""
     episodes = sample_episodes(train, novel, args.episodes, ways=5, shots=args.shots, queries=15, seed=0)
-    tune = tuning_episodes(train, open_world, args.tune_episodes, 5, args.shots, 15, seed=0) if args.tune_episodes else None
+    tune = (
+        tuning_episodes(train, open_world, args.tune_episodes, 5, args.shots, 15, seed=0)
+        if args.tune_episodes
+        else None
+    )
     cfg = FewShotConfig(device=args.device, stack_size=args.stack_size)
     started = time.perf_counter()
-    results = compare_vit_depths(learngene, plain, episodes, cfg, args.depths, tune_lr_episodes=tune, lr_grid=args.lr_grid,
-                                 progress=False, seed=0)
-    out: dict[str, Any] = {"recipe": cfg.to_dict(), "seconds": time.perf_counter() - started,
-                           "tuned_on": f"{len(tune or [])} open-world episodes" if tune else None,
-                           "rows": results["sizes"], "methods": results["methods"], "episodes": results["episodes"]}
+    results = compare_vit_depths(
+        learngene,
+        plain,
+        episodes,
+        cfg,
+        args.depths,
+        tune_lr_episodes=tune,
+        lr_grid=args.lr_grid,
+        progress=False,
+        seed=0,
+    )
+    out: dict[str, Any] = {
+        "recipe": cfg.to_dict(),
+        "seconds": time.perf_counter() - started,
+        "tuned_on": f"{len(tune or [])} open-world episodes" if tune else None,
+        "rows": results["sizes"],
+        "methods": results["methods"],
+        "episodes": results["episodes"],
+    }
     for depth in args.depths:
         got = {r["method"]: r for r in results["sizes"] if r["size"] == str(depth)}
-        print(f"few-shot, depth {depth}: " + ", ".join(f"{m} {100 * got[m]['mean']:.1f}" for m in FEW_SHOT_METHODS if m in got),
-              flush=True)
+        print(
+            f"few-shot, depth {depth}: "
+            + ", ".join(f"{m} {100 * got[m]['mean']:.1f}" for m in FEW_SHOT_METHODS if m in got),
+            flush=True,
+        )
     return out
 
 
@@ -378,32 +499,49 @@ def markdown(results: dict[str, Any]) -> str:
     s = results["settings"]
     sizes = results["sizes"]
     m = results["machine"]
+    cpu = "CPU, %d cores shared with other jobs (load average %.1f at start), torch threads %d" % (
+        m["cpu_count"],
+        m["load_average_at_start"][0],
+        m["torch_threads"],
+    )
     lines = [
-        f"ViT descendants on the embedded data's {s['novel_classes']} novel classes, machine: "
-        f"{m.get('gpu') or 'CPU, %d cores shared with other jobs (load average %.1f at start), torch threads %d' % (m['cpu_count'], m['load_average_at_start'][0], m['torch_threads'])}.",
+        f"ViT descendants on the embedded data's {s['novel_classes']} novel classes, machine: {m.get('gpu') or cpu}.",
         "",
-        f"Collective ViTs (width {s['embed_dim']}, {s['num_heads']} heads, patch {s['patch_size']} on 32x32, {s['collective_depth']} blocks): "
-        f"{s['num_tasks']} five-way tasks of base classes, {s['collective_epochs']} epochs each, {s['collective_per_class']} images per class, "
-        f"AdamW lr {s['collective_lr']}. Mean accuracy after each task: linear expansion {100 * results['collective']['linear']:.1f}%, "
+        f"Collective ViTs (width {s['embed_dim']}, {s['num_heads']} heads, patch {s['patch_size']} on 32x32, "
+        f"{s['collective_depth']} blocks): "
+        f"{s['num_tasks']} five-way tasks of base classes, {s['collective_epochs']} epochs each, "
+        f"{s['collective_per_class']} images per class, "
+        f"AdamW lr {s['collective_lr']}. Mean accuracy after each task: linear expansion "
+        f"{100 * results['collective']['linear']:.1f}%, "
         f"unconstrained {100 * results['collective']['none']:.1f}%.",
         "",
-        f"Learngene: {sizes['learngene_parameters']:,} parameters, of which the base/increment pair holds {sizes['pair_parameters']:,} "
-        f"= {100 * sizes['pair_fraction_of_unconstrained_blocks']:.1f}% (2/{s['collective_depth']}) of the block parameters of the unconstrained "
+        f"Learngene: {sizes['learngene_parameters']:,} parameters, of which the base/increment pair holds "
+        f"{sizes['pair_parameters']:,} "
+        f"= {100 * sizes['pair_fraction_of_unconstrained_blocks']:.1f}% (2/{s['collective_depth']}) of the block "
+        "parameters of the unconstrained "
         f"{s['collective_depth']}-block ViT ({sizes['unconstrained_block_parameters']:,}).",
     ]
     if "moderate_budget" in results:
         grid = s.get("moderate_lr_grid") or []
         schedule = s.get("schedule", "constant")
-        lr_text = (f"peak lr picked per method and depth from {', '.join(f'{v:g}' for v in grid)} on a task of the "
-                   f"open-world classes ({s.get('tune_seeds')} seeds each, never the novel classes)" if grid else f"lr {s['lr']}")
+        lr_text = (
+            f"peak lr picked per method and depth from {', '.join(f'{v:g}' for v in grid)} on a task of the "
+            f"open-world classes ({s.get('tune_seeds')} seeds each, never the novel classes)"
+            if grid
+            else f"lr {s['lr']}"
+        )
         if schedule == "cosine":
             lr_text += f", {s.get('warmup_epochs'):g} warm-up epoch(s) then cosine decay to 0"
         lines += [
             "",
-            f"**Moderate budget**: all {s['novel_classes']} novel classes, {s['train_per_class']} training and {s['test_per_class']} test images each, "
-            f"{s['epochs']} epochs of AdamW ({lr_text}, weight decay 0.05, batch 64, crop + flip), {s['seeds']} seeds; test accuracy in % "
-            "(mean +/- 95% CI over seeds; differences paired by seed). 'epochs to scratch final': first epoch at which the method reaches "
-            "scratch's final accuracy of the same seed (- = never), per seed (median over seeds when there are more than 10); "
+            f"**Moderate budget**: all {s['novel_classes']} novel classes, {s['train_per_class']} training and "
+            f"{s['test_per_class']} test images each, "
+            f"{s['epochs']} epochs of AdamW ({lr_text}, weight decay 0.05, batch 64, crop + flip), {s['seeds']} seeds; "
+            "test accuracy in % "
+            "(mean +/- 95% CI over seeds; differences paired by seed). 'epochs to scratch final': first epoch at which "
+            "the method reaches "
+            "scratch's final accuracy of the same seed (- = never), per seed (median over seeds when there are more "
+            "than 10); "
             "'within half': seeds that reach it in at most half the epochs.",
             "",
             "| depth | method | lr | accuracy | vs scratch | epochs to scratch final | within half |",
@@ -416,35 +554,53 @@ def markdown(results: dict[str, Any]) -> str:
                 within = _reach_summary(e, s["epochs"]) if method != "scratch" else "-"
                 lr = e.get("lr", s["lr"])
                 edge = " (edge)" if method in entry.get("lr_tuning", {}).get("edge", []) else ""
-                lines.append(f"| {depth} | {method} | {lr:g}{edge} | {_pm(e)} | {vs} | {_reach_text(e['epochs_to_scratch_final'])} | {within} |")
-        halves = [(d, m, entry[m]["half_budget"]) for d, entry in results["moderate_budget"].items() for m in METHODS
-                  if "half_budget" in entry[m]]
+                lines.append(
+                    f"| {depth} | {method} | {lr:g}{edge} | {_pm(e)} | {vs} | "
+                    f"{_reach_text(e['epochs_to_scratch_final'])} | {within} |"
+                )
+        halves = [
+            (d, m, entry[m]["half_budget"])
+            for d, entry in results["moderate_budget"].items()
+            for m in METHODS
+            if "half_budget" in entry[m]
+        ]
         if halves:
             lines += [
                 "",
-                f"**Half the budget**: the inheriting methods trained for {halves[0][2]['epochs']} epochs (their own schedule"
-                f"{' and their own picked lr' if grid else ''}) against scratch's {s['epochs']}-epoch final accuracy, paired by seed.",
+                f"**Half the budget**: the inheriting methods trained for {halves[0][2]['epochs']} epochs (their own "
+                "schedule"
+                f"{' and their own picked lr' if grid else ''}) against scratch's {s['epochs']}-epoch final accuracy, "
+                "paired by seed.",
                 "",
-                "| depth | method | lr | accuracy after half the epochs | vs scratch after all epochs | seeds at or above scratch |",
+                "| depth | method | lr | accuracy after half the epochs | vs scratch after all epochs | seeds at or "
+                "above scratch |",
                 "| ---: | --- | ---: | --- | --- | --- |",
             ]
             for depth, method, h in halves:
-                lines.append(f"| {depth} | {method} | {h['lr']:g} | {_pm(h)} | {_pm(h['diff_vs_scratch_full'], sign=True)} | "
-                             f"{h['seeds_at_or_above_scratch_full']}/{len(h['final'])} |")
+                lines.append(
+                    f"| {depth} | {method} | {h['lr']:g} | {_pm(h)} | {_pm(h['diff_vs_scratch_full'], sign=True)} | "
+                    f"{h['seeds_at_or_above_scratch_full']}/{len(h['final'])} |"
+                )
     if "few_shot" in results:
         fs = results["few_shot"]
         r = fs["recipe"]
         lines += [
             "",
-            f"**Few-shot**: 5-way {s['shots']}-shot, 15 queries per class, {s['episodes']} episodes of the novel classes, the library's "
-            f"default few-shot recipe ({r['steps']} SGD steps of batch {r['batch_size']}, LP-FT with {r['lp_steps']} head-only steps, "
-            f"{r['warmup_steps']} warm-up steps then cosine decay, label smoothing {r['label_smoothing']}, crop + flip); "
+            f"**Few-shot**: 5-way {s['shots']}-shot, 15 queries per class, {s['episodes']} episodes of the novel "
+            "classes, the library's "
+            f"default few-shot recipe ({r['steps']} SGD steps of batch {r['batch_size']}, LP-FT with {r['lp_steps']} "
+            "head-only steps, "
+            f"{r['warmup_steps']} warm-up steps then cosine decay, label smoothing {r['label_smoothing']}, crop + "
+            "flip); "
             f"learning rates and the L2 strength of logistic regression picked per method on "
-            f"{fs['tuned_on'] or 'nothing (no tuning)'} from {', '.join(f'{v:g}' for v in s['lr_grid'])} (widened once at an edge). "
-            "Accuracy in % (mean +/- 95% CI over episodes); differences paired by episode, against scratch of the same depth and "
+            f"{fs['tuned_on'] or 'nothing (no tuning)'} from {', '.join(f'{v:g}' for v in s['lr_grid'])} (widened once "
+            "at an edge). "
+            "Accuracy in % (mean +/- 95% CI over episodes); differences paired by episode, against scratch of the same "
+            "depth and "
             "against the strongest method of that depth that inherits nothing.",
             "",
-            "| depth | method | lr / L2 | inherited bytes | accuracy | vs scratch | vs strongest that inherits nothing |",
+            "| depth | method | lr / L2 | inherited bytes | accuracy | vs scratch | vs strongest that inherits nothing "
+            "|",
             "| ---: | --- | --- | ---: | --- | --- | --- |",
         ]
         for row in fs["rows"]:
@@ -452,15 +608,26 @@ def markdown(results: dict[str, Any]) -> str:
             st = row["diff_vs_strongest"]
             vs_st = f"{_pm(st, sign=True)} ({st['baseline']})" if st else "(strongest)"
             method = fs["methods"][row["name"]]
-            setting = (f"lr {row['lr']:g}" if row["lr"] is not None else
-                       ", ".join(f"{k} {v:g}" for k, v in (row["settings"] or {}).items()))
+            setting = (
+                f"lr {row['lr']:g}"
+                if row["lr"] is not None
+                else ", ".join(f"{k} {v:g}" for k, v in (row["settings"] or {}).items())
+            )
             if method.get("edge_of_grid"):
                 setting += " (edge)"
-            lines.append(f"| {row['size']} | {row['method']} | {setting} | {row['inherited_bytes']:,} | {_pm(row)} | {vs} | {vs_st} |")
+            lines.append(
+                f"| {row['size']} | {row['method']} | {setting} | {row['inherited_bytes']:,} | {_pm(row)} | {vs} | "
+                f"{vs_st} |"
+            )
     if "seconds" in results:
         parts = ", ".join(f"{k.replace('_', ' ')} {v:.0f} s" for k, v in results.get("stage_seconds", {}).items())
-        lines += ["", f"Total wall time {results['seconds'] / 60:.1f} min ({parts}); descendants trained on `{s.get('device', 'cpu')}`, "
-                  f"up to {s.get('stack_size', 1)} at a time (stacked). Command: `{results['command']}`.", ""]
+        lines += [
+            "",
+            f"Total wall time {results['seconds'] / 60:.1f} min ({parts}); descendants trained on "
+            f"`{s.get('device', 'cpu')}`, "
+            f"up to {s.get('stack_size', 1)} at a time (stacked). Command: `{results['command']}`.",
+            "",
+        ]
     else:
         lines += ["", f"(partial results, written after a stage). Command: `{results['command']}`.", ""]
     return "\n".join(lines)
@@ -502,8 +669,11 @@ def main(argv=None) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     info = machine(args.device)
-    train, test = load_tensors(None, train_per_class=max(args.collective_per_class, args.train_per_class, 20),
-                               test_per_class=max(args.test_per_class, 20))
+    train, test = load_tensors(
+        None,
+        train_per_class=max(args.collective_per_class, args.train_per_class, 20),
+        test_per_class=max(args.test_per_class, 20),
+    )
     work = Path(args.work_dir)
     stage = time.perf_counter()
     learngene, plain, runs = train_collectives(args, (train, test), work)
@@ -512,21 +682,28 @@ def main(argv=None) -> dict[str, Any]:
     pair = sum(t.numel() for n, t in learngene.tensors.items() if n.startswith(("base.", "inc.")))
     unconstrained_blocks = sum(p.numel() for p in plain.vit.blocks.parameters())
     results: dict[str, Any] = {
-        "settings": {k: v for k, v in vars(args).items() if k not in ("output_dir", "work_dir")} | {"novel_classes": len(novel)},
+        "settings": {k: v for k, v in vars(args).items() if k not in ("output_dir", "work_dir")}
+        | {"novel_classes": len(novel)},
         "machine": info,
         "collective": {k: r.report["mean_accuracy_after"] for k, r in runs.items()},
-        "sizes": {"learngene_parameters": learngene.num_parameters(), "pair_parameters": pair,
-                  "unconstrained_block_parameters": unconstrained_blocks,
-                  "pair_fraction_of_unconstrained_blocks": pair / unconstrained_blocks,
-                  "descendant_parameters": {str(d): sum(p.numel() for p in builders(learngene, plain, d)["scratch"](len(novel)).parameters())
-                                            for d in args.depths}},
+        "sizes": {
+            "learngene_parameters": learngene.num_parameters(),
+            "pair_parameters": pair,
+            "unconstrained_block_parameters": unconstrained_blocks,
+            "pair_fraction_of_unconstrained_blocks": pair / unconstrained_blocks,
+            "descendant_parameters": {
+                str(d): sum(p.numel() for p in builders(learngene, plain, d)["scratch"](len(novel)).parameters())
+                for d in args.depths
+            },
+        },
         "command": "python benchmarks/vit_descendants.py " + " ".join(sys.argv[1:] if argv is None else argv),
         "stage_seconds": stages,
     }
     if not args.skip_moderate:
         stage = time.perf_counter()
-        results["moderate_budget"] = moderate_budget(args, learngene, plain, train, test, novel,
-                                                     list(runs["linear"].split.open_world))
+        results["moderate_budget"] = moderate_budget(
+            args, learngene, plain, train, test, novel, list(runs["linear"].split.open_world)
+        )
         stages["moderate_budget"] = time.perf_counter() - stage
         write_json_atomic(out / "vit_descendants.json", results)  # partial: a later stage may not finish
         write_text_atomic(out / "vit_descendants.md", markdown(results))

@@ -13,9 +13,9 @@ from __future__ import annotations
 import argparse
 
 from learngene_hf.cli import ArgumentParser, add_config_arguments, config_kwargs, run_script
-from learngene_hf.criterion import CRITERIA, STRATEGIES, parse_layers
-from learngene_hf.fewshot import learngene_probe
-from learngene_hf.inheritor import Inheritor, SelectionConfig
+from learngene_hf.fewshot.runner import learngene_probe
+from learngene_hf.selection.config import CRITERIA, STRATEGIES, SelectionConfig, parse_layers
+from learngene_hf.selection.inheritor import Inheritor
 
 
 def _layers(text: str) -> list[int]:
@@ -27,22 +27,34 @@ def _layers(text: str) -> list[int]:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = ArgumentParser(description=__doc__)
-    parser.add_argument("run_dir", nargs="?", default="runs/collective", help="collective run folder (default runs/collective)")
-    parser.add_argument("--output-dir", default="runs/learngene", help="where to save the learngene (default runs/learngene)")
-    selection = parser.add_argument_group("selection (learngene_hf.inheritor.SelectionConfig)")
+    parser.add_argument(
+        "run_dir", nargs="?", default="runs/collective", help="collective run folder (default runs/collective)"
+    )
+    parser.add_argument(
+        "--output-dir", default="runs/learngene", help="where to save the learngene (default runs/learngene)"
+    )
+    selection = parser.add_argument_group("selection (learngene_hf.selection.config.SelectionConfig)")
     add_config_arguments(
-        selection, SelectionConfig,
+        selection,
+        SelectionConfig,
         choices={"strategy": [s for s in STRATEGIES if s != "layers"], "criterion": list(CRITERIA)},
         parsers={"layers": _layers},
-        help={"layers": "explicit layers, e.g. '0-2' or '10,11,12' (overrides --strategy)",
-              "max_fraction": "skip candidates holding more than this share of the collective model's parameters (0: no cap)"},
+        help={
+            "layers": "explicit layers, e.g. '0-2' or '10,11,12' (overrides --strategy)",
+            "max_fraction": "skip candidates holding more than this share of the collective model's parameters (0: no "
+            "cap)",
+        },
     )
     hub = parser.add_argument_group("hub")
-    hub.add_argument("--push-to-hub", metavar="ORG/NAME", default=None, help="push the learngene (only it) to this repo")
+    hub.add_argument(
+        "--push-to-hub", metavar="ORG/NAME", default=None, help="push the learngene (only it) to this repo"
+    )
     hub.add_argument("--revision", default=None, help="branch to push to (default main)")
     hub.add_argument("--private", action="store_true", help="create the repo as private")
     hub.add_argument("--token", default=None, help="Hub token (default: the logged-in one / HF_TOKEN)")
-    hub.add_argument("--hub-endpoint", default=None, help="a self-hosted or local Hub server URL, e.g. http://127.0.0.1:8080")
+    hub.add_argument(
+        "--hub-endpoint", default=None, help="a self-hosted or local Hub server URL, e.g. http://127.0.0.1:8080"
+    )
     return parser.parse_args(argv)
 
 
@@ -55,39 +67,60 @@ def main(argv: list[str] | None = None) -> int:
     if inheritor.is_linear_expansion:
         learngene = inheritor.extract()  # a linear-expansion ViT: the whole base/increment pair, nothing to select
         sizes = learngene.config.sizes
-        print(f"Linear-expansion learngene (rule {learngene.config.expansion['rule']}): {sizes['learngene_parameters']:,} parameters "
-              f"({sizes['learngene_bytes'] / 1e6:.2f} MB) of the collective ViT's {sizes['collective_parameters']:,}; descendants "
-              "of any depth: IndividualModel.from_learngene(..., num_blocks=L).")
+        print(
+            f"Linear-expansion learngene (rule {learngene.config.expansion['rule']}): "
+            f"{sizes['learngene_parameters']:,} parameters "
+            f"({sizes['learngene_bytes'] / 1e6:.2f} MB) of the collective ViT's {sizes['collective_parameters']:,}; "
+            "descendants "
+            "of any depth: IndividualModel.from_learngene(..., num_blocks=L)."
+        )
     else:
         settings = cfg.to_dict()
         settings["max_fraction"] = cfg.max_fraction or None
         strategy = settings.pop("strategy") if cfg.layers is None else "layers"
         settings.pop("strategy", None)
         selection = inheritor.select(strategy, **settings)
-        print(f"Layer ranking by '{selection.criterion}' (lower = more stable):" if selection.criterion else "No gradient record: no ranking.")
+        print(
+            f"Layer ranking by '{selection.criterion}' (lower = more stable):"
+            if selection.criterion
+            else "No gradient record: no ranking."
+        )
         print(selection.table())
         if selection.ranking:
-            print("\nBest blocks:", ", ".join(f"#{r['rank']} {r['layers']} ({r['score']:.4g})" for r in selection.ranking[:5]))
+            print(
+                "\nBest blocks:",
+                ", ".join(f"#{r['rank']} {r['layers']} ({r['score']:.4g})" for r in selection.ranking[:5]),
+            )
         for cand in selection.candidates:
             if "skipped" in cand:
                 print(f"  candidate {cand['layers']} ({'/'.join(cand['origin'])}): not probed, {cand['skipped']}")
             else:
-                print(f"  candidate {cand['layers']} ({'/'.join(cand['origin'])}): open-world probe accuracy "
-                      f"{100 * cand['mean']:.1f}% +/- {100 * cand['ci95']:.1f} (lr {cand['lr']:g})")
+                print(
+                    f"  candidate {cand['layers']} ({'/'.join(cand['origin'])}): open-world probe accuracy "
+                    f"{100 * cand['mean']:.1f}% +/- {100 * cand['ci95']:.1f} (lr {cand['lr']:g})"
+                )
         print(f"\nChosen layers {selection.layers} {selection.chosen_names}: {selection.reason}")
         learngene = inheritor.extract()
         sizes = learngene.config.sizes
-        print(f"Learngene: {sizes['learngene_parameters']:,} parameters ({sizes['learngene_bytes'] / 1e6:.2f} MB) of the collective "
-              f"model's {sizes['collective_parameters']:,} ({100 * sizes['parameter_fraction']:.1f}%); channels "
-              f"{learngene.config.in_channels}->{learngene.config.out_channels}, position '{learngene.config.position}'.")
+        print(
+            f"Learngene: {sizes['learngene_parameters']:,} parameters ({sizes['learngene_bytes'] / 1e6:.2f} MB) of the "
+            "collective "
+            f"model's {sizes['collective_parameters']:,} ({100 * sizes['parameter_fraction']:.1f}%); channels "
+            f"{learngene.config.in_channels}->{learngene.config.out_channels}, position '{learngene.config.position}'."
+        )
     folder = inheritor.save_pretrained(args.output_dir, repo_id=args.push_to_hub)
-    print(f"Saved to {folder} (learngene.safetensors, learngene_config.json, README.md"
-          f"{'' if inheritor.is_linear_expansion else ', layer_ranking.png'})")
+    print(
+        f"Saved to {folder} (learngene.safetensors, learngene_config.json, README.md"
+        f"{'' if inheritor.is_linear_expansion else ', layer_ranking.png'})"
+    )
     if args.push_to_hub:
         commit = inheritor.push_to_hub(
             args.push_to_hub, revision=args.revision, private=args.private, token=args.token, endpoint=args.hub_endpoint
         )
-        print(f"Pushed to {args.push_to_hub} at commit {commit.oid}; pull it with Learngene.from_pretrained({args.push_to_hub!r}, revision={commit.oid!r})")
+        print(
+            f"Pushed to {args.push_to_hub} at commit {commit.oid}; pull it with "
+            f"Learngene.from_pretrained({args.push_to_hub!r}, revision={commit.oid!r})"
+        )
     return 0
 
 

@@ -2,9 +2,9 @@
 
     python examples/few_shot.py                                   # runs/learngene, embedded data
     accelerate launch examples/few_shot.py --learngene ORG/NAME   # a learngene on the Hub, all processes
-    python examples/few_shot.py --compare --tune-lr               # + whole / last-k / first-k / worst-k and the baselines
+    python examples/few_shot.py --compare --tune-lr               # + whole / last-k / first-k / worst-k, baselines
     python examples/few_shot.py --compare --no-blocks --tune-lr   # + only the baselines (frozen features: cheap)
-    python examples/few_shot.py --sizes --tune-lr                 # descendants of several sizes vs scratch / weight selection
+    python examples/few_shot.py --sizes --tune-lr                 # descendants of several sizes, same-size baselines
     python examples/few_shot.py --dataset digits --ways 3         # scikit-learn's real digits (novel classes 7-9)
     python examples/few_shot.py --recipe paper                    # the paper's schedule, for reproduction
 
@@ -34,22 +34,22 @@ from __future__ import annotations
 import argparse
 import os
 
+from learngene_hf.artifact.learngene import Learngene
 from learngene_hf.cli import ArgumentParser, add_config_arguments, config_kwargs, make_accelerator, run_script
 from learngene_hf.data import parse_class_list, sample_episodes
-from learngene_hf.descendants import compare_sizes, format_sizes_table, write_sizes
 from learngene_hf.errors import ArtifactError
-from learngene_hf.fewshot import (
-    ComparisonConfig,
-    FewShotConfig,
-    collective_model_of,
+from learngene_hf.fewshot.compare import (
     compare_methods,
-    comparison_methods,
+    compare_sizes,
+    format_sizes_table,
     format_table,
-    load_fewshot_data,
-    tuning_episodes,
     write_results,
+    write_sizes,
 )
-from learngene_hf.learngene import Learngene
+from learngene_hf.fewshot.config import ComparisonConfig, FewShotConfig
+from learngene_hf.fewshot.loading import collective_model_of, load_fewshot_data
+from learngene_hf.fewshot.methods import comparison_methods
+from learngene_hf.fewshot.tuning import tuning_episodes
 
 
 def _class_list(text: str) -> list[int]:
@@ -61,30 +61,57 @@ def _class_list(text: str) -> list[int]:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = ArgumentParser(description=__doc__)
-    parser.add_argument("--learngene", default="runs/learngene", help="a learngene folder or Hub repo id (default: runs/learngene)")
+    parser.add_argument(
+        "--learngene", default="runs/learngene", help="a learngene folder or Hub repo id (default: runs/learngene)"
+    )
     parser.add_argument("--revision", default=None, help="branch, tag or commit of a Hub learngene")
     parser.add_argument("--hub-endpoint", default=None, help="a self-hosted Hub, e.g. http://127.0.0.1:8080")
     data = parser.add_argument_group("data")
-    data.add_argument("--dataset", default=None,
-                      help="a datasets source (Hub id, local folder, parquet); default: the learngene's dataset")
+    data.add_argument(
+        "--dataset",
+        default=None,
+        help="a datasets source (Hub id, local folder, parquet); default: the learngene's dataset",
+    )
     data.add_argument("--image-column", default="img")
     data.add_argument("--label-column", default="fine_label")
     data.add_argument("--image-size", type=int, default=None, help="resize images to this side")
-    data.add_argument("--novel-classes", type=_class_list, default=None, metavar="IDS",
-                      help="class ids, e.g. '80-99' (default: the learngene's novel classes)")
-    data.add_argument("--allow-base-classes", action="store_true",
-                      help="accept novel / open-world classes that the collective model trained on (refused by default)")
-    data.add_argument("--open-world-classes", type=_class_list, default=None, metavar="IDS",
-                      help="class ids for --tune-lr (default: the learngene's open-world classes)")
-    episodes = parser.add_argument_group("episodes and methods (learngene_hf.fewshot.ComparisonConfig)")
+    data.add_argument(
+        "--novel-classes",
+        type=_class_list,
+        default=None,
+        metavar="IDS",
+        help="class ids, e.g. '80-99' (default: the learngene's novel classes)",
+    )
+    data.add_argument(
+        "--allow-base-classes",
+        action="store_true",
+        help="accept novel / open-world classes that the collective model trained on (refused by default)",
+    )
+    data.add_argument(
+        "--open-world-classes",
+        type=_class_list,
+        default=None,
+        metavar="IDS",
+        help="class ids for --tune-lr (default: the learngene's open-world classes)",
+    )
+    episodes = parser.add_argument_group("episodes and methods (learngene_hf.fewshot.config.ComparisonConfig)")
     add_config_arguments(episodes, ComparisonConfig)
-    episodes.add_argument("--collective-run", default=None,
-                          help="collective run folder for --compare / --sizes (default: the learngene's run_dir)")
-    schedule = parser.add_argument_group("training recipe (learngene_hf.fewshot.FewShotConfig; --recipe picks the "
-                                         "named values, the other flags change single ones)")
+    episodes.add_argument(
+        "--collective-run",
+        default=None,
+        help="collective run folder for --compare / --sizes (default: the learngene's run_dir)",
+    )
+    schedule = parser.add_argument_group(
+        "training recipe (learngene_hf.fewshot.config.FewShotConfig; --recipe picks the "
+        "named values, the other flags change single ones)"
+    )
     add_config_arguments(schedule, FewShotConfig, exclude={"device"}, negations={"bn_reestimate": ["--keep-bn-stats"]})
-    schedule.add_argument("--mixed-precision", default=None, choices=["auto", "no", "fp16", "bf16"],
-                          help="wins over accelerate's setting when given (default: accelerate launch's choice, else no)")
+    schedule.add_argument(
+        "--mixed-precision",
+        default=None,
+        choices=["auto", "no", "fp16", "bf16"],
+        help="wins over accelerate's setting when given (default: accelerate launch's choice, else no)",
+    )
     out = parser.add_argument_group("output")
     out.add_argument("--output-dir", default="runs/few_shot")
     out.add_argument("--no-plot", action="store_true")
@@ -103,7 +130,8 @@ def load_learngene(ref: str, revision: str | None, endpoint: str | None = None) 
     looks_local = ref.startswith((".", "/", "~")) or ref.count("/") != 1 or os.path.exists(ref)
     if looks_local and not os.path.isdir(ref):
         raise ArtifactError(
-            f"No learngene at {ref}. Run the pipeline (examples/train_collective.py, then examples/extract_learngene.py "
+            f"No learngene at {ref}. Run the pipeline (examples/train_collective.py, then "
+            "examples/extract_learngene.py "
             "--output-dir runs/learngene) first, or pass --learngene ORG/NAME or a learngene folder."
         )
     return Learngene.from_pretrained(ref, revision=revision, endpoint=endpoint)
@@ -117,31 +145,59 @@ def main(argv: list[str] | None = None) -> None:
     with accelerator.main_process_first():
         learngene = load_learngene(args.learngene, args.revision, args.hub_endpoint)
     data, novel, open_world = load_fewshot_data(
-        learngene, args.dataset, image_column=args.image_column, label_column=args.label_column, image_size=args.image_size,
-        novel_classes=args.novel_classes, open_world_classes=args.open_world_classes,
+        learngene,
+        args.dataset,
+        image_column=args.image_column,
+        label_column=args.label_column,
+        image_size=args.image_size,
+        novel_classes=args.novel_classes,
+        open_world_classes=args.open_world_classes,
         allow_base_classes=args.allow_base_classes,
     )
     episodes = sample_episodes(data, novel, run.episodes, run.ways, run.shots, run.queries, seed=run.seed)
     tune_episodes = None
     if run.tune_lr:
-        tune_episodes = tuning_episodes(data, open_world, run.tune_episodes, run.ways, run.shots, run.queries, seed=run.seed)
+        tune_episodes = tuning_episodes(
+            data, open_world, run.tune_episodes, run.ways, run.shots, run.queries, seed=run.seed
+        )
     overrides = {"image_size": args.image_size} if args.image_size else {}
-    methods = comparison_methods(learngene, compare=run.compare, collective_run=args.collective_run,
-                                 freeze_learngene=run.freeze_learngene, baselines=run.baselines, blocks=run.blocks,
-                                 **overrides)
+    methods = comparison_methods(
+        learngene,
+        compare=run.compare,
+        collective_run=args.collective_run,
+        freeze_learngene=run.freeze_learngene,
+        baselines=run.baselines,
+        blocks=run.blocks,
+        **overrides,
+    )
     results = compare_methods(
-        learngene, episodes, cfg, methods=methods,
-        tune_lr_episodes=tune_episodes, tune_grid=run.tune_grid(),
-        accelerator=accelerator, seed=run.seed, progress=not args.no_progress,
+        learngene,
+        episodes,
+        cfg,
+        methods=methods,
+        tune_lr_episodes=tune_episodes,
+        tune_grid=run.tune_grid(),
+        accelerator=accelerator,
+        seed=run.seed,
+        progress=not args.no_progress,
     )
     results["setting"]["learngene"] = args.learngene
     results["setting"]["revision"] = args.revision
     results["setting"]["processes"] = accelerator.num_processes
     sizes = None
     if run.sizes:
-        sizes = compare_sizes(learngene, collective_model_of(learngene, args.collective_run), episodes, cfg,
-                              tune_lr_episodes=tune_episodes, lr_grid=run.lr_grid, accelerator=accelerator, seed=run.seed,
-                              progress=not args.no_progress, **overrides)
+        sizes = compare_sizes(
+            learngene,
+            collective_model_of(learngene, args.collective_run),
+            episodes,
+            cfg,
+            tune_lr_episodes=tune_episodes,
+            lr_grid=run.lr_grid,
+            accelerator=accelerator,
+            seed=run.seed,
+            progress=not args.no_progress,
+            **overrides,
+        )
     if accelerator.is_main_process:
         paths = write_results(results, args.output_dir, plot=not args.no_plot)
         print(format_table(results))

@@ -20,9 +20,9 @@ from __future__ import annotations
 import argparse
 
 from learngene_hf.cli import ArgumentParser, add_config_arguments, config_kwargs, make_accelerator, run_script
-from learngene_hf.criterion import CRITERIA, parse_layers
 from learngene_hf.pipeline import PipelineConfig, run_pipeline
-from learngene_hf.training import PRESET_TRAINING_DEFAULTS
+from learngene_hf.selection.config import CRITERIA, parse_layers
+from learngene_hf.training.config import PRESET_TRAINING_DEFAULTS
 
 
 def _layers(text: str) -> list[int]:
@@ -36,17 +36,30 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = ArgumentParser(description=__doc__)
     group = parser.add_argument_group("pipeline (learngene_hf.pipeline.PipelineConfig)")
     add_config_arguments(
-        group, PipelineConfig,
+        group,
+        PipelineConfig,
         parsers={"layers": _layers},
-        choices={"preset": sorted(PRESET_TRAINING_DEFAULTS), "strategy": ["validated", "criterion", "paper"],
-                 "criterion": list(CRITERIA)},
-        default_text={"num_tasks": "the preset's", "epochs_per_task": "the preset's", "images_per_class": "the preset's",
-                      "criterion": "stability", "dataset": "the embedded dataset",
-                      "hub_endpoint": "a local Hub server under OUTPUT_DIR/hub"},
+        choices={
+            "preset": sorted(PRESET_TRAINING_DEFAULTS),
+            "strategy": ["validated", "criterion", "paper"],
+            "criterion": list(CRITERIA),
+        },
+        default_text={
+            "num_tasks": "the preset's",
+            "epochs_per_task": "the preset's",
+            "images_per_class": "the preset's",
+            "criterion": "stability",
+            "dataset": "the embedded dataset",
+            "hub_endpoint": "a local Hub server under OUTPUT_DIR/hub",
+        },
     )
     run = parser.add_argument_group("run")
-    run.add_argument("--mixed-precision", default=None, choices=["auto", "no", "fp16", "bf16"],
-                     help="wins over accelerate's setting when given (default: accelerate launch's choice, else auto)")
+    run.add_argument(
+        "--mixed-precision",
+        default=None,
+        choices=["auto", "no", "fp16", "bf16"],
+        help="wins over accelerate's setting when given (default: accelerate launch's choice, else auto)",
+    )
     run.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     return parser.parse_args(argv)
 

@@ -91,8 +91,9 @@ def _scalar(kind: type) -> Callable[[str], Any]:
         try:
             return kind(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'} such as {example}, "
-                                             f"got {text!r}") from None
+            raise argparse.ArgumentTypeError(
+                f"expected {'an integer' if kind is int else 'a number'} such as {example}, got {text!r}"
+            ) from None
 
     parse.__name__ = kind.__name__
     return parse
@@ -202,7 +203,12 @@ def add_config_arguments(
     Returns the names of the fields that got a flag.
     """
     aliases, negations, parsers = dict(aliases or {}), dict(negations or {}), dict(parsers or {})
-    choices, help, defaults, default_text = dict(choices or {}), dict(help or {}), dict(defaults or {}), dict(default_text or {})
+    choices, help, defaults, default_text = (
+        dict(choices or {}),
+        dict(help or {}),
+        dict(defaults or {}),
+        dict(default_text or {}),
+    )
     exclude = set(exclude)
     hints = typing.get_type_hints(cls)
     doc = _doc_help(cls)
@@ -231,8 +237,13 @@ def add_config_arguments(
         if kind is None:
             parser.add_argument(*names, dest=f.name, action=argparse.BooleanOptionalAction, help=text, **keep)
             for neg in negations.get(f.name, ()):
-                parser.add_argument(neg, dest=f.name, action="store_false", default=argparse.SUPPRESS,
-                                    help=f"same as --no-{f.name.replace('_', '-')}")
+                parser.add_argument(
+                    neg,
+                    dest=f.name,
+                    action="store_false",
+                    default=argparse.SUPPRESS,
+                    help=f"same as --no-{f.name.replace('_', '-')}",
+                )
         else:
             options = choices.get(f.name) or meta.get("choices")
             metavar = None if options else f.name.upper()
@@ -245,8 +256,11 @@ def config_kwargs(args: argparse.Namespace, cls: type, *, exclude: Iterable[str]
     """The fields of the dataclass ``cls`` that are set in ``args`` (given on the command line, or
     with a script default), as keyword arguments for ``cls(...)``."""
     exclude = set(exclude)
-    return {f.name: getattr(args, f.name) for f in dataclasses.fields(cls)
-            if f.name not in exclude and hasattr(args, f.name)}
+    return {
+        f.name: getattr(args, f.name)
+        for f in dataclasses.fields(cls)
+        if f.name not in exclude and hasattr(args, f.name)
+    }
 
 
 def given(args: argparse.Namespace, name: str) -> bool:
@@ -267,7 +281,7 @@ def make_accelerator(mixed_precision: str | None = None, *, default: str = "auto
 
     from accelerate import Accelerator
 
-    from .training import resolve_mixed_precision
+    from .training.config import resolve_mixed_precision
 
     if mixed_precision is None and os.environ.get("ACCELERATE_MIXED_PRECISION"):
         return Accelerator(**kwargs)

@@ -84,4 +84,6 @@ def read_json(path: str | os.PathLike) -> Any:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as err:
-        raise ArtifactError(f"{path} is not valid JSON ({err}); the file is corrupt or truncated: re-create it.") from err
+        raise ArtifactError(
+            f"{path} is not valid JSON ({err}); the file is corrupt or truncated: re-create it."
+        ) from err

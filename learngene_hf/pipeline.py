@@ -29,9 +29,9 @@ from typing import Any, Iterator, Sequence
 import torch
 
 from .errors import ConfigError
-from .fewshot import RECIPES, ComparisonConfig, FewShotConfig
-from .inheritor import SelectionConfig
+from .fewshot.config import RECIPES, ComparisonConfig, FewShotConfig
 from .logs import get_logger
+from .selection.config import SelectionConfig
 
 logger = get_logger(__name__)
 
@@ -42,8 +42,8 @@ DEFAULT_REPO_ID = "demo/learngene-embedded"
 class PipelineConfig:
     """Settings of :func:`run_pipeline` (the defaults took about 28 minutes on an idle 2-core development machine).
 
-    The few-shot and selection defaults are those of :class:`~learngene_hf.fewshot.ComparisonConfig`,
-    :class:`~learngene_hf.fewshot.FewShotConfig` and :class:`~learngene_hf.inheritor.SelectionConfig`,
+    The few-shot and selection defaults are those of :class:`~learngene_hf.fewshot.config.ComparisonConfig`,
+    :class:`~learngene_hf.fewshot.config.FewShotConfig` and :class:`~learngene_hf.selection.config.SelectionConfig`,
     except where the pipeline deliberately differs: 5 shots only, tuning and ``--compare`` on (the
     frozen-feature baselines), the other fine-tuned blocks off (``compare_blocks``), and no lr grid
     (the recipe's lr, picked on open-world classes by ``benchmarks/pipeline_benchmark.py``).
@@ -91,7 +91,7 @@ class PipelineConfig:
             with compare_blocks, the methods that fine-tune other inherited networks.
         compare_blocks: with compare, also fine-tune the whole backbone, the last-k, first-k and
             worst-k blocks and weight selection (each costs as much as the learngene's row).
-        stack: train many few-shot descendants at once (learngene_hf.stacked) in the selection
+        stack: train many few-shot descendants at once (learngene_hf.fewshot.stacked) in the selection
             probes, the tuning and the comparison; False (--no-stack): one at a time.
         stack_size: at most this many descendants per stack (more fill a GPU better).
     """
@@ -149,11 +149,16 @@ class PipelineConfig:
         self.fewshot_config()  # a bad recipe fails here, not after collective training
 
     def fewshot_config(self, device: str | None = None) -> Any:
-        """The :class:`~learngene_hf.fewshot.FewShotConfig` of the few-shot stage: ``recipe`` with
+        """The :class:`~learngene_hf.fewshot.config.FewShotConfig` of the few-shot stage: ``recipe`` with
         the fields set here (``steps``, ``epochs``, ``lr``, ``batch_size``) on top."""
         given = {"steps": self.steps, "epochs": self.epochs, "lr": self.lr, "batch_size": self.batch_size}
-        return FewShotConfig.from_recipe(self.recipe, device=device, stack=self.stack, stack_size=self.stack_size,
-                                         **{k: v for k, v in given.items() if v is not None})
+        return FewShotConfig.from_recipe(
+            self.recipe,
+            device=device,
+            stack=self.stack,
+            stack_size=self.stack_size,
+            **{k: v for k, v in given.items() if v is not None},
+        )
 
     def tune_grid(self) -> dict[str, list[float]]:
         """What the few-shot stage tunes per method on open-world episodes."""
@@ -168,7 +173,8 @@ class PipelineConfig:
 
 
 def _train(cfg: PipelineConfig, out: Path, accelerator, progress: bool):
-    from .training import CollectiveTrainingConfig, train_collective
+    from .training.config import CollectiveTrainingConfig
+    from .training.trainer import train_collective
 
     config = CollectiveTrainingConfig.for_preset(
         cfg.preset,
@@ -186,9 +192,9 @@ def _train(cfg: PipelineConfig, out: Path, accelerator, progress: bool):
 
 
 def _select_and_save(cfg: PipelineConfig, out: Path, device: str) -> tuple[Any, Any]:
-    from .criterion import DEFAULT_CRITERION
-    from .fewshot import learngene_probe
-    from .inheritor import Inheritor
+    from .fewshot.runner import learngene_probe
+    from .selection.config import DEFAULT_CRITERION
+    from .selection.inheritor import Inheritor
 
     probe = learngene_probe if cfg.stack else partial(learngene_probe, stack=False)
     inheritor = Inheritor.from_run(out / "collective", probe=probe)
@@ -209,7 +215,7 @@ def _share(cfg: PipelineConfig, out: Path, learngene, endpoint: str | None) -> t
     """Push the learngene to the Hub at ``endpoint`` and pull it back by commit sha; returns the pulled copy."""
     from huggingface_hub import HfApi
 
-    from .learngene import Learngene
+    from .artifact.learngene import Learngene
 
     start = time.perf_counter()
     commit = learngene.push_to_hub(
@@ -218,7 +224,9 @@ def _share(cfg: PipelineConfig, out: Path, learngene, endpoint: str | None) -> t
     push_s = time.perf_counter() - start
     sha = commit.oid
     start = time.perf_counter()
-    pulled = Learngene.from_pretrained(cfg.repo_id, revision=sha, token=cfg.token, cache_dir=str(out / "hub_cache"), endpoint=endpoint)
+    pulled = Learngene.from_pretrained(
+        cfg.repo_id, revision=sha, token=cfg.token, cache_dir=str(out / "hub_cache"), endpoint=endpoint
+    )
     pull_s = time.perf_counter() - start
     same = set(pulled.tensors) == set(learngene.tensors) and all(
         torch.equal(pulled.tensors[name], tensor) for name, tensor in learngene.tensors.items()
@@ -254,7 +262,10 @@ def _hub_endpoint(cfg: PipelineConfig, out: Path) -> Iterator[str]:
 
 def _few_shot(cfg: PipelineConfig, out: Path, learngene, accelerator, progress: bool) -> dict[int, dict[str, Any]]:
     from .data import sample_episodes
-    from .fewshot import compare_methods, comparison_methods, load_fewshot_data, tuning_episodes, write_results
+    from .fewshot.compare import compare_methods, write_results
+    from .fewshot.loading import load_fewshot_data
+    from .fewshot.methods import comparison_methods
+    from .fewshot.tuning import tuning_episodes
 
     data, novel, open_world = load_fewshot_data(learngene)
     methods = comparison_methods(learngene, compare=cfg.compare, blocks=cfg.compare_blocks)
@@ -291,7 +302,7 @@ def _few_shot(cfg: PipelineConfig, out: Path, learngene, accelerator, progress: 
 
 def summary_markdown(summary: dict[str, Any]) -> str:
     """The pipeline's summary as markdown: stages, learngene, and one accuracy table per K."""
-    from .fewshot import format_table
+    from .fewshot.compare import format_table
 
     c, lg = summary["collective"], summary["learngene"]
     sizes = lg["sizes"]
@@ -331,9 +342,9 @@ def run_pipeline(
     """
     from accelerate import Accelerator
 
+    from .artifact.learngene import Learngene
     from .io import write_json_atomic, write_text_atomic
-    from .learngene import Learngene
-    from .training import resolve_mixed_precision
+    from .training.config import resolve_mixed_precision
 
     cfg = cfg or PipelineConfig()
     out = Path(cfg.output_dir)
@@ -421,4 +432,3 @@ def parse_int_list(text: str | Sequence[int]) -> list[int]:
         return [int(x) for x in text.split(",") if x.strip()]
     except ValueError as err:
         raise ConfigError(f"Expected comma-separated integers like '5,10', got {text!r}.") from err
-

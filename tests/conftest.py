@@ -54,7 +54,7 @@ def _isolate_hf_home(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
             continue
         for attr, value in list(vars(module).items()):
             if attr.isupper() and isinstance(value, str) and value.startswith(old_home):
-                monkeypatch.setattr(module, attr, str(home) + value[len(old_home):])
+                monkeypatch.setattr(module, attr, str(home) + value[len(old_home) :])
 
 
 @pytest.fixture

@@ -8,9 +8,9 @@ from typing import Any, Sequence
 
 import torch
 
-from learngene_hf.collective import CollectiveConfig, CollectiveModel
+from learngene_hf.artifact.learngene import Learngene
 from learngene_hf.data import ImageTensors
-from learngene_hf.learngene import Learngene
+from learngene_hf.models.collective import CollectiveConfig, CollectiveModel
 
 #: A 10-class embedded dataset of 16x16 images, small enough for every test.
 EMBEDDED = {"num_classes": 10, "train_per_class": 12, "test_per_class": 2, "image_size": 16}
@@ -35,10 +35,16 @@ def tiny_learngene(
         if perturb_bn:
             for block in model.blocks:
                 block.bn.running_mean.uniform_(-1, 1)
-    stream = {"dataset": {"source": "embedded:procedural", "embedded": dict(embedded), "num_classes": 10},
-              "split": dict(SPLIT), "num_tasks": 1, "ways": 3, "classes": [0, 1, 2]}
-    return Learngene.from_collective(model, list(layers), task_stream=stream,
-                                     preprocessing={"image_size": 16, "mean": [0.5] * 3, "std": [0.5] * 3})
+    stream = {
+        "dataset": {"source": "embedded:procedural", "embedded": dict(embedded), "num_classes": 10},
+        "split": dict(SPLIT),
+        "num_tasks": 1,
+        "ways": 3,
+        "classes": [0, 1, 2],
+    }
+    return Learngene.from_collective(
+        model, list(layers), task_stream=stream, preprocessing={"image_size": 16, "mean": [0.5] * 3, "std": [0.5] * 3}
+    )
 
 
 def color_data(n_classes: int = 12, per: int = 24, test: int = 10, size: int = 16) -> tuple[ImageTensors, ImageTensors]:
@@ -55,7 +61,9 @@ def color_data(n_classes: int = 12, per: int = 24, test: int = 10, size: int = 1
     return make(per), make(test)
 
 
-def striped_data(n_classes: int = 15, per: int = 40, test: int = 20, size: int = 16) -> tuple[ImageTensors, ImageTensors]:
+def striped_data(
+    n_classes: int = 15, per: int = 40, test: int = 20, size: int = 16
+) -> tuple[ImageTensors, ImageTensors]:
     """(train, test) uint8 images of horizontal stripes, a colour and a stripe frequency per class
     (random phase, plus noise): a task stream on which forgetting shows (seed 0)."""
     g = torch.Generator().manual_seed(0)
@@ -68,6 +76,8 @@ def striped_data(n_classes: int = 15, per: int = 40, test: int = 20, size: int =
         phase = torch.rand(len(labels), 1, 1, 1, generator=g) * 6
         stripes = (torch.sin(rows * freq[labels].view(-1, 1, 1, 1) + phase) > 0).float()
         images = colors[labels] * 220 + stripes * 30 + torch.rand(len(labels), 3, size, size, generator=g) * 30
-        return ImageTensors(images.clamp(0, 255).to(torch.uint8).contiguous(), labels, [f"c{i}" for i in range(n_classes)])
+        return ImageTensors(
+            images.clamp(0, 255).to(torch.uint8).contiguous(), labels, [f"c{i}" for i in range(n_classes)]
+        )
 
     return make(per), make(test)

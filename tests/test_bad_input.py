@@ -17,12 +17,18 @@ import pytest
 import torch
 from helpers import SPLIT
 
+from learngene_hf.artifact.learngene import Learngene
 from learngene_hf.cli import run_script
 from learngene_hf.data import load_tensors, sample_episodes
 from learngene_hf.errors import ArtifactError, ConfigError, DataError
-from learngene_hf.fewshot import FewShotConfig, compare_methods, learngene_probe, load_fewshot_data, tuning_episodes
-from learngene_hf.learngene import Learngene
-from learngene_hf.training import CollectiveTrainingConfig, load_run, train_collective
+from learngene_hf.fewshot.compare import compare_methods
+from learngene_hf.fewshot.config import FewShotConfig
+from learngene_hf.fewshot.loading import load_fewshot_data
+from learngene_hf.fewshot.runner import learngene_probe
+from learngene_hf.fewshot.tuning import tuning_episodes
+from learngene_hf.training.config import CollectiveTrainingConfig
+from learngene_hf.training.run import load_run
+from learngene_hf.training.trainer import train_collective
 
 REPO = Path(__file__).resolve().parents[1]
 EMBEDDED = {**helpers.EMBEDDED, "test_per_class": 4}
@@ -38,9 +44,19 @@ def example(name: str):
 
 
 def tiny_config(**overrides) -> CollectiveTrainingConfig:
-    values = dict(preset="tiny", num_tasks=2, ways=3, epochs_per_task=1, batch_size=16, growth="none", image_size=16,
-                  embedded={"num_classes": 10, "train_per_class": 12, "test_per_class": 4}, base="0-5", open_world="6-7",
-                  novel="8-9")
+    values = dict(
+        preset="tiny",
+        num_tasks=2,
+        ways=3,
+        epochs_per_task=1,
+        batch_size=16,
+        growth="none",
+        image_size=16,
+        embedded={"num_classes": 10, "train_per_class": 12, "test_per_class": 4},
+        base="0-5",
+        open_world="6-7",
+        novel="8-9",
+    )
     values.update(overrides)
     return CollectiveTrainingConfig(**values)
 
@@ -71,7 +87,9 @@ def run_example(name: str, argv: list[str], capsys) -> tuple[int, str]:
 
 # ---------------------------------------------------------------------------------------- few-shot
 def test_one_way_episodes_are_refused_before_any_work(learngene_dir, tmp_path, capsys):
-    code, err = run_example("few_shot", ["--learngene", str(learngene_dir), "--ways", "1", "--output-dir", str(tmp_path)], capsys)
+    code, err = run_example(
+        "few_shot", ["--learngene", str(learngene_dir), "--ways", "1", "--output-dir", str(tmp_path)], capsys
+    )
     assert code == 2 and err.startswith("error: ways must be at least 2") and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "results.json").exists()
 
@@ -80,8 +98,27 @@ def test_zero_epochs_of_few_shot_training_are_refused(learngene_dir, data, tmp_p
     episodes = sample_episodes(data, SPLIT["novel"], 1, ways=3, shots=2, queries=2)
     with pytest.raises(ConfigError, match="trains nothing"):
         compare_methods(tiny_learngene(), episodes, FewShotConfig(epochs=0, device="cpu"), progress=False)
-    code, err = run_example("few_shot", ["--learngene", str(learngene_dir), "--epochs", "0", "--episodes", "1", "--ways", "2",
-                                         "--shots", "1", "--queries", "1", "--no-progress", "--output-dir", str(tmp_path)], capsys)
+    code, err = run_example(
+        "few_shot",
+        [
+            "--learngene",
+            str(learngene_dir),
+            "--epochs",
+            "0",
+            "--episodes",
+            "1",
+            "--ways",
+            "2",
+            "--shots",
+            "1",
+            "--queries",
+            "1",
+            "--no-progress",
+            "--output-dir",
+            str(tmp_path),
+        ],
+        capsys,
+    )
     assert code == 2 and "epochs=0 trains nothing" in err
     assert not (tmp_path / "results.json").exists()
 
@@ -99,8 +136,11 @@ def test_novel_classes_the_collective_model_trained_on_are_refused_unless_allowe
 
 
 def test_few_shot_script_names_base_classes_in_one_line(learngene_dir, tmp_path, capsys):
-    code, err = run_example("few_shot", ["--learngene", str(learngene_dir), "--novel-classes", "0-2", "--no-progress",
-                                         "--output-dir", str(tmp_path)], capsys)
+    code, err = run_example(
+        "few_shot",
+        ["--learngene", str(learngene_dir), "--novel-classes", "0-2", "--no-progress", "--output-dir", str(tmp_path)],
+        capsys,
+    )
     assert code == 2 and "[0, 1, 2] are base classes" in err and len(err.strip().splitlines()) == 1
 
 
@@ -121,7 +161,7 @@ def test_growth_naming_an_unknown_layer_is_refused_before_task_0(tmp_path):
         train_collective(tiny_config(growth=bad), tmp_path / "run", progress=False)
     assert not (tmp_path / "run" / "checkpoint").exists()
     # a layer that an earlier deepen event creates is fine
-    from learngene_hf.training import plan_growth
+    from learngene_hf.training.growth import plan_growth
 
     ok = [{"task": 0, "op": "deepen", "layer": "conv1"}, {"task": 1, "op": "widen", "layer": "conv4", "width": 64}]
     assert len(plan_growth(tiny_config(growth=ok), ["conv0", "conv1", "conv2", "conv3"], [8, 16, 32, 32])) == 2
@@ -164,7 +204,7 @@ def test_extracting_from_a_learngene_folder_says_it_is_a_learngene(learngene_dir
 
 
 def test_extracting_from_a_stopped_run_warns_and_the_card_says_what_was_learnt(stopped_run, tmp_path, caplog):
-    from learngene_hf.inheritor import Inheritor
+    from learngene_hf.selection.inheritor import Inheritor
 
     with caplog.at_level(logging.WARNING, logger="learngene_hf"):
         inheritor = Inheritor.from_run(stopped_run, load_probe_data=False)
@@ -188,25 +228,64 @@ def test_saved_files_follow_the_umask(umask, tmp_path):
     finally:
         os.umask(old)
     expected = 0o666 & ~umask
-    for path in [folder / "learngene.safetensors", folder / "learngene_config.json", folder / "README.md",
-                 run.run_dir / "model" / "model.safetensors", run.run_dir / "model" / "config.json",
-                 run.run_dir / "report.json", run.run_dir / "heatmap.png", run.run_dir / "checkpoint" / "model" / "model.safetensors"]:
+    for path in [
+        folder / "learngene.safetensors",
+        folder / "learngene_config.json",
+        folder / "README.md",
+        run.run_dir / "model" / "model.safetensors",
+        run.run_dir / "model" / "config.json",
+        run.run_dir / "report.json",
+        run.run_dir / "heatmap.png",
+        run.run_dir / "checkpoint" / "model" / "model.safetensors",
+    ]:
         assert stat.S_IMODE(path.stat().st_mode) == expected, path
 
 
 # ---------------------------------------------------------------------------------------- accelerate
 def test_train_collective_runs_in_the_precision_accelerate_launch_chose(tmp_path):
-    common = [str(REPO / "examples" / "train_collective.py"), "--preset", "tiny", "--num-tasks", "1", "--ways", "2",
-              "--images-per-class", "8", "--test-per-class", "4", "--growth", "none", "--image-size", "16",
-              "--embedded", '{"num_classes": 6}', "--no-progress"]
-    env = {**os.environ, "ACCELERATE_MIXED_PRECISION": "bf16", "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1",
-           "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    launched = subprocess.run([sys.executable, *common, "--output-dir", str(tmp_path / "bf16")], env=env,
-                              capture_output=True, text=True, timeout=300)
+    common = [
+        str(REPO / "examples" / "train_collective.py"),
+        "--preset",
+        "tiny",
+        "--num-tasks",
+        "1",
+        "--ways",
+        "2",
+        "--images-per-class",
+        "8",
+        "--test-per-class",
+        "4",
+        "--growth",
+        "none",
+        "--image-size",
+        "16",
+        "--embedded",
+        '{"num_classes": 6}',
+        "--no-progress",
+    ]
+    env = {
+        **os.environ,
+        "ACCELERATE_MIXED_PRECISION": "bf16",
+        "ACCELERATE_USE_CPU": "1",
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+    }
+    launched = subprocess.run(
+        [sys.executable, *common, "--output-dir", str(tmp_path / "bf16")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert launched.returncode == 0, launched.stderr[-3000:]
     assert json.loads((tmp_path / "bf16" / "report.json").read_text())["mixed_precision"] == "bf16"
-    flag = subprocess.run([sys.executable, *common, "--output-dir", str(tmp_path / "flag"), "--mixed-precision", "no"],
-                          env=env, capture_output=True, text=True, timeout=300)
+    flag = subprocess.run(
+        [sys.executable, *common, "--output-dir", str(tmp_path / "flag"), "--mixed-precision", "no"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert flag.returncode == 0, flag.stderr[-3000:]
     assert json.loads((tmp_path / "flag" / "report.json").read_text())["mixed_precision"] == "no"  # the flag wins
 
@@ -214,12 +293,20 @@ def test_train_collective_runs_in_the_precision_accelerate_launch_chose(tmp_path
 # ---------------------------------------------------------------------------------------- pictures and stage lines
 def test_heat_map_colour_bar_labels_read_without_an_offset():
     from learngene_hf.plots.heatmap import gradient_heatmap_figure
-    from learngene_hf.record import GradientRecord
+    from learngene_hf.training.record import GradientRecord
 
     names = ["conv0", "conv1", "conv2"]
-    epochs = [{"task": t, "epoch": 0, "batches": 1,
-               "layers": {n: {"frac_above": [1.0 - (i + t) * 2e-6], "mean_abs": 1e-3, "rms": 1e-3} for i, n in enumerate(names)}}
-              for t in range(3)]
+    epochs = [
+        {
+            "task": t,
+            "epoch": 0,
+            "batches": 1,
+            "layers": {
+                n: {"frac_above": [1.0 - (i + t) * 2e-6], "mean_abs": 1e-3, "rms": 1e-3} for i, n in enumerate(names)
+            },
+        }
+        for t in range(3)
+    ]
     record = GradientRecord([5e-10], names, epochs, {str(t): {n: 0.1 for n in names} for t in range(3)})
     fig = gradient_heatmap_figure(record, "frac_above", 5e-10)
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -235,46 +322,60 @@ def test_heat_map_colour_bar_labels_read_without_an_offset():
 
 
 def test_lr_tuning_and_the_episode_bar_name_the_stage_method_and_shots(data, caplog):
-    from learngene_hf.fewshot import run_episodes
+    from learngene_hf.fewshot.runner import run_episodes
 
     lg = tiny_learngene()
     episodes = sample_episodes(data, SPLIT["novel"], 1, ways=2, shots=1, queries=1)
     tune = tuning_episodes(data, SPLIT["open_world"], 1, ways=2, shots=1, queries=1)
     with caplog.at_level(logging.INFO, logger="learngene_hf"):
-        compare_methods(lg, episodes, FewShotConfig(epochs=1, device="cpu"), tune_lr_episodes=tune, lr_grid=[0.01, 0.02],
-                        widen=0, progress=False)
+        compare_methods(
+            lg,
+            episodes,
+            FewShotConfig(epochs=1, device="cpu"),
+            tune_lr_episodes=tune,
+            lr_grid=[0.01, 0.02],
+            widen=0,
+            progress=False,
+        )
     assert "lr tuning 1/2: learngene, 2-way 1-shot, lr 0.01, 0.02 on 1 open-world episodes" in caplog.text
     assert "lr tuning 2/2: scratch" in caplog.text
-    import learngene_hf.fewshot as fewshot
+    import learngene_hf.fewshot.runner as runner
+    import learngene_hf.fewshot.train as fewshot
 
     seen = []
-    original = fewshot._progress
-    fewshot._progress = lambda iterable, enabled, total, desc: seen.append(desc) or iterable
+    original = runner._progress
+    runner._progress = lambda iterable, enabled, total, desc: seen.append(desc) or iterable
     try:
-        run_episodes([("scratch", lambda n: fewshot.build_individual(None, n, architecture_of=lg), 0.01)], episodes,
-                     FewShotConfig(epochs=1, device="cpu"), progress=True)
+        run_episodes(
+            [("scratch", lambda n: fewshot.build_individual(None, n, architecture_of=lg), 0.01)],
+            episodes,
+            FewShotConfig(epochs=1, device="cpu"),
+            progress=True,
+        )
     finally:
-        fewshot._progress = original
+        runner._progress = original
     assert seen == ["few-shot 2-way 1-shot: scratch"]
 
 
 def test_selection_probes_say_which_block_they_probe(stopped_run, caplog):
-    from learngene_hf.inheritor import Inheritor
+    from learngene_hf.selection.inheritor import Inheritor
 
     inheritor = Inheritor.from_run(stopped_run, probe=learngene_probe)
     with caplog.at_level(logging.INFO, logger="learngene_hf"):
-        inheritor.select(k=2, probe_episodes=1, probe_epochs=1, probe_shots=1, probe_queries=1, probe_lrs=[0.05],
-                         max_fraction=None)
+        inheritor.select(
+            k=2, probe_episodes=1, probe_epochs=1, probe_shots=1, probe_queries=1, probe_lrs=[0.05], max_fraction=None
+        )
     assert "selection: probing layers 0-1 on 1 open-world 2-way 1-shot episodes, 1 epochs at lr 0.05" in caplog.text
 
 
 FP16_RUN = """
 import json, sys, torch
 from accelerate import Accelerator
-from learngene_hf.training import CollectiveTrainingConfig, train_collective
+from learngene_hf.training.trainer import CollectiveTrainingConfig, train_collective
 
+embedded = {"num_classes": 6, "train_per_class": 16, "test_per_class": 4}
 config = CollectiveTrainingConfig(preset="tiny", num_tasks=1, ways=2, epochs_per_task=1, batch_size=8, growth="none",
-                                  image_size=16, embedded={"num_classes": 6, "train_per_class": 16, "test_per_class": 4},
+                                  image_size=16, embedded=embedded,
                                   base="0-3", open_world="4", novel="5", mixed_precision=sys.argv[1])
 accelerator = Accelerator(mixed_precision=sys.argv[1], cpu=True)
 if sys.argv[1] == "fp16":  # accelerate only scales on GPUs; give the CPU run the GPU's loss scaling
@@ -287,12 +388,21 @@ print(json.dumps(rms.tolist()))
 
 
 def test_under_fp16_the_gradient_record_reads_unscaled_gradients(tmp_path):
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+    }
     env.pop("ACCELERATE_MIXED_PRECISION", None)
     rms = {}
     for precision in ("no", "fp16"):
-        done = subprocess.run([sys.executable, "-c", FP16_RUN, precision, str(tmp_path / precision)], env=env,
-                              capture_output=True, text=True, timeout=300)
+        done = subprocess.run(
+            [sys.executable, "-c", FP16_RUN, precision, str(tmp_path / precision)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert done.returncode == 0, done.stderr[-3000:]
         rms[precision] = torch.tensor(json.loads(done.stdout.strip().splitlines()[-1]))
     ratio = rms["fp16"] / rms["no"]

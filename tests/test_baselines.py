@@ -6,7 +6,9 @@ import pytest
 import torch
 from helpers import EMBEDDED, SPLIT, tiny_learngene
 
-from learngene_hf.baselines import (
+from learngene_hf.data import load_tensors, sample_episodes
+from learngene_hf.errors import ConfigError, IncompatibleLearngeneError
+from learngene_hf.fewshot.baselines import (
     DEFAULT_L2_GRID,
     FrozenFeatureClassifier,
     FrozenFeatureConfig,
@@ -16,13 +18,13 @@ from learngene_hf.baselines import (
     select_evenly,
     weight_selection,
 )
-from learngene_hf.collective import CollectiveConfig, CollectiveModel
-from learngene_hf.data import load_tensors, sample_episodes
-from learngene_hf.descendants import baseline_methods, compare_sizes, descendant_sizes, format_sizes_table
-from learngene_hf.errors import ConfigError, IncompatibleLearngeneError
-from learngene_hf.fewshot import FewShotConfig, compare_methods, evaluate, format_table
-from learngene_hf.individual import IndividualConfig, IndividualModel
-from learngene_hf.layers import conv_block
+from learngene_hf.fewshot.compare import compare_methods, compare_sizes, format_sizes_table, format_table
+from learngene_hf.fewshot.config import FewShotConfig
+from learngene_hf.fewshot.methods import baseline_methods, descendant_sizes
+from learngene_hf.fewshot.train import evaluate
+from learngene_hf.models.collective import CollectiveConfig, CollectiveModel
+from learngene_hf.models.individual import IndividualConfig, IndividualModel
+from learngene_hf.models.layers import conv_block
 
 FAST = FewShotConfig(epochs=1, batch_size=8, device="cpu")
 
@@ -80,7 +82,9 @@ def test_frozen_feature_classifiers_fit_a_separable_support_set():
     torch.manual_seed(0)
     blocks = [conv_block(3, 8)]
     # two classes of images that differ in brightness: separable on any features
-    images = torch.cat([torch.full((4, 3, 8, 8), 40, dtype=torch.uint8), torch.full((4, 3, 8, 8), 220, dtype=torch.uint8)])
+    images = torch.cat(
+        [torch.full((4, 3, 8, 8), 40, dtype=torch.uint8), torch.full((4, 3, 8, 8), 220, dtype=torch.uint8)]
+    )
     images[:, :, :2] = torch.randint(0, 255, (8, 3, 2, 8), dtype=torch.uint8)
     labels = torch.tensor([0] * 4 + [1] * 4)
     for classifier in ("logistic", "centroid"):
@@ -116,23 +120,39 @@ def test_compare_runs_baselines_on_the_same_episodes_and_tunes_l2_on_open_world(
     lg = tiny_learngene((0, 1), model=collective)
     episodes = sample_episodes(data, SPLIT["novel"], 2, ways=3, shots=2, queries=2)
     tune = sample_episodes(data, SPLIT["open_world"], 1, ways=2, shots=2, queries=2, seed=3)
-    from learngene_hf.fewshot import comparison_methods
+    from learngene_hf.fewshot.methods import comparison_methods
 
     methods = comparison_methods(lg)[:2] + baseline_methods(lg, collective)
-    results = compare_methods(lg, episodes, FAST, methods=methods, tune_lr_episodes=tune, lr_grid=(0.01,), progress=False)
+    results = compare_methods(
+        lg, episodes, FAST, methods=methods, tune_lr_episodes=tune, lr_grid=(0.01,), progress=False
+    )
     m = results["methods"]
-    assert list(m) == ["learngene", "scratch", "logreg_random", "centroid_random", "logreg_learngene",
-                       "centroid_learngene", "logreg_collective", "centroid_collective", "weight_selection"]
+    assert list(m) == [
+        "learngene",
+        "scratch",
+        "logreg_random",
+        "centroid_random",
+        "logreg_learngene",
+        "centroid_learngene",
+        "logreg_collective",
+        "centroid_collective",
+        "weight_selection",
+    ]
     logreg = m["logreg_random"]
     assert logreg["lr"] is None and logreg["kind"] == "frozen features" and "diff_vs_scratch" in logreg
     tried = logreg["settings_search"]  # the grid, plus one value if the best sat at an edge
-    assert len(DEFAULT_L2_GRID) <= len(tried) <= len(DEFAULT_L2_GRID) + 1 and f"l2={logreg['settings']['l2']:g}" in tried
-    assert bool(logreg["edge_of_grid"]) == (logreg["settings"]["l2"] in (min(map(float, [k[3:] for k in tried])),
-                                                                     max(map(float, [k[3:] for k in tried]))))
+    assert (
+        len(DEFAULT_L2_GRID) <= len(tried) <= len(DEFAULT_L2_GRID) + 1 and f"l2={logreg['settings']['l2']:g}" in tried
+    )
+    assert bool(logreg["edge_of_grid"]) == (
+        logreg["settings"]["l2"] in (min(map(float, [k[3:] for k in tried])), max(map(float, [k[3:] for k in tried])))
+    )
     assert m["centroid_random"]["settings"] is None and m["centroid_random"]["settings_search"] is None
     assert m["weight_selection"]["lr"] == 0.01 and m["weight_selection"]["kind"] == "fine-tuned"
     assert m["learngene"]["tuning"] is None  # a one-value lr grid: applied, no tuning runs
-    assert m["logreg_learngene"]["inherited_parameters"] == lg.num_parameters() == m["learngene"]["inherited_parameters"]
+    assert (
+        m["logreg_learngene"]["inherited_parameters"] == lg.num_parameters() == m["learngene"]["inherited_parameters"]
+    )
     assert m["logreg_random"]["inherited_bytes"] == 0 < m["centroid_collective"]["inherited_bytes"]
     assert all(len(e["accuracy"]) == len(m) for e in results["episodes"])
     assert "| logreg_random | l2=" in format_table(results) and "| centroid_random | - |" in format_table(results)
@@ -148,15 +168,25 @@ def test_descendants_of_several_sizes_against_scratch_and_weight_selection(data,
     episodes = sample_episodes(data, SPLIT["novel"], 2, ways=2, shots=2, queries=2)
     results = compare_sizes(lg, collective, episodes, FAST, progress=False)
     rows = results["sizes"]
-    assert [(r["size"], r["method"]) for r in rows[:3]] == [("learngene+head", m) for m in ("learngene", "scratch", "weight_selection")]
+    assert [(r["size"], r["method"]) for r in rows[:3]] == [
+        ("learngene+head", m) for m in ("learngene", "scratch", "weight_selection")
+    ]
     params = {r["size"]: r["parameters"] for r in rows if r["method"] == "scratch"}
     assert params["learngene+head"] < params["learngene+1"] < params["full"]
     full_model = IndividualModel(IndividualConfig.for_learngene(lg, 2))
     assert params["full"] == sum(p.numel() for p in full_model.parameters())
     by = {(r["size"], r["method"]): r for r in rows}
-    assert by[("full", "scratch")]["diff_vs_scratch"] is None and by[("full", "learngene")]["diff_vs_scratch"] is not None
-    assert by[("learngene+head", "learngene")]["inherited_bytes"] == inheritance(IndividualModel.from_learngene(lg, 2))["bytes"]
-    assert by[("full", "weight_selection")]["inherited_parameters"] > by[("learngene+head", "weight_selection")]["inherited_parameters"]
+    assert (
+        by[("full", "scratch")]["diff_vs_scratch"] is None and by[("full", "learngene")]["diff_vs_scratch"] is not None
+    )
+    assert (
+        by[("learngene+head", "learngene")]["inherited_bytes"]
+        == inheritance(IndividualModel.from_learngene(lg, 2))["bytes"]
+    )
+    assert (
+        by[("full", "weight_selection")]["inherited_parameters"]
+        > by[("learngene+head", "weight_selection")]["inherited_parameters"]
+    )
     assert "| learngene+1 | weight_selection |" in format_sizes_table(rows)
     from learngene_hf.plots.sizes import plot_descendant_sizes
 
@@ -171,19 +201,55 @@ def test_few_shot_example_prints_baselines_and_sizes_on_digits(tmp_path):
     import sys
     from pathlib import Path
 
-    from learngene_hf.inheritor import Inheritor
-    from learngene_hf.training import CollectiveTrainingConfig, train_collective
+    from learngene_hf.selection.inheritor import Inheritor
+    from learngene_hf.training.config import CollectiveTrainingConfig
+    from learngene_hf.training.trainer import train_collective
 
     repo = Path(__file__).resolve().parents[1]
     cfg = CollectiveTrainingConfig.for_preset(
-        "tiny", num_tasks=1, ways=2, epochs_per_task=1, train_per_class=10, test_per_class=2,
-        embedded={k: v for k, v in EMBEDDED.items() if k != "image_size"}, image_size=16, growth="none", **SPLIT)
+        "tiny",
+        num_tasks=1,
+        ways=2,
+        epochs_per_task=1,
+        train_per_class=10,
+        test_per_class=2,
+        embedded={k: v for k, v in EMBEDDED.items() if k != "image_size"},
+        image_size=16,
+        growth="none",
+        **SPLIT,
+    )
     train_collective(cfg, tmp_path / "run", progress=False)
     folder = Inheritor.from_run(tmp_path / "run").extract([0, 1]).save_pretrained(tmp_path / "lg")
     out = tmp_path / "out"
-    cmd = [sys.executable, str(repo / "examples" / "few_shot.py"), "--learngene", str(folder), "--dataset", "digits",
-           "--ways", "2", "--shots", "2", "--queries", "2", "--episodes", "1", "--epochs", "1", "--compare", "--sizes",
-           "--tune-lr", "--tune-episodes", "1", "--lr-grid", "0.05", "--output-dir", str(out), "--no-progress", "--no-plot"]
+    cmd = [
+        sys.executable,
+        str(repo / "examples" / "few_shot.py"),
+        "--learngene",
+        str(folder),
+        "--dataset",
+        "digits",
+        "--ways",
+        "2",
+        "--shots",
+        "2",
+        "--queries",
+        "2",
+        "--episodes",
+        "1",
+        "--epochs",
+        "1",
+        "--compare",
+        "--sizes",
+        "--tune-lr",
+        "--tune-episodes",
+        "1",
+        "--lr-grid",
+        "0.05",
+        "--output-dir",
+        str(out),
+        "--no-progress",
+        "--no-plot",
+    ]
     env = {**os.environ, "PYTHONPATH": str(repo), "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, env=env, timeout=600)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
@@ -204,23 +270,30 @@ def test_few_shot_example_prints_baselines_and_sizes_on_digits(tmp_path):
         ([0.01, 0.1], 10.0, 0, [0.01, 0.1], 0.1, ["l2"]),  # widen=0: the grid as given
     ],
 )
-def test_tune_settings_widens_a_grid_whose_best_value_is_at_an_edge(monkeypatch, grid, peak, widen, tried, chosen, edge):
+def test_tune_settings_widens_a_grid_whose_best_value_is_at_an_edge(
+    monkeypatch, grid, peak, widen, tried, chosen, edge
+):
     """An L2 grid is widened geometrically where its best value sits at an edge (accuracy here
     peaks at ``peak`` in log space), as the recipe tuning widens the learning rate."""
     import math
 
-    from learngene_hf import fewshot
-    from learngene_hf.fewshot import Method, tune_settings
+    from learngene_hf.fewshot import tuning as fewshot
+    from learngene_hf.fewshot.runner import Method
+    from learngene_hf.fewshot.tuning import tune_settings
 
     ran: list[str] = []
 
     def fake_run_episodes(variants, episodes, cfg, accelerator, progress, seed, desc=None):
         ran.extend(v.name for v in variants)
-        return [{"accuracy": {v.name: 1 / (1 + abs(math.log10(v.settings["l2"] / peak))) for v in variants}} for _ in episodes]
+        return [
+            {"accuracy": {v.name: 1 / (1 + abs(math.log10(v.settings["l2"] / peak))) for v in variants}}
+            for _ in episodes
+        ]
 
     monkeypatch.setattr(fewshot, "run_episodes", fake_run_episodes)
-    method = Method("logreg", lambda n: None, fit=lambda *a, **k: None, settings={"l2": 0.5, "max_iter": 9},
-                    search={"l2": grid})
+    method = Method(
+        "logreg", lambda n: None, fit=lambda *a, **k: None, settings={"l2": 0.5, "max_iter": 9}, search={"l2": grid}
+    )
     settings, means, still_at_edge = tune_settings(method, [object()], widen=widen)
     assert ran == [f"l2={v:g}" for v in tried] and list(means) == ran  # each value once, in the order tried
     assert settings == {"l2": pytest.approx(chosen), "max_iter": 9} and still_at_edge == edge

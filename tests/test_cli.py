@@ -10,10 +10,10 @@ import pytest
 
 from learngene_hf.cli import ArgumentParser, add_config_arguments, config_kwargs, run_script
 from learngene_hf.errors import ConfigError
-from learngene_hf.fewshot import ComparisonConfig, FewShotConfig
-from learngene_hf.inheritor import SelectionConfig
+from learngene_hf.fewshot.config import ComparisonConfig, FewShotConfig
 from learngene_hf.pipeline import PipelineConfig
-from learngene_hf.training import CollectiveTrainingConfig
+from learngene_hf.selection.config import SelectionConfig
+from learngene_hf.training.config import CollectiveTrainingConfig
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -44,12 +44,15 @@ def option_strings(module) -> set[str]:
     return {opt for action in captured["parser"]._actions for opt in action.option_strings}
 
 
-@pytest.mark.parametrize("script, configs, exclude", [
-    ("few_shot", [ComparisonConfig, FewShotConfig], {"device"}),
-    ("train_collective", [CollectiveTrainingConfig], set()),
-    ("run_pipeline", [PipelineConfig], set()),
-    ("extract_learngene", [SelectionConfig], set()),
-])
+@pytest.mark.parametrize(
+    "script, configs, exclude",
+    [
+        ("few_shot", [ComparisonConfig, FewShotConfig], {"device"}),
+        ("train_collective", [CollectiveTrainingConfig], set()),
+        ("run_pipeline", [PipelineConfig], set()),
+        ("extract_learngene", [SelectionConfig], set()),
+    ],
+)
 def test_every_config_field_is_a_flag_of_its_script(script, configs, exclude):
     flags = option_strings(example(script))
     for cls in configs:
@@ -69,7 +72,9 @@ def test_flags_not_given_leave_the_library_defaults_in_charge():
     assert SelectionConfig(**config_kwargs(args, SelectionConfig)) == SelectionConfig()
     args = example("train_collective").parse_args([])
     values = config_kwargs(args, CollectiveTrainingConfig)
-    assert CollectiveTrainingConfig.for_preset(values.pop("preset"), **values) == CollectiveTrainingConfig.for_preset("small")
+    assert CollectiveTrainingConfig.for_preset(values.pop("preset"), **values) == CollectiveTrainingConfig.for_preset(
+        "small"
+    )
 
 
 def test_pipeline_and_few_shot_script_share_their_few_shot_defaults():
@@ -83,18 +88,52 @@ def test_pipeline_and_few_shot_script_share_their_few_shot_defaults():
 
 def test_given_flags_and_their_old_names_reach_the_configs():
     few_shot = example("few_shot")
-    args = few_shot.parse_args(["--tune-episodes", "7", "--lr-grid", "0.1,0.2", "--keep-bn-stats", "--no-augment",
-                                "--epochs", "3", "--ways", "4", "--tune-lr"])
+    args = few_shot.parse_args(
+        [
+            "--tune-episodes",
+            "7",
+            "--lr-grid",
+            "0.1,0.2",
+            "--keep-bn-stats",
+            "--no-augment",
+            "--epochs",
+            "3",
+            "--ways",
+            "4",
+            "--tune-lr",
+        ]
+    )
     run = ComparisonConfig(**config_kwargs(args, ComparisonConfig))
     cfg = FewShotConfig(**config_kwargs(args, FewShotConfig))
     assert (run.tune_episodes, run.lr_grid, run.ways, run.tune_lr) == (7, (0.1, 0.2), 4, True)
     assert (cfg.bn_reestimate, cfg.augment, cfg.epochs) == (False, False, 3)
     train = example("train_collective")
-    args = train.parse_args(["--preset", "tiny", "--images-per-class", "7", "--base-classes", "0-5", "--growth", "none",
-                             "--thresholds", "1e-6,1e-4", "--heatmap-threshold", "1e-6", "--embedded", '{"num_classes": 12}'])
+    args = train.parse_args(
+        [
+            "--preset",
+            "tiny",
+            "--images-per-class",
+            "7",
+            "--base-classes",
+            "0-5",
+            "--growth",
+            "none",
+            "--thresholds",
+            "1e-6,1e-4",
+            "--heatmap-threshold",
+            "1e-6",
+            "--embedded",
+            '{"num_classes": 12}',
+        ]
+    )
     values = config_kwargs(args, CollectiveTrainingConfig)
     config = CollectiveTrainingConfig.for_preset(values.pop("preset"), **values)
-    assert (config.train_per_class, config.base, config.growth, config.thresholds) == (7, [0, 1, 2, 3, 4, 5], "none", [1e-6, 1e-4])
+    assert (config.train_per_class, config.base, config.growth, config.thresholds) == (
+        7,
+        [0, 1, 2, 3, 4, 5],
+        "none",
+        [1e-6, 1e-4],
+    )
     assert config.embedded == {"num_classes": 12} and config.epochs_per_task == 1  # the tiny preset's
 
 
@@ -102,8 +141,8 @@ def test_a_field_added_to_a_config_becomes_a_flag():
     @dataclasses.dataclass
     class Options:
         """Attributes:
-            replay: images kept per past class.
-            weight: penalty weight.
+        replay: images kept per past class.
+        weight: penalty weight.
         """
 
         replay: int = 0
@@ -115,18 +154,23 @@ def test_a_field_added_to_a_config_becomes_a_flag():
     parser = ArgumentParser(prog="x")
     add_config_arguments(parser, Options)
     assert "images kept per past class (default: 0)" in " ".join(parser.format_help().split())
-    args = parser.parse_args(["--replay", "20", "--weight", "0.5", "--no-normalize", "--grid", "1,2", "--extra", '{"a": 1}'])
+    args = parser.parse_args(
+        ["--replay", "20", "--weight", "0.5", "--no-normalize", "--grid", "1,2", "--extra", '{"a": 1}']
+    )
     assert Options(**config_kwargs(args, Options)) == Options(20, 0.5, False, [1.0, 2.0], {"a": 1})
     assert config_kwargs(parser.parse_args([]), Options) == {}
 
 
-@pytest.mark.parametrize("script, argv, flag, example_value", [
-    ("few_shot", ["--lr-grid", "0.1,abc"], "--lr-grid", "0.01,0.02,0.05"),
-    ("few_shot", ["--episodes", "many"], "--episodes", "such as 5"),
-    ("train_collective", ["--growth", "double"], "--growth", '"op": "deepen"'),
-    ("train_collective", ["--base-classes", "0-x"], "--base-classes", "0-5,8"),
-    ("run_pipeline", ["--shots", "five"], "--shots", "5,10"),
-])
+@pytest.mark.parametrize(
+    "script, argv, flag, example_value",
+    [
+        ("few_shot", ["--lr-grid", "0.1,abc"], "--lr-grid", "0.01,0.02,0.05"),
+        ("few_shot", ["--episodes", "many"], "--episodes", "such as 5"),
+        ("train_collective", ["--growth", "double"], "--growth", '"op": "deepen"'),
+        ("train_collective", ["--base-classes", "0-x"], "--base-classes", "0-5,8"),
+        ("run_pipeline", ["--shots", "five"], "--shots", "5,10"),
+    ],
+)
 def test_bad_flag_values_name_the_flag_and_show_a_valid_one(script, argv, flag, example_value, capsys):
     with pytest.raises(SystemExit) as info:
         example(script).parse_args(argv)

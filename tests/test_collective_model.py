@@ -70,7 +70,11 @@ def test_widen_preserves_the_function(layer):
     for t in range(2):
         assert _max_diff(model, before[t], x, task_id=t) < 1e-4
     event = model.config.growth_log[-1]
-    assert event["op"] == "widen" and event["layer"] == layer and (event["old_width"], event["new_width"]) == (old, old + 7)
+    assert (
+        event["op"] == "widen"
+        and event["layer"] == layer
+        and (event["old_width"], event["new_width"]) == (old, old + 7)
+    )
 
 
 def test_widen_copies_batchnorm_statistics_of_the_replicated_filters():
@@ -81,7 +85,11 @@ def test_widen_copies_batchnorm_statistics_of_the_replicated_filters():
     old_w = old_bn["weight"]
     for j in range(8, 20):
         # every new channel equals some old channel in weight, bias and running statistics
-        match = [i for i in range(8) if torch.equal(new_bn.weight[j], old_w[i]) and torch.equal(new_bn.running_var[j], old_bn["running_var"][i])]
+        match = [
+            i
+            for i in range(8)
+            if torch.equal(new_bn.weight[j], old_w[i]) and torch.equal(new_bn.running_var[j], old_bn["running_var"][i])
+        ]
         assert match, f"channel {j} is not a copy of an old channel"
 
 
@@ -181,25 +189,6 @@ def test_hidden_states_and_return_dict_are_honoured():
     model.config.output_hidden_states = True  # the config default applies when the call does not say
     with torch.no_grad():
         assert len(model(x).hidden_states) == model.config.num_layers
-
-
-def test_remote_code_copy_loads_with_trust_remote_code(tmp_path):
-    model = _warmed_model()
-    CollectiveConfig.register_for_auto_class()
-    CollectiveModel.register_for_auto_class("AutoModelForImageClassification")
-    try:
-        model.save_pretrained(tmp_path)
-    finally:
-        CollectiveConfig._auto_class = None
-        CollectiveModel._auto_class = None
-    for name in ("collective.py", "vgg.py", "model_outputs.py", "layers.py", "growth.py"):
-        assert (tmp_path / name).is_file(), f"{name} was not copied beside the weights"
-    config = AutoConfig.from_pretrained(tmp_path, trust_remote_code=True)
-    assert config.auto_map["AutoModelForImageClassification"] == "collective.CollectiveForImageClassification"
-    loaded = AutoModelForImageClassification.from_pretrained(tmp_path, trust_remote_code=True).eval()
-    x = torch.randn(2, 3, 32, 32)
-    with torch.no_grad():
-        assert torch.allclose(loaded(x).logits, model(x).logits)
 
 
 def test_layer_summary_lists_conv_mlp_and_heads():

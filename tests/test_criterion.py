@@ -8,17 +8,17 @@ import math
 import numpy as np
 import pytest
 
-from learngene_hf.criterion import (
+from learngene_hf.errors import ConfigError
+from learngene_hf.selection.config import parse_layers
+from learngene_hf.selection.criterion import (
     Selection,
     candidate_blocks,
     layer_scores,
-    parse_layers,
     rank_blocks,
     select_layers,
     validated_selection,
 )
-from learngene_hf.errors import ConfigError
-from learngene_hf.record import GradientRecord
+from learngene_hf.training.record import GradientRecord
 
 NAMES = [f"conv{i}" for i in range(6)]
 THRESHOLDS = [5e-10, 1e-4]
@@ -33,9 +33,15 @@ def make_record(frac, mean_abs, rms, change, names=NAMES) -> GradientRecord:
         for i, name in enumerate(names):
             if np.isnan(rms[i, t]):
                 continue
-            layers[name] = {"frac_above": [1.0, float(frac[i, t])], "mean_abs": float(mean_abs[i, t]), "rms": float(rms[i, t])}
+            layers[name] = {
+                "frac_above": [1.0, float(frac[i, t])],
+                "mean_abs": float(mean_abs[i, t]),
+                "rms": float(rms[i, t]),
+            }
         epochs.append({"task": t, "epoch": 0, "batches": 3, "layers": layers})
-        weight_change[str(t)] = {name: float(change[i, t]) for i, name in enumerate(names) if not np.isnan(change[i, t])}
+        weight_change[str(t)] = {
+            name: float(change[i, t]) for i, name in enumerate(names) if not np.isnan(change[i, t])
+        }
     return GradientRecord(THRESHOLDS, names, epochs, weight_change)
 
 
@@ -159,7 +165,9 @@ def test_validated_selection_keeps_the_best_probe_and_records_every_candidate():
         calls.append(layers)
         return [0.8, 0.9, 0.85] if layers == [0, 1, 2] else [0.3, 0.4, 0.35]
 
-    sel = validated_selection(NAMES, probe, record, criterion="paper", k=3, threshold=1e-4, probe_settings={"episodes": 3})
+    sel = validated_selection(
+        NAMES, probe, record, criterion="paper", k=3, threshold=1e-4, probe_settings={"episodes": 3}
+    )
     assert sel.strategy == "validated"
     assert sel.layers == [0, 1, 2]
     assert sorted(map(tuple, calls)) == sorted({tuple(c["layers"]) for c in sel.candidates})
@@ -171,7 +179,14 @@ def test_validated_selection_keeps_the_best_probe_and_records_every_candidate():
 
 
 def test_validated_selection_without_open_world_data_falls_back_and_says_so():
-    sel = validated_selection(NAMES, None, simple_record(), criterion="weight_change", k=3, no_probe_reason="the run has no open-world classes")
+    sel = validated_selection(
+        NAMES,
+        None,
+        simple_record(),
+        criterion="weight_change",
+        k=3,
+        no_probe_reason="the run has no open-world classes",
+    )
     assert sel.strategy == "criterion"
     assert sel.layers == [3, 4, 5]
     assert "no open-world classes" in sel.reason and "fell back" in sel.reason
@@ -180,7 +195,9 @@ def test_validated_selection_without_open_world_data_falls_back_and_says_so():
 def test_selection_round_trips_through_strict_json():
     sel = select_layers(NAMES, simple_record(), "criterion", criterion="stability")
     sel.scores["conv0"] = float("nan")
-    sel.candidates = [{"layers": [0, 1, 2], "origin": ["first"], "accuracies": [0.5], "mean": 0.5, "ci95": float("nan")}]
+    sel.candidates = [
+        {"layers": [0, 1, 2], "origin": ["first"], "accuracies": [0.5], "mean": 0.5, "ci95": float("nan")}
+    ]
     text = json.dumps(sel.to_dict(), allow_nan=False)
     back = Selection.from_dict(json.loads(text))
     assert back.layers == sel.layers and back.reason == sel.reason

@@ -16,7 +16,9 @@ def test_digits_load_as_rgb_tensors_with_a_per_class_split():
     assert counts.min() >= 24 and counts.max() <= 27 and train.class_names == [str(d) for d in range(10)]
     again, _ = load_tensors("digits", image_size=16)
     assert torch.equal(again.images, train.images) and torch.equal(again.labels, train.labels)
-    assert DIGITS_SPLIT.novel == [7, 8, 9] and DIGITS_SPLIT.open_world == [4, 5, 6] and DIGITS_SPLIT.base == [0, 1, 2, 3]
+    assert (
+        DIGITS_SPLIT.novel == [7, 8, 9] and DIGITS_SPLIT.open_world == [4, 5, 6] and DIGITS_SPLIT.base == [0, 1, 2, 3]
+    )
 
 
 def test_exported_digits_come_back_through_the_folder_path(tmp_path):
@@ -29,9 +31,12 @@ def test_exported_digits_come_back_through_the_folder_path(tmp_path):
 def test_few_shot_data_on_digits_uses_their_split_at_the_learngenes_size():
     from types import SimpleNamespace
 
-    from learngene_hf.fewshot import load_fewshot_data
+    from learngene_hf.fewshot.loading import load_fewshot_data
 
-    learngene = SimpleNamespace(config=SimpleNamespace(task_stream={"split": {"base": [0], "novel": [90, 91]}},
-                                                       preprocessing={"image_size": 20}))
+    learngene = SimpleNamespace(
+        config=SimpleNamespace(
+            task_stream={"split": {"base": [0], "novel": [90, 91]}}, preprocessing={"image_size": 20}
+        )
+    )
     images, novel, open_world = load_fewshot_data(learngene, "digits")
     assert novel == [7, 8, 9] and open_world == [4, 5, 6] and images.image_size == (20, 20)

@@ -64,8 +64,9 @@ def test_more_ways_than_classes_is_a_config_error():
 
 def test_task_stream_covers_classes_before_repeating_and_is_seeded():
     train, test = _data(10, 30), _data(10, 10, seed=1)
-    tasks = make_task_stream(train, test, list(range(10)), num_tasks=5, ways=3, seed=0,
-                             train_per_class=7, test_per_class=4)
+    tasks = make_task_stream(
+        train, test, list(range(10)), num_tasks=5, ways=3, seed=0, train_per_class=7, test_per_class=4
+    )
     assert [t.task_id for t in tasks] == list(range(5))
     firsts = [c for t in tasks[:3] for c in t.classes]
     assert len(set(firsts)) == 9  # the first 9 draws use 9 different classes
@@ -75,10 +76,10 @@ def test_task_stream_covers_classes_before_repeating_and_is_seeded():
         assert t.train_labels.tolist() == [k for k in range(3) for _ in range(7)]
         assert train.labels[t.train_indices].tolist() == [t.classes[k] for k in t.train_labels.tolist()]
         assert test.labels[t.test_indices].tolist() == [t.classes[k] for k in t.test_labels.tolist()]
-    again = make_task_stream(train, test, list(range(10)), num_tasks=5, ways=3, seed=0,
-                             train_per_class=7, test_per_class=4)
-    assert all(a.classes == b.classes and torch.equal(a.train_indices, b.train_indices)
-               for a, b in zip(tasks, again))
+    again = make_task_stream(
+        train, test, list(range(10)), num_tasks=5, ways=3, seed=0, train_per_class=7, test_per_class=4
+    )
+    assert all(a.classes == b.classes and torch.equal(a.train_indices, b.train_indices) for a, b in zip(tasks, again))
     other = make_task_stream(train, test, list(range(10)), num_tasks=5, ways=3, seed=1)
     assert [t.classes for t in other] != [t.classes for t in tasks]
 

@@ -10,7 +10,13 @@ import pytest
 
 from learngene_hf.data import load_tensors, make_procedural_dataset
 from learngene_hf.data.procedural import (
-    BACKGROUNDS, FILLS, PALETTES, SHAPES, class_definitions, generate_arrays, generation_key,
+    BACKGROUNDS,
+    FILLS,
+    PALETTES,
+    SHAPES,
+    class_definitions,
+    generate_arrays,
+    generation_key,
 )
 from learngene_hf.errors import ConfigError, DataError
 
@@ -85,9 +91,13 @@ def test_dataset_is_cached_on_disk_and_reloaded(tmp_path):
 
 def test_cache_key_depends_on_every_argument():
     base = generation_key(0, 100, 600, 100, 32)
-    others = [generation_key(1, 100, 600, 100, 32), generation_key(0, 99, 600, 100, 32),
-              generation_key(0, 100, 500, 100, 32), generation_key(0, 100, 600, 50, 32),
-              generation_key(0, 100, 600, 100, 64)]
+    others = [
+        generation_key(1, 100, 600, 100, 32),
+        generation_key(0, 99, 600, 100, 32),
+        generation_key(0, 100, 500, 100, 32),
+        generation_key(0, 100, 600, 50, 32),
+        generation_key(0, 100, 600, 100, 64),
+    ]
     assert len({base, *others}) == 6
 
 
@@ -100,10 +110,15 @@ def test_load_tensors_embedded_matches_dataset_pixels(tmp_path):
     assert test.labels[7].item() == dsd["test"][7]["fine_label"]
 
 
-@pytest.mark.parametrize("kwargs, word", [
-    (dict(num_classes=0), "num_classes"), (dict(train_per_class=0), "train_per_class"),
-    (dict(image_size=4), "image_size"), (dict(num_classes=10_000), "num_classes"),
-])
+@pytest.mark.parametrize(
+    "kwargs, word",
+    [
+        (dict(num_classes=0), "num_classes"),
+        (dict(train_per_class=0), "train_per_class"),
+        (dict(image_size=4), "image_size"),
+        (dict(num_classes=10_000), "num_classes"),
+    ],
+)
 def test_bad_generation_arguments_are_named(kwargs, word):
     with pytest.raises(ConfigError, match=word):
         generate_arrays(**{**SMALL, **kwargs})

@@ -9,7 +9,13 @@ import torch
 from PIL import Image
 
 from learngene_hf.data import (
-    IMAGE_MEAN, IMAGE_STD, ImageTensors, dataset_to_tensors, load_image_dataset, load_tensors, normalize,
+    IMAGE_MEAN,
+    IMAGE_STD,
+    ImageTensors,
+    dataset_to_tensors,
+    load_image_dataset,
+    load_tensors,
+    normalize,
 )
 from learngene_hf.errors import DataError
 
@@ -23,11 +29,17 @@ def _images(n: int, size: int = 8, seed: int = 0) -> list[np.ndarray]:
 
 def _cifar_like(n_per_class: int = 5, seed: int = 0) -> datasets.Dataset:
     labels = [c for c in range(len(NAMES)) for _ in range(n_per_class)]
-    features = datasets.Features({"img": datasets.Image(), "fine_label": datasets.ClassLabel(names=NAMES),
-                                  "coarse_label": datasets.ClassLabel(num_classes=2)})
+    features = datasets.Features(
+        {
+            "img": datasets.Image(),
+            "fine_label": datasets.ClassLabel(names=NAMES),
+            "coarse_label": datasets.ClassLabel(num_classes=2),
+        }
+    )
     return datasets.Dataset.from_dict(
         {"img": _images(len(labels), seed=seed), "fine_label": labels, "coarse_label": [c % 2 for c in labels]},
-        features=features)
+        features=features,
+    )
 
 
 @pytest.fixture
@@ -97,9 +109,10 @@ def test_missing_image_column_names_column_and_available_columns(parquet_dir):
 
 
 def test_string_label_column_is_rejected_with_fix(tmp_path):
-    ds = datasets.Dataset.from_dict({"img": _images(4), "fine_label": ["a", "b", "a", "b"]},
-                                    features=datasets.Features({"img": datasets.Image(),
-                                                                "fine_label": datasets.Value("string")}))
+    ds = datasets.Dataset.from_dict(
+        {"img": _images(4), "fine_label": ["a", "b", "a", "b"]},
+        features=datasets.Features({"img": datasets.Image(), "fine_label": datasets.Value("string")}),
+    )
     ds.save_to_disk(str(tmp_path / "s"))
     with pytest.raises(DataError, match="'fine_label'.*integer or ClassLabel.*class_encode_column"):
         load_image_dataset(str(tmp_path / "s"))

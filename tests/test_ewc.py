@@ -7,8 +7,9 @@ import torch
 from helpers import striped_data
 
 from learngene_hf import CollectiveConfig, CollectiveModel
-from learngene_hf.ewc import EWC, stable_parameters
-from learngene_hf.training import CollectiveTrainingConfig, train_collective
+from learngene_hf.training.config import CollectiveTrainingConfig
+from learngene_hf.training.ewc import EWC, stable_parameters
+from learngene_hf.training.trainer import train_collective
 
 
 def _batches(model: CollectiveModel, n: int = 2):
@@ -53,9 +54,18 @@ def test_ewc_changes_the_loss_and_reduces_forgetting_of_the_first_task(tmp_path)
     results = {}
     for weight in (0.0, 50.0):
         config = CollectiveTrainingConfig.for_preset(
-            "tiny", num_tasks=3, epochs_per_task=5, lr=0.03, train_per_class=40, test_per_class=20,
-            growth="none", ewc_weight=weight, record_gradients=False,
-            base=list(range(15)), open_world=[], novel=[],
+            "tiny",
+            num_tasks=3,
+            epochs_per_task=5,
+            lr=0.03,
+            train_per_class=40,
+            test_per_class=20,
+            growth="none",
+            ewc_weight=weight,
+            record_gradients=False,
+            base=list(range(15)),
+            open_world=[],
+            novel=[],
         )
         run = train_collective(config, tmp_path / f"ewc{weight}", data=data, resume=False, progress=False)
         results[weight] = run.report["tasks"]
@@ -91,7 +101,7 @@ def test_cap_bounds_each_parameters_curvature_and_the_penalty_gradient():
 
 def test_sgd_max_curvature_is_half_the_stability_limit_and_rejects_bad_values():
     from learngene_hf.errors import ConfigError
-    from learngene_hf.ewc import sgd_max_curvature
+    from learngene_hf.training.ewc import sgd_max_curvature
 
     assert sgd_max_curvature(0.03, 0.9) == pytest.approx(0.5 * 2 * 1.9 / 0.03)
     with pytest.raises(ConfigError, match="momentum"):
@@ -109,9 +119,19 @@ def test_a_huge_ewc_weight_diverges_without_the_cap_and_stays_finite_with_it(tmp
     finite = {}
     for cap in (False, True):
         config = CollectiveTrainingConfig.for_preset(
-            "tiny", num_tasks=3, epochs_per_task=3, lr=0.05, train_per_class=40, test_per_class=20,
-            growth="none", ewc_weight=1e7, ewc_cap=cap, record_gradients=False,
-            base=list(range(15)), open_world=[], novel=[],
+            "tiny",
+            num_tasks=3,
+            epochs_per_task=3,
+            lr=0.05,
+            train_per_class=40,
+            test_per_class=20,
+            growth="none",
+            ewc_weight=1e7,
+            ewc_cap=cap,
+            record_gradients=False,
+            base=list(range(15)),
+            open_world=[],
+            novel=[],
         )
         try:
             run = train_collective(config, tmp_path / f"cap{cap}", data=data, resume=False, progress=False)

@@ -17,19 +17,13 @@ from helpers import EMBEDDED, SPLIT
 
 from learngene_hf.data import load_tensors, sample_episodes
 from learngene_hf.errors import ConfigError, DataError
-from learngene_hf.fewshot import (
-    FewShotConfig,
-    compare_methods,
-    comparison_methods,
-    format_table,
-    probe_learngene,
-    reestimate_batchnorm,
-    run_episodes,
-    train_individual,
-    tune_lr,
-    write_results,
-)
-from learngene_hf.individual import IndividualConfig, IndividualModel
+from learngene_hf.fewshot.compare import compare_methods, format_table, write_results
+from learngene_hf.fewshot.config import FewShotConfig
+from learngene_hf.fewshot.methods import comparison_methods
+from learngene_hf.fewshot.runner import probe_learngene, run_episodes
+from learngene_hf.fewshot.train import reestimate_batchnorm, train_individual
+from learngene_hf.fewshot.tuning import tune_lr
+from learngene_hf.models.individual import IndividualConfig, IndividualModel
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -74,8 +68,13 @@ def test_bn_reestimation_replaces_the_collective_statistics(data):
     assert not torch.allclose(inherited.running_mean, collective_mean)
 
     kept = IndividualModel.from_learngene(lg, 3)
-    train_individual(kept, images.new_zeros(4, 3, 16, 16).to(torch.uint8), torch.tensor([0, 1, 2, 0]),
-                     FewShotConfig(epochs=0, bn_reestimate=False), seed=0)
+    train_individual(
+        kept,
+        images.new_zeros(4, 3, 16, 16).to(torch.uint8),
+        torch.tensor([0, 1, 2, 0]),
+        FewShotConfig(epochs=0, bn_reestimate=False),
+        seed=0,
+    )
     assert torch.equal(kept.blocks[2].bn.running_mean, collective_mean)
 
 
@@ -86,7 +85,7 @@ def test_bad_labels_give_a_clear_error():
 
 
 def test_learngene_and_scratch_see_identical_episodes_and_fresh_init(data, monkeypatch):
-    import learngene_hf.fewshot as fewshot
+    import learngene_hf.fewshot.train as fewshot
 
     lg = tiny_learngene()
     episodes = sample_episodes(data, SPLIT["novel"], 3, ways=3, shots=2, queries=2)
@@ -123,10 +122,12 @@ def test_probe_learngene_returns_one_accuracy_per_episode(data):
 
 
 def test_tune_lr_picks_the_best_mean_on_open_world_episodes(data, monkeypatch):
-    import learngene_hf.fewshot as fewshot
+    import learngene_hf.fewshot.stacked as fewshot
 
     episodes = sample_episodes(data, SPLIT["open_world"], 2, ways=2, shots=2, queries=2)
-    monkeypatch.setattr(fewshot, "run_method_on_episode", lambda builder, ep, cfg, seed=0, *fit: 1.0 - abs(cfg.lr - 0.01))
+    monkeypatch.setattr(
+        fewshot, "run_method_on_episode", lambda builder, ep, cfg, seed=0, *fit: 1.0 - abs(cfg.lr - 0.01)
+    )
     best, means = tune_lr(lambda n: None, episodes, grid=(0.001, 0.01, 0.1), cfg=FAST.replace(stack=False))
     assert best == 0.01 and set(means) == {0.001, 0.01, 0.1}
 
@@ -147,8 +148,13 @@ def test_write_results_writes_json_table_and_plot(tmp_path, data):
 
 
 def test_example_without_a_learngene_says_what_to_run(tmp_path):
-    proc = subprocess.run([sys.executable, str(REPO / "examples" / "few_shot.py"), "--learngene", str(tmp_path / "none")],
-                          capture_output=True, text=True, cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(REPO)})
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "examples" / "few_shot.py"), "--learngene", str(tmp_path / "none")],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
     assert proc.returncode == 2 and "extract_learngene.py" in proc.stderr
 
 
@@ -156,10 +162,38 @@ def test_example_on_two_cpu_processes_runs_every_episode_once(tmp_path, data):
     folder = tiny_learngene().save_pretrained(tmp_path / "lg")
     out = tmp_path / "few_shot"
     env = {**os.environ, "PYTHONPATH": str(REPO), "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--main_process_port", str(free_port()),
-           "--mixed_precision", "no", "--dynamo_backend", "no", str(REPO / "examples" / "few_shot.py"),
-           "--learngene", str(folder), "--episodes", "5", "--ways", "2", "--shots", "2", "--queries", "2",
-           "--epochs", "1", "--output-dir", str(out), "--no-progress"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--main_process_port",
+        str(free_port()),
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        str(REPO / "examples" / "few_shot.py"),
+        "--learngene",
+        str(folder),
+        "--episodes",
+        "5",
+        "--ways",
+        "2",
+        "--shots",
+        "2",
+        "--queries",
+        "2",
+        "--epochs",
+        "1",
+        "--output-dir",
+        str(out),
+        "--no-progress",
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
     results = json.loads((out / "results.json").read_text())
@@ -172,35 +206,69 @@ def test_example_on_two_cpu_processes_runs_every_episode_once(tmp_path, data):
 
 
 def test_compare_adds_blocks_of_the_collective_run_and_tunes_lr_on_open_world(tmp_path, data):
-    from learngene_hf.fewshot import load_fewshot_data
-    from learngene_hf.inheritor import Inheritor
-    from learngene_hf.training import CollectiveTrainingConfig, train_collective
+    from learngene_hf.fewshot.loading import load_fewshot_data
+    from learngene_hf.selection.inheritor import Inheritor
+    from learngene_hf.training.config import CollectiveTrainingConfig
+    from learngene_hf.training.trainer import train_collective
 
     cfg = CollectiveTrainingConfig.for_preset(
-        "tiny", num_tasks=2, ways=2, epochs_per_task=1, train_per_class=10, test_per_class=2,
-        embedded={k: v for k, v in EMBEDDED.items() if k != "image_size"}, image_size=16, growth="none", **SPLIT)
+        "tiny",
+        num_tasks=2,
+        ways=2,
+        epochs_per_task=1,
+        train_per_class=10,
+        test_per_class=2,
+        embedded={k: v for k, v in EMBEDDED.items() if k != "image_size"},
+        image_size=16,
+        growth="none",
+        **SPLIT,
+    )
     train_collective(cfg, tmp_path / "run", progress=False)
     lg = Inheritor.from_run(tmp_path / "run").extract([2, 3])
     images, novel, open_world = load_fewshot_data(lg)
     assert novel == SPLIT["novel"] and open_world == SPLIT["open_world"]
     episodes = sample_episodes(images, novel, 2, ways=2, shots=2, queries=2)
     tune = sample_episodes(images, open_world, 1, ways=2, shots=2, queries=2, seed=5)
-    results = compare_methods(lg, episodes, FewShotConfig(epochs=1, device="cpu"), compare=True, tune_lr_episodes=tune,
-                              lr_grid=(0.01, 0.05), progress=False)
+    results = compare_methods(
+        lg,
+        episodes,
+        FewShotConfig(epochs=1, device="cpu"),
+        compare=True,
+        tune_lr_episodes=tune,
+        lr_grid=(0.01, 0.05),
+        progress=False,
+    )
     methods = results["methods"]
     # the learngene is the last block: it is not run a second time as "last_2"
     assert list(methods)[:5] == ["learngene", "scratch", "whole", "first_2", "worst_2"]
     # then the baselines: frozen features of a random descendant, the learngene, the collective; weight selection
-    assert list(methods)[5:] == ["logreg_random", "centroid_random", "logreg_learngene", "centroid_learngene",
-                                 "logreg_collective", "centroid_collective", "weight_selection"]
+    assert list(methods)[5:] == [
+        "logreg_random",
+        "centroid_random",
+        "logreg_learngene",
+        "centroid_learngene",
+        "logreg_collective",
+        "centroid_collective",
+        "weight_selection",
+    ]
     assert "last_2" in methods["learngene"]["same_as"] and "learngene (= last_2" in format_table(results)
     tuned = [m for m in methods.values() if m["kind"] == "fine-tuned"]
     # the grid (widened once where the best lr is at its edge) and the chosen lr, for every fine-tuned method
-    assert len(tuned) == 6 and all({"0.01", "0.05"} <= set(m["lr_search"]) and f"{m['lr']:g}" in m["lr_search"] for m in tuned)
+    assert len(tuned) == 6 and all(
+        {"0.01", "0.05"} <= set(m["lr_search"]) and f"{m['lr']:g}" in m["lr_search"] for m in tuned
+    )
     assert all(set(m["lr_search"]) - {"0.01", "0.05"} <= {"0.002", "0.25"} for m in tuned)
     assert methods["logreg_collective"]["settings_search"] and methods["logreg_collective"]["lr"] is None
     assert results["setting"]["lr_tuned_on"] == "open-world classes"
     # without the other fine-tuned networks (--no-blocks): learngene, scratch and the cheap baselines
     cheap = comparison_methods(lg, compare=True, blocks=False)
-    assert [m.name for m in cheap] == ["learngene", "scratch", "logreg_random", "centroid_random", "logreg_learngene",
-                                       "centroid_learngene", "logreg_collective", "centroid_collective"]
+    assert [m.name for m in cheap] == [
+        "learngene",
+        "scratch",
+        "logreg_random",
+        "centroid_random",
+        "logreg_learngene",
+        "centroid_learngene",
+        "logreg_collective",
+        "centroid_collective",
+    ]

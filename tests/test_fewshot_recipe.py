@@ -14,21 +14,11 @@ from torch import nn
 from learngene_hf.cli import config_kwargs
 from learngene_hf.data import load_tensors, sample_episodes
 from learngene_hf.errors import ConfigError
-from learngene_hf.fewshot import (
-    DEFAULT_LR_GRID,
-    DEFAULT_STEPS,
-    ComparisonConfig,
-    FewShotConfig,
-    add_strongest_baseline,
-    augment_batch,
-    compare_methods,
-    format_table,
-    parameter_groups,
-    reestimate_batchnorm,
-    train_individual,
-    tune_recipe,
-)
-from learngene_hf.individual import IndividualModel
+from learngene_hf.fewshot.compare import add_strongest_baseline, compare_methods, format_table
+from learngene_hf.fewshot.config import DEFAULT_LR_GRID, DEFAULT_STEPS, ComparisonConfig, FewShotConfig
+from learngene_hf.fewshot.train import augment_batch, parameter_groups, reestimate_batchnorm, train_individual
+from learngene_hf.fewshot.tuning import tune_recipe
+from learngene_hf.models.individual import IndividualModel
 from learngene_hf.pipeline import PipelineConfig
 
 REPO = Path(__file__).resolve().parents[1]
@@ -41,7 +31,9 @@ def data():
 
 
 def test_schedule_gives_each_group_its_lr_per_step():
-    cfg = FewShotConfig(steps=20, lr=0.1, head_lr_scale=2.0, lp_steps=4, warmup_steps=2, schedule="cosine", final_lr_scale=0.0)
+    cfg = FewShotConfig(
+        steps=20, lr=0.1, head_lr_scale=2.0, lp_steps=4, warmup_steps=2, schedule="cosine", final_lr_scale=0.0
+    )
     head = [cfg.group_lr("head", t, 20) for t in range(20)]
     body = [cfg.group_lr("body", t, 20) for t in range(20)]
     assert head[:3] == pytest.approx([0.1, 0.2, 0.2])  # warm-up to 2 x lr, then cosine from the peak
@@ -79,9 +71,9 @@ def test_lp_steps_train_the_head_on_a_frozen_body(data):
 
 def _old_paper_loop(model, images, labels, lr, epochs, batch_size, seed):
     """train_individual as it was before recipes (SGD lr, epochs of shuffled batches, crop + flip)."""
-    from learngene_hf.fewshot import _model_stats, _normalize
+    from learngene_hf.fewshot.train import model_stats, normalize
 
-    x = _normalize(images, torch.device("cpu"), *_model_stats(model))
+    x = normalize(images, torch.device("cpu"), *model_stats(model))
     generator = torch.Generator().manual_seed(seed)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -123,7 +115,7 @@ def test_paper_recipe_reproduces_the_old_training_loop(data):
 
 
 def test_tuning_runs_on_open_world_episodes_and_flags_values_at_the_edge(data, monkeypatch):
-    import learngene_hf.fewshot as fewshot
+    import learngene_hf.fewshot.stacked as fewshot
 
     episodes = sample_episodes(data, SPLIT["open_world"], 2, ways=2, shots=1, queries=1)
     seen = []
@@ -133,8 +125,12 @@ def test_tuning_runs_on_open_world_episodes_and_flags_values_at_the_edge(data, m
         return 1.0 - abs(math.log(cfg.lr / 0.3)) + 0.01 * cfg.steps
 
     monkeypatch.setattr(fewshot, "run_method_on_episode", fake)
-    result = tune_recipe(lambda n: None, episodes, {"lr": [0.01, 0.03], "steps": [5, 10]}, FewShotConfig(stack=False), widen=1)
-    assert set(seen) <= {tuple(ep.classes) for ep in episodes} and set(map(frozenset, seen)) == {frozenset(SPLIT["open_world"])}
+    result = tune_recipe(
+        lambda n: None, episodes, {"lr": [0.01, 0.03], "steps": [5, 10]}, FewShotConfig(stack=False), widen=1
+    )
+    assert set(seen) <= {tuple(ep.classes) for ep in episodes} and set(map(frozenset, seen)) == {
+        frozenset(SPLIT["open_world"])
+    }
     assert result.widened == {"lr": [0.09], "steps": [20]}  # each widened once
     assert result.chosen == {"lr": 0.09, "steps": 20} and isinstance(result.chosen["steps"], int)
     assert result.edge == ["lr", "steps"]  # still at the edge after one widening: reported
@@ -143,7 +139,7 @@ def test_tuning_runs_on_open_world_episodes_and_flags_values_at_the_edge(data, m
 
 
 def test_compare_methods_reports_tuned_recipes_and_edge_flags(data, monkeypatch):
-    import learngene_hf.fewshot as fewshot
+    import learngene_hf.fewshot.stacked as fewshot
 
     lg = tiny_learngene()
     novel = sample_episodes(data, SPLIT["novel"], 2, ways=2, shots=1, queries=1)
@@ -156,14 +152,23 @@ def test_compare_methods_reports_tuned_recipes_and_edge_flags(data, monkeypatch)
         return min(cfg.lr, 0.5)
 
     monkeypatch.setattr(fewshot, "run_method_on_episode", fake)
-    results = compare_methods(lg, novel, FewShotConfig(steps=2, stack=False), tune_lr_episodes=tune, tune_grid={"lr": [0.01, 0.02]},
-                              widen=1, progress=False)
+    results = compare_methods(
+        lg,
+        novel,
+        FewShotConfig(steps=2, stack=False),
+        tune_lr_episodes=tune,
+        tune_grid={"lr": [0.01, 0.02]},
+        widen=1,
+        progress=False,
+    )
     m = results["methods"]["learngene"]
     assert m["lr"] == 0.04 and m["edge_of_grid"] == ["lr"] and m["tuning"]["widened"] == {"lr": [0.04]}
     assert m["recipe"]["steps"] == 2 and m["recipe"]["recipe"] == "default" and "diff_vs_scratch" in m
     assert sorted(set(tuned_on)) == [0.01, 0.02, 0.04]
     assert "0.04 (edge)" in format_table(results) and "learngene: lr=0.04" in format_table(results)
-    assert results["strongest_baseline"]["name"] == "scratch" and m["diff_vs_strongest_baseline"]["baseline"] == "scratch"
+    assert (
+        results["strongest_baseline"]["name"] == "scratch" and m["diff_vs_strongest_baseline"]["baseline"] == "scratch"
+    )
 
 
 def test_the_strongest_method_that_inherits_nothing_is_the_reference():
@@ -193,8 +198,17 @@ def test_few_shot_example_trains_with_the_default_recipe_and_the_paper_one_by_na
     assert default == FewShotConfig(device="cpu")
     paper = few_shot.fewshot_config(few_shot.parse_args(["--learngene", "org/lg", "--recipe", "paper"]), "cpu")
     assert paper == FewShotConfig.from_recipe("paper", device="cpu")
-    assert (paper.lr, paper.epochs, paper.steps, paper.batch_size, paper.lp_steps, paper.schedule) == (5e-3, 30, None, 32, 0, "constant")
-    args = few_shot.parse_args(["--recipe", "paper", "--steps", "7", "--lr", "0.2", "--steps-grid", "5,10", "--wd-grid", "0.001"])
+    assert (paper.lr, paper.epochs, paper.steps, paper.batch_size, paper.lp_steps, paper.schedule) == (
+        5e-3,
+        30,
+        None,
+        32,
+        0,
+        "constant",
+    )
+    args = few_shot.parse_args(
+        ["--recipe", "paper", "--steps", "7", "--lr", "0.2", "--steps-grid", "5,10", "--wd-grid", "0.001"]
+    )
     changed = few_shot.fewshot_config(args)
     assert (changed.recipe, changed.steps, changed.epochs, changed.lr, changed.lp_steps) == ("paper", 7, None, 0.2, 0)
     grid = ComparisonConfig(**config_kwargs(args, ComparisonConfig)).tune_grid()
@@ -215,5 +229,7 @@ def test_label_smoothing_is_the_loss_the_recipe_asks_for(data, monkeypatch):
 
     monkeypatch.setattr(nn.functional, "cross_entropy", spy)
     model = IndividualModel.from_learngene(tiny_learngene(), 2)
-    train_individual(model, ep.support_images, ep.support_labels, FewShotConfig(steps=2, label_smoothing=0.2, device="cpu"), seed=0)
+    train_individual(
+        model, ep.support_images, ep.support_labels, FewShotConfig(steps=2, label_smoothing=0.2, device="cpu"), seed=0
+    )
     assert 0.2 in calls

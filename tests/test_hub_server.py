@@ -13,14 +13,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from huggingface_hub import (
-    HfApi,
-    ModelCard,
-    ModelCardData,
-    hf_hub_download,
-    metadata_update,
-    snapshot_download,
-)
+from huggingface_hub import HfApi, ModelCard, ModelCardData, hf_hub_download, metadata_update, snapshot_download
 from huggingface_hub.errors import (
     EntryNotFoundError,
     GatedRepoError,
@@ -29,8 +22,10 @@ from huggingface_hub.errors import (
     RevisionNotFoundError,
 )
 
+from learngene_hf.auto import from_learngene
 from learngene_hf.errors import HubError
-from learngene_hf.testing.hub import LocalHubServer, local_hub, validate_card_metadata
+from learngene_hf.testing.hub import LocalHubServer, local_hub
+from learngene_hf.testing.hub_cards import validate_card_metadata
 
 HUB_TEST_TOKEN = "hf_test_alice"  # user "alice" on the hub_with_tokens server (tests/conftest.py)
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -115,8 +110,12 @@ def test_datasets_load_dataset_reads_a_dataset_repo(hub: str, tmp_path: Path) ->
     datasets.Dataset.from_dict({"x": [1, 2, 3], "label": [0, 1, 0]}).to_parquet(tmp_path / "train.parquet")
     api = HfApi()
     api.create_repo("org/tiny-data", repo_type="dataset")
-    api.upload_file(path_or_fileobj=tmp_path / "train.parquet", path_in_repo="data/train-00000-of-00001.parquet",
-                    repo_id="org/tiny-data", repo_type="dataset")
+    api.upload_file(
+        path_or_fileobj=tmp_path / "train.parquet",
+        path_in_repo="data/train-00000-of-00001.parquet",
+        repo_id="org/tiny-data",
+        repo_type="dataset",
+    )
     loaded = datasets.load_dataset("org/tiny-data", split="train", cache_dir=str(tmp_path / "ds_cache"))
     assert loaded["x"][:] == [1, 2, 3] and loaded.column_names == ["x", "label"]
 
@@ -304,8 +303,14 @@ def test_transformers_push_to_hub_then_from_pretrained_by_sha(hub: str) -> None:
     import torch
     from transformers import BertConfig, BertModel
 
-    config = BertConfig(vocab_size=32, hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
-                        intermediate_size=16, max_position_embeddings=16)
+    config = BertConfig(
+        vocab_size=32,
+        hidden_size=8,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=16,
+        max_position_embeddings=16,
+    )
     torch.manual_seed(0)
     model = BertModel(config)
     first = model.push_to_hub("org/tiny-bert")
@@ -340,8 +345,9 @@ def test_resolve_serves_ranges_and_hub_headers(tmp_path: Path) -> None:
         api = HfApi(endpoint=server.endpoint)
         api.create_repo("org/range")
         sha = api.upload_file(path_or_fileobj=b"0123456789", path_in_repo="d/n.txt", repo_id="org/range").oid
-        request = urllib.request.Request(f"{server.endpoint}/org/range/resolve/main/d%2Fn.txt",
-                                         headers={"Range": "bytes=3-5"})
+        request = urllib.request.Request(
+            f"{server.endpoint}/org/range/resolve/main/d%2Fn.txt", headers={"Range": "bytes=3-5"}
+        )
         with urllib.request.urlopen(request) as response:
             assert response.status == 206 and response.read() == b"345"
             assert response.headers["X-Repo-Commit"] == sha
@@ -358,7 +364,7 @@ def test_bad_server_arguments_raise_hub_error(tmp_path: Path) -> None:
     with pytest.raises(HubError, match="port"):
         LocalHubServer(tmp_path, port=70000)
     with pytest.raises(HubError, match="not running"):
-        LocalHubServer(tmp_path).endpoint
+        _ = LocalHubServer(tmp_path).endpoint
 
 
 def test_library_hub_calls_take_an_explicit_endpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -367,7 +373,7 @@ def test_library_hub_calls_take_an_explicit_endpoint(tmp_path: Path, monkeypatch
     import torch
     from huggingface_hub import constants
 
-    from learngene_hf import CollectiveConfig, CollectiveModel, IndividualModel, Learngene
+    from learngene_hf import CollectiveConfig, CollectiveModel, Learngene
     from learngene_hf.errors import HubError as LibraryHubError
 
     monkeypatch.setenv("HF_HUB_DISABLE_PROGRESS_BARS", "1")
@@ -377,10 +383,12 @@ def test_library_hub_calls_take_an_explicit_endpoint(tmp_path: Path, monkeypatch
     with local_hub(tmp_path / "other_hub") as endpoint:
         assert endpoint != default
         commit = learngene.push_to_hub("org/elsewhere", endpoint=endpoint)
-        pulled = Learngene.from_pretrained("org/elsewhere", revision=commit.oid, endpoint=endpoint, cache_dir=tmp_path / "cache")
+        pulled = Learngene.from_pretrained(
+            "org/elsewhere", revision=commit.oid, endpoint=endpoint, cache_dir=tmp_path / "cache"
+        )
         assert pulled.config.source["pulled"]["commit_sha"] == commit.oid
         assert all(torch.equal(pulled.tensors[k], v) for k, v in learngene.tensors.items())
-        model = IndividualModel.from_learngene("org/elsewhere", 3, endpoint=endpoint, cache_dir=tmp_path / "cache2")
+        model = from_learngene("org/elsewhere", 3, endpoint=endpoint, cache_dir=tmp_path / "cache2")
         assert model.config.learngene["repo_id"] == "org/elsewhere"
         assert constants.ENDPOINT == default  # nothing was redirected behind the clients' back
     with pytest.raises(LibraryHubError):  # the default endpoint (HF_ENDPOINT of this test session) serves nothing now
@@ -397,9 +405,23 @@ def test_cli_starts_and_answers(tmp_path: Path) -> None:
     port = _free_port()
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "NO_PROXY": "127.0.0.1,localhost"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "learngene_hf.testing.hub", "--root", str(tmp_path / "root"),
-         "--port", str(port), "--token", "hf_cli:carol", "--quiet"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-m",
+            "learngene_hf.testing.hub",
+            "--root",
+            str(tmp_path / "root"),
+            "--port",
+            str(port),
+            "--token",
+            "hf_cli:carol",
+            "--quiet",
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     endpoint = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60

@@ -9,11 +9,13 @@ from transformers import AutoModelForImageClassification, pipeline
 from transformers.utils import logging as tf_logging
 
 import learngene_hf  # noqa: F401 - registers the Auto classes
-from learngene_hf.collective import CollectiveConfig, CollectiveModel
+from learngene_hf.artifact.learngene import Learngene
+from learngene_hf.auto import from_learngene
 from learngene_hf.errors import IncompatibleLearngeneError
-from learngene_hf.fewshot import FewShotConfig, train_individual
-from learngene_hf.individual import IndividualBaseModel, IndividualConfig, IndividualModel
-from learngene_hf.learngene import Learngene
+from learngene_hf.fewshot.config import FewShotConfig
+from learngene_hf.fewshot.train import train_individual
+from learngene_hf.models.collective import CollectiveConfig, CollectiveModel
+from learngene_hf.models.individual import IndividualBaseModel, IndividualConfig, IndividualModel
 
 tf_logging.set_verbosity_error()
 
@@ -39,7 +41,9 @@ def test_default_config_is_the_papers_individual_model():
 
 def test_paper_output_learngene_gets_the_papers_stem_and_head():
     torch.manual_seed(0)
-    cfg = CollectiveConfig(preset="paper", widths=[8, 8, 16, 512, 512, 512, 512], pool=[False, True, False, True, False, False, True])
+    cfg = CollectiveConfig(
+        preset="paper", widths=[8, 8, 16, 512, 512, 512, 512], pool=[False, True, False, True, False, False, True]
+    )
     cfg.preset = "paper"
     model = CollectiveModel(cfg)
     lg = Learngene.from_collective(model, [4, 5, 6])
@@ -65,8 +69,9 @@ def test_fresh_layers_fill_in_before_and_after_the_learngene(layers, stem, tail)
 
 def test_sizes_of_fresh_parts_are_configurable():
     lg = Learngene.from_collective(tiny_collective(), [2, 3])
-    model = IndividualModel.from_learngene(lg, 4, stem_widths=[4, 6, 8], stem_pool=[True, False, True], head_hidden=[16, 16],
-                                           image_size=48)
+    model = IndividualModel.from_learngene(
+        lg, 4, stem_widths=[4, 6, 8], stem_pool=[True, False, True], head_hidden=[16, 16], image_size=48
+    )
     assert model.config.widths == [4, 6, 8, 16, 16]
     assert model.config.head_hidden == [16, 16] and model.config.image_size == 48
     assert model(torch.randn(2, 3, 48, 48)).logits.shape == (2, 4)
@@ -75,7 +80,7 @@ def test_sizes_of_fresh_parts_are_configurable():
 def test_building_from_a_local_folder_records_the_source(tmp_path):
     collective = tiny_collective()
     folder = Learngene.from_collective(collective, [1, 2]).save_pretrained(tmp_path / "lg")
-    model = IndividualModel.from_learngene(str(folder), 5)
+    model = from_learngene(str(folder), 5)
     assert model.config.learngene["repo_id"] == str(folder.resolve())
     assert model.config.learngene["layers"] == ["conv1", "conv2"]
     assert model.config.learngene["position"] == "middle"
@@ -85,7 +90,7 @@ def test_building_from_a_local_folder_records_the_source(tmp_path):
 def test_building_from_the_hub_records_repo_revision_and_commit(hub):
     collective = tiny_collective()
     info = Learngene.from_collective(collective, [2, 3]).push_to_hub("org/tiny-lg")
-    model = IndividualModel.from_learngene("org/tiny-lg", 5, revision="main")
+    model = from_learngene("org/tiny-lg", 5, revision="main")
     record = model.config.learngene
     assert record["repo_id"] == "org/tiny-lg" and record["revision"] == "main"
     assert record["commit_sha"] == info.oid
@@ -108,7 +113,9 @@ def test_freeze_keeps_the_inherited_weights_and_trains_the_rest():
     assert all(not p.requires_grad for b in model.inherited_blocks() for p in b.parameters())
     stem_before = model.blocks[0].conv.weight.detach().clone()
     images = torch.randint(0, 256, (10, 3, 32, 32), dtype=torch.uint8)
-    train_individual(model, images, torch.arange(5).repeat(2), FewShotConfig.from_recipe("paper", epochs=2, batch_size=5), seed=0)
+    train_individual(
+        model, images, torch.arange(5).repeat(2), FewShotConfig.from_recipe("paper", epochs=2, batch_size=5), seed=0
+    )
     assert torch.equal(model.blocks[2].conv.weight, collective.blocks[2].conv.weight)
     assert not torch.equal(model.blocks[0].conv.weight, stem_before)
     bn = model.blocks[2].bn
@@ -123,8 +130,13 @@ def test_auto_and_pipeline_round_trip(tmp_path):
     lg = Learngene.from_collective(tiny_collective(), [0, 1])
     id2label = {0: "cat", 1: "dog", 2: "fox"}
     model = IndividualModel.from_learngene(lg, 3, id2label=id2label, label2id={v: k for k, v in id2label.items()})
-    train_individual(model, torch.randint(0, 256, (6, 3, 32, 32), dtype=torch.uint8), torch.tensor([0, 1, 2] * 2),
-                     FewShotConfig(epochs=1, batch_size=6), seed=0)
+    train_individual(
+        model,
+        torch.randint(0, 256, (6, 3, 32, 32), dtype=torch.uint8),
+        torch.tensor([0, 1, 2] * 2),
+        FewShotConfig(epochs=1, batch_size=6),
+        seed=0,
+    )
     model.save_pretrained(tmp_path / "ind")
     loaded = AutoModelForImageClassification.from_pretrained(tmp_path / "ind")
     assert isinstance(loaded, IndividualModel)
@@ -173,26 +185,3 @@ def test_push_to_hub_and_load_with_auto(hub):
     from transformers import AutoImageProcessor
 
     assert AutoImageProcessor.from_pretrained("org/individual").size["height"] == 32
-
-
-def test_remote_code_copy_loads_with_trust_remote_code(tmp_path):
-    from transformers import AutoConfig
-
-    lg = Learngene.from_collective(tiny_collective(), [0, 1])
-    model = IndividualModel.from_learngene(lg, num_labels=3).eval()
-    IndividualConfig.register_for_auto_class()
-    IndividualModel.register_for_auto_class("AutoModelForImageClassification")
-    try:
-        model.save_pretrained(tmp_path)
-    finally:
-        IndividualConfig._auto_class = None
-        IndividualModel._auto_class = None
-    for name in ("individual.py", "vgg.py", "model_outputs.py", "layers.py", "growth.py"):
-        assert (tmp_path / name).is_file(), f"{name} was not copied beside the weights"
-    assert AutoConfig.from_pretrained(tmp_path, trust_remote_code=True).auto_map["AutoModelForImageClassification"] == (
-        "individual.IndividualForImageClassification"
-    )
-    loaded = AutoModelForImageClassification.from_pretrained(tmp_path, trust_remote_code=True).eval()
-    x = torch.randn(2, 3, 32, 32)
-    with torch.no_grad():
-        assert torch.allclose(loaded(x).logits, model(x).logits)

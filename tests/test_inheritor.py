@@ -9,12 +9,12 @@ import torch
 from huggingface_hub import HfApi
 
 from learngene_hf import CollectiveConfig, CollectiveModel
+from learngene_hf.artifact.learngene import Learngene
 from learngene_hf.data import ImageTensors
 from learngene_hf.errors import ConfigError
-from learngene_hf.fewshot import learngene_probe
-from learngene_hf.inheritor import Inheritor
-from learngene_hf.learngene import Learngene
-from learngene_hf.record import GradientRecord
+from learngene_hf.fewshot.runner import learngene_probe
+from learngene_hf.selection.inheritor import Inheritor
+from learngene_hf.training.record import GradientRecord
 
 NAMES = ["conv0", "conv1", "conv2", "conv3"]
 
@@ -52,7 +52,7 @@ PROBE = dict(probe_episodes=2, probe_epochs=1, probe_ways=3, probe_shots=2, prob
 
 
 def test_validated_selection_probes_candidates_on_open_world_classes_only(monkeypatch):
-    import learngene_hf.fewshot as fewshot
+    import learngene_hf.fewshot.runner as fewshot
 
     seen_classes = []
     real_probe = fewshot.probe_learngene
@@ -62,7 +62,9 @@ def test_validated_selection_probes_candidates_on_open_world_classes_only(monkey
         return real_probe(learngene, episodes, cfg, seed, **kw)
 
     monkeypatch.setattr(fewshot, "probe_learngene", spy)
-    inheritor = Inheritor(tiny_model(), tiny_record(), probe_data=tiny_images(), open_world_classes=[5, 6, 7, 8], probe=learngene_probe)
+    inheritor = Inheritor(
+        tiny_model(), tiny_record(), probe_data=tiny_images(), open_world_classes=[5, 6, 7, 8], probe=learngene_probe
+    )
     selection = inheritor.select(k=2, criterion="stability", **PROBE)
     assert selection.strategy == "validated"
     assert set(seen_classes) <= {5, 6, 7, 8}
@@ -76,7 +78,9 @@ def test_validated_selection_probes_candidates_on_open_world_classes_only(monkey
 
 def test_validated_selection_skips_candidates_over_the_size_cap_and_records_each_probe_lr():
     model = tiny_model()
-    inheritor = Inheritor(model, tiny_record(), probe_data=tiny_images(), open_world_classes=[5, 6, 7, 8], probe=learngene_probe)
+    inheritor = Inheritor(
+        model, tiny_record(), probe_data=tiny_images(), open_world_classes=[5, 6, 7, 8], probe=learngene_probe
+    )
     fractions = {tuple(c): inheritor.parameter_fraction(c) for c in ([0, 1], [1, 2], [2, 3])}
     cap = sorted(fractions.values())[1]  # the largest block is over it
     settings = dict(PROBE, max_fraction=cap, probe_lrs=(0.01, 0.05))
@@ -134,12 +138,16 @@ def test_inheritor_rejects_wrong_inputs_with_a_fix():
 
 
 def test_save_pretrained_writes_the_learngene_and_the_ranking_plot(tmp_path):
-    inheritor = Inheritor(tiny_model(), tiny_record(), probe_data=tiny_images(), open_world_classes=[5, 6, 7, 8], probe=learngene_probe)
+    inheritor = Inheritor(
+        tiny_model(), tiny_record(), probe_data=tiny_images(), open_world_classes=[5, 6, 7, 8], probe=learngene_probe
+    )
     inheritor.select(k=2, **PROBE)
     folder = inheritor.save_pretrained(tmp_path / "lg")
     assert (folder / "layer_ranking.png").stat().st_size > 1000
     loaded = Learngene.from_pretrained(folder)
-    assert loaded.config.selection["candidates"] and loaded.config.selection["reason"].startswith("strategy 'validated'")
+    assert loaded.config.selection["candidates"] and loaded.config.selection["reason"].startswith(
+        "strategy 'validated'"
+    )
 
 
 def test_push_to_hub_pushes_only_the_learngene(hub):
@@ -151,19 +159,32 @@ def test_push_to_hub_pushes_only_the_learngene(hub):
     assert {"learngene.safetensors", "learngene_config.json", "README.md"} <= files
     assert not any(f.endswith(("model.safetensors", "config.json")) and f != "learngene_config.json" for f in files)
     pulled = Learngene.from_pretrained("me/tiny-learngene", revision=commit.oid)
-    assert set(pulled.tensors) == {f"blocks.{j}.{n}" for j in range(2) for n in
-                                   ("conv.weight", "bn.weight", "bn.bias", "bn.running_mean", "bn.running_var", "bn.num_batches_tracked")}
+    assert set(pulled.tensors) == {
+        f"blocks.{j}.{n}"
+        for j in range(2)
+        for n in ("conv.weight", "bn.weight", "bn.bias", "bn.running_mean", "bn.running_var", "bn.num_batches_tracked")
+    }
     assert pulled.num_parameters() < sum(p.numel() for p in model.parameters())
 
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     """A 3-task collective run on a small embedded dataset (about 10 s on 2 CPU cores)."""
-    from learngene_hf.training import CollectiveTrainingConfig, train_collective
+    from learngene_hf.training.config import CollectiveTrainingConfig
+    from learngene_hf.training.trainer import train_collective
 
     config = CollectiveTrainingConfig(
-        preset="tiny", num_tasks=3, ways=3, epochs_per_task=1, batch_size=16, growth="none", image_size=16,
-        embedded={"num_classes": 12, "train_per_class": 12, "test_per_class": 4}, base="0-5", open_world="6-9", novel="10-11",
+        preset="tiny",
+        num_tasks=3,
+        ways=3,
+        epochs_per_task=1,
+        batch_size=16,
+        growth="none",
+        image_size=16,
+        embedded={"num_classes": 12, "train_per_class": 12, "test_per_class": 4},
+        base="0-5",
+        open_world="6-9",
+        novel="10-11",
     )
     run_dir = tmp_path_factory.mktemp("run")
     train_collective(config, run_dir, progress=False)
@@ -190,8 +211,20 @@ def test_example_script_extracts_and_pushes_to_a_hub_endpoint(tiny_run, tmp_path
     from pathlib import Path
 
     script = Path(__file__).resolve().parents[1] / "examples" / "extract_learngene.py"
-    argv = [str(script), str(tiny_run), "--strategy", "paper", "--k", "2", "--output-dir", str(tmp_path / "out"),
-            "--push-to-hub", "me/example-lg", "--hub-endpoint", hub]
+    argv = [
+        str(script),
+        str(tiny_run),
+        "--strategy",
+        "paper",
+        "--k",
+        "2",
+        "--output-dir",
+        str(tmp_path / "out"),
+        "--push-to-hub",
+        "me/example-lg",
+        "--hub-endpoint",
+        hub,
+    ]
     old = sys.argv
     sys.argv = argv
     try:

@@ -11,8 +11,9 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from learngene_hf import CollectiveConfig, CollectiveModel
+from learngene_hf.artifact.config import CONFIG_NAME, WEIGHTS_NAME
+from learngene_hf.artifact.learngene import Learngene
 from learngene_hf.errors import ArtifactError
-from learngene_hf.learngene import CONFIG_NAME, WEIGHTS_NAME, Learngene
 
 
 @pytest.fixture
@@ -99,7 +100,9 @@ def test_config_that_does_not_match_the_tensor_shapes_is_rejected(saved):
         d["out_channels"] = 32
 
     _edit_config(saved, widen)
-    with pytest.raises(ArtifactError, match=r"blocks\.2\.conv\.weight has shape \[16, 16, 3, 3\], expected \[32, 16, 3, 3\]"):
+    with pytest.raises(
+        ArtifactError, match=r"blocks\.2\.conv\.weight has shape \[16, 16, 3, 3\], expected \[32, 16, 3, 3\]"
+    ):
         Learngene.from_pretrained(saved)
 
 

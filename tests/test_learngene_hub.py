@@ -7,9 +7,9 @@ import torch
 from huggingface_hub import HfApi, ModelCard, hf_hub_download
 
 from learngene_hf import CollectiveConfig, CollectiveModel
+from learngene_hf.artifact.learngene import Learngene
 from learngene_hf.errors import ArtifactError, HubError
-from learngene_hf.learngene import Learngene
-from learngene_hf.testing.hub import validate_card_metadata
+from learngene_hf.testing.hub_cards import validate_card_metadata
 
 
 def tiny_learngene(seed: int, repo_id: str | None = "org/collective") -> Learngene:
@@ -41,7 +41,8 @@ def test_push_to_a_branch_leaves_main_unchanged(hub):
         tiny_learngene(1).tensors["blocks.0.conv.weight"],
     )
     assert torch.equal(
-        Learngene.from_pretrained("me/lg").tensors["blocks.0.conv.weight"], tiny_learngene(0).tensors["blocks.0.conv.weight"]
+        Learngene.from_pretrained("me/lg").tensors["blocks.0.conv.weight"],
+        tiny_learngene(0).tensors["blocks.0.conv.weight"],
     )
 
 

@@ -10,15 +10,26 @@ from pathlib import Path
 import pytest
 import torch
 
+from learngene_hf.artifact.learngene import Learngene
 from learngene_hf.errors import ConfigError
-from learngene_hf.learngene import Learngene
 from learngene_hf.pipeline import PipelineConfig, run_pipeline
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = dict(
-    preset="tiny", num_tasks=2, epochs_per_task=1, images_per_class=12,
+    preset="tiny",
+    num_tasks=2,
+    epochs_per_task=1,
+    images_per_class=12,
     embedded={"num_classes": 10, "train_per_class": 24, "test_per_class": 10, "image_size": 16},
-    k=2, probe_episodes=1, shots=[2], episodes=2, ways=2, queries=2, epochs=2, tune_episodes=1, lr_grid=[0.05],
+    k=2,
+    probe_episodes=1,
+    shots=[2],
+    episodes=2,
+    ways=2,
+    queries=2,
+    epochs=2,
+    tune_episodes=1,
+    lr_grid=[0.05],
 )
 
 
@@ -26,9 +37,16 @@ def test_pipeline_runs_every_stage_and_shares_the_learngene(tmp_path, hub):
     cfg = PipelineConfig(output_dir=str(tmp_path / "out"), repo_id="me/tiny-learngene", hub_endpoint=hub, **TINY)
     summary = run_pipeline(cfg, progress=False, log=lambda *a, **k: None)
     out = tmp_path / "out"
-    for path in ("collective/model/config.json", "collective/heatmap.png", "learngene/learngene.safetensors",
-                 "learngene/layer_ranking.png", "few_shot_2shot/results.json", "few_shot_2shot/accuracy.png",
-                 "summary.json", "summary.md"):
+    for path in (
+        "collective/model/config.json",
+        "collective/heatmap.png",
+        "learngene/learngene.safetensors",
+        "learngene/layer_ranking.png",
+        "few_shot_2shot/results.json",
+        "few_shot_2shot/accuracy.png",
+        "summary.json",
+        "summary.md",
+    ):
         assert (out / path).is_file(), path
     # the Hub copy, pulled by commit sha, is the learngene that was saved
     hub_info = summary["hub"]
@@ -59,7 +77,11 @@ def test_pipeline_config_rejects_bad_settings():
 
 
 def test_run_pipeline_example_explains_itself():
-    done = subprocess.run([sys.executable, str(REPO / "examples" / "run_pipeline.py"), "--help"],
-                          capture_output=True, text=True, check=True)
+    done = subprocess.run(
+        [sys.executable, str(REPO / "examples" / "run_pipeline.py"), "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     for flag in ("--dataset", "--strategy", "--hub-endpoint", "--shots", "--tune-lr", "--compare"):
         assert flag in done.stdout

@@ -11,7 +11,7 @@ import torch
 from learngene_hf import CollectiveConfig, CollectiveModel
 from learngene_hf.errors import ArtifactError, ConfigError
 from learngene_hf.plots.heatmap import plot_gradient_heatmap
-from learngene_hf.record import GradientRecord, GradientRecorder
+from learngene_hf.training.record import GradientRecord, GradientRecorder
 
 
 def _tiny_model() -> CollectiveModel:
@@ -36,7 +36,7 @@ def test_recorder_statistics_match_a_direct_computation_averaged_over_batches():
         gen = torch.Generator().manual_seed(batch)
         g = {i: torch.randn(w.shape, generator=gen) for i, w in enumerate(b.conv.weight for b in model.blocks)}
         grads.append(g)
-        _set_grads(model, lambda i, w: g[i])
+        _set_grads(model, lambda i, w, g=g: g[i])
         recorder.step()
     entry = recorder.end_epoch(task=0, epoch=0)
     assert entry["batches"] == 3

@@ -7,8 +7,9 @@ import torch
 from helpers import striped_data
 
 from learngene_hf.errors import ConfigError, DataError
-from learngene_hf.replay import ReplayMemory, herding
-from learngene_hf.training import CollectiveTrainingConfig, train_collective
+from learngene_hf.training.config import CollectiveTrainingConfig
+from learngene_hf.training.replay import ReplayMemory, herding
+from learngene_hf.training.trainer import train_collective
 
 
 def test_herding_picks_distinct_rows_whose_mean_tracks_the_class_mean():
@@ -62,9 +63,19 @@ def test_replay_reduces_forgetting_of_the_first_task(tmp_path):
     results = {}
     for per_class in (0, 10):
         config = CollectiveTrainingConfig.for_preset(
-            "tiny", num_tasks=3, epochs_per_task=5, lr=0.03, train_per_class=40, test_per_class=20,
-            growth="none", replay_per_class=per_class, replay_batch_size=16, record_gradients=False,
-            base=list(range(15)), open_world=[], novel=[],
+            "tiny",
+            num_tasks=3,
+            epochs_per_task=5,
+            lr=0.03,
+            train_per_class=40,
+            test_per_class=20,
+            growth="none",
+            replay_per_class=per_class,
+            replay_batch_size=16,
+            record_gradients=False,
+            base=list(range(15)),
+            open_world=[],
+            novel=[],
         )
         run = train_collective(config, tmp_path / f"replay{per_class}", data=data, resume=False, progress=False)
         results[per_class] = run
@@ -81,8 +92,9 @@ def test_replay_reduces_forgetting_of_the_first_task(tmp_path):
 def test_task_accuracy_plot_is_a_png_and_needs_a_variant(tmp_path):
     from learngene_hf.plots.memory import plot_task_accuracy
 
-    path = plot_task_accuracy({"no control": {"after": [0.9, 0.8], "end": [0.3, 0.8]},
-                               "replay": {"end": [0.7, 0.8]}}, tmp_path / "acc.png")
+    path = plot_task_accuracy(
+        {"no control": {"after": [0.9, 0.8], "end": [0.3, 0.8]}, "replay": {"end": [0.7, 0.8]}}, tmp_path / "acc.png"
+    )
     assert open(path, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
     with pytest.raises(ValueError, match="at least one variant"):
         plot_task_accuracy({}, tmp_path / "none.png")
@@ -92,14 +104,23 @@ def test_open_world_statistics_from_replay_are_the_exemplar_means_under_the_fina
     from safetensors.torch import load_file
 
     from learngene_hf.data import normalize
-    from learngene_hf.openworld import ClassGaussians, FeatureBank
+    from learngene_hf.training.openworld import ClassGaussians, FeatureBank
 
     with pytest.raises(ConfigError, match="open_world_from_replay"):
         CollectiveTrainingConfig.for_preset("tiny", open_world_from_replay=True)
     config = CollectiveTrainingConfig.for_preset(
-        "tiny", num_tasks=3, epochs_per_task=1, train_per_class=20, test_per_class=10, growth="none",
-        replay_per_class=4, open_world_from_replay=True, record_gradients=False,
-        base=list(range(15)), open_world=[], novel=[],
+        "tiny",
+        num_tasks=3,
+        epochs_per_task=1,
+        train_per_class=20,
+        test_per_class=10,
+        growth="none",
+        replay_per_class=4,
+        open_world_from_replay=True,
+        record_gradients=False,
+        base=list(range(15)),
+        open_world=[],
+        novel=[],
     )
     run = train_collective(config, tmp_path / "run", data=striped_data(), resume=False, progress=False)
     assert run.report["forgetting_control"]["open_world_from_replay"] is True

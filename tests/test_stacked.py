@@ -1,4 +1,4 @@
-"""Stacked few-shot training (learngene_hf.stacked) gives what one-at-a-time training gives."""
+"""Stacked few-shot training (learngene_hf.fewshot.stacked) gives what one-at-a-time training gives."""
 
 from __future__ import annotations
 
@@ -9,12 +9,15 @@ import pytest
 import torch
 from helpers import EMBEDDED, SPLIT
 
-from learngene_hf.baselines import fit_frozen_features, frozen_features
 from learngene_hf.data import load_tensors, sample_episodes
 from learngene_hf.errors import ConfigError
-from learngene_hf.fewshot import FewShotConfig, Method, build_for_episode, run_episodes
-from learngene_hf.individual import IndividualConfig, IndividualModel
-from learngene_hf.stacked import Descendant, run_descendants, stack_key, train_and_evaluate_stacked
+from learngene_hf.fewshot.baselines import fit_frozen_features, frozen_features
+from learngene_hf.fewshot.config import FewShotConfig
+from learngene_hf.fewshot.runner import Method, run_episodes
+from learngene_hf.fewshot.stacked import Descendant, run_descendants, train_and_evaluate_stacked
+from learngene_hf.fewshot.stacks import stack_key
+from learngene_hf.fewshot.train import build_for_episode
+from learngene_hf.models.individual import IndividualConfig, IndividualModel
 
 #: The shared tiny learngene with perturbed BatchNorm means, so that BN re-estimation shows.
 tiny_learngene = partial(helpers.tiny_learngene, perturb_bn=True)
@@ -43,16 +46,24 @@ def methods(dtype: torch.dtype) -> list[Method]:
     return [
         Method("learngene", cast(lambda n: IndividualModel.from_learngene(lg, n, **HEAD)), lr=0.1),
         Method("scratch", cast(lambda n: IndividualModel(IndividualConfig.for_learngene(lg, n, **HEAD))), lr=0.05),
-        Method("whole", cast(lambda n: IndividualModel.from_learngene(whole, n, **HEAD)), lr=0.2,
-               recipe={"head_lr_scale": 3.0, "warmup_steps": 0}),
+        Method(
+            "whole",
+            cast(lambda n: IndividualModel.from_learngene(whole, n, **HEAD)),
+            lr=0.2,
+            recipe={"head_lr_scale": 3.0, "warmup_steps": 0},
+        ),
         Method("frozen", cast(lambda n: IndividualModel.from_learngene(lg, n, freeze_learngene=True, **HEAD)), lr=0.1),
-        Method("logreg_random", lambda n: frozen_features(IndividualModel(IndividualConfig.for_learngene(lg, n)), n),
-               fit=fit_frozen_features, settings={"l2": 0.1}),
+        Method(
+            "logreg_random",
+            lambda n: frozen_features(IndividualModel(IndividualConfig.for_learngene(lg, n)), n),
+            fit=fit_frozen_features,
+            settings={"l2": 0.1},
+        ),
     ]
 
 
 def one_at_a_time(method: Method, episode, cfg: FewShotConfig):
-    from learngene_hf.fewshot import evaluate, train_individual
+    from learngene_hf.fewshot.train import evaluate, train_individual
 
     model, seed = build_for_episode(method.builder, episode)
     run_cfg = method.config(cfg)
@@ -65,7 +76,9 @@ def test_stacked_descendants_match_one_at_a_time_training(episodes, dtype):
     cfg = RECIPE
     jobs = [(m, ep) for m in methods(dtype)[:3] for ep in episodes]
     models, seeds = zip(*(build_for_episode(m.builder, ep) for m, ep in jobs))
-    stacked = train_and_evaluate_stacked(models, [ep for _, ep in jobs], seeds, [m.config(cfg) for m, _ in jobs], write_back=True)
+    stacked = train_and_evaluate_stacked(
+        models, [ep for _, ep in jobs], seeds, [m.config(cfg) for m, _ in jobs], write_back=True
+    )
     queries = episodes[0].query_labels.numel()
     for (method, ep), model, acc in zip(jobs, models, stacked):
         alone, state = one_at_a_time(method, ep, cfg)
@@ -82,7 +95,11 @@ def test_run_episodes_gives_the_same_rows_stacked_or_one_at_a_time(episodes, rec
     """Both recipes (steps with LP-FT; the paper's epochs), mixed stack keys (the frozen learngene
     trains apart; the whole backbone's own schedule shares the stack), a frozen-feature baseline
     (fitted one at a time in both paths), stacks of at most 3, float64."""
-    cfg = RECIPE.replace(stack_size=3) if recipe == "default" else FewShotConfig.from_recipe("paper", epochs=2, batch_size=4, device="cpu", stack_size=3)
+    cfg = (
+        RECIPE.replace(stack_size=3)
+        if recipe == "default"
+        else FewShotConfig.from_recipe("paper", epochs=2, batch_size=4, device="cpu", stack_size=3)
+    )
     stacked = run_episodes(methods(torch.float64), episodes, cfg, progress=False)
     alone = run_episodes(methods(torch.float64), episodes, cfg.replace(stack=False), progress=False)
     assert stacked == alone

@@ -8,7 +8,14 @@ from learngene_hf.stats import mean_ci, paired_difference, t_cdf, t_quantile
 
 @pytest.mark.parametrize(
     "p, df, expected",
-    [(0.975, 19, 2.0930), (0.975, 1, 12.7062), (0.975, 4, 2.7764), (0.995, 9, 3.2498), (0.95, 30, 1.6973), (0.975, 1000, 1.9623)],
+    [
+        (0.975, 19, 2.0930),
+        (0.975, 1, 12.7062),
+        (0.975, 4, 2.7764),
+        (0.995, 9, 3.2498),
+        (0.95, 30, 1.6973),
+        (0.975, 1000, 1.9623),
+    ],
 )
 def test_t_quantile_matches_tables(p, df, expected):
     assert t_quantile(p, df) == pytest.approx(expected, abs=5e-4)

@@ -15,20 +15,25 @@ from conftest import free_port
 from helpers import color_data
 
 from learngene_hf.errors import ArtifactError, ConfigError
-from learngene_hf.record import GradientRecord
-from learngene_hf.training import (
-    CollectiveTrainingConfig,
-    load_run,
-    plan_growth,
-    train_collective,
-)
+from learngene_hf.training.config import CollectiveTrainingConfig
+from learngene_hf.training.growth import plan_growth
+from learngene_hf.training.record import GradientRecord
+from learngene_hf.training.run import load_run
+from learngene_hf.training.trainer import train_collective
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def _config(**overrides) -> CollectiveTrainingConfig:
-    values = dict(num_tasks=3, epochs_per_task=2, train_per_class=20, test_per_class=10,
-                  base=list(range(10)), open_world=[10, 11], novel=[])
+    values = dict(
+        num_tasks=3,
+        epochs_per_task=2,
+        train_per_class=20,
+        test_per_class=10,
+        base=list(range(10)),
+        open_world=[10, 11],
+        novel=[],
+    )
     values.update(overrides)
     return CollectiveTrainingConfig.for_preset("tiny", **values)
 
@@ -36,8 +41,16 @@ def _config(**overrides) -> CollectiveTrainingConfig:
 def test_three_task_run_writes_every_output_and_reloads(tmp_path):
     run = train_collective(_config(), tmp_path / "run", data=color_data(), progress=False)
     folder = tmp_path / "run"
-    for name in ("model/config.json", "model/model.safetensors", "gradient_record.json", "report.json",
-                 "report.md", "heatmap.png", "run_config.json", "checkpoint/state.json"):
+    for name in (
+        "model/config.json",
+        "model/model.safetensors",
+        "gradient_record.json",
+        "report.json",
+        "report.md",
+        "heatmap.png",
+        "run_config.json",
+        "checkpoint/state.json",
+    ):
         assert (folder / name).is_file(), name
     assert (folder / "heatmap.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     report = json.loads((folder / "report.json").read_text())
@@ -77,12 +90,13 @@ def test_paper_growth_plan_doubles_the_last_three_layers_round_robin():
 
 
 def test_growth_happens_during_training_and_is_logged(tmp_path):
-    growth = [{"task": 1, "op": "widen", "layer": "conv3", "width": 24},
-              {"task": 2, "op": "deepen", "layer": "conv1"}]
+    growth = [{"task": 1, "op": "widen", "layer": "conv3", "width": 24}, {"task": 2, "op": "deepen", "layer": "conv1"}]
     run = train_collective(_config(growth=growth), tmp_path / "run", data=color_data(), progress=False)
     log = run.model.config.growth_log
     assert [(e["op"], e["name"], e["old_width"], e["new_width"], e["task"]) for e in log] == [
-        ("widen", "conv3", 16, 24, 1), ("deepen", "conv4", None, 8, 2)]
+        ("widen", "conv3", 16, 24, 1),
+        ("deepen", "conv4", None, 8, 2),
+    ]
     assert run.model.config.widths == [8, 8, 8, 16, 24]
     assert run.record.layer_names == ["conv0", "conv1", "conv4", "conv2", "conv3"]
     _, _, array = run.record.matrix("mean_abs")
@@ -96,9 +110,12 @@ def test_interrupted_then_resumed_run_equals_uninterrupted(tmp_path):
     config = _config(ewc_weight=5.0, growth=[{"task": 2, "op": "widen", "layer": "conv2", "width": 12}])
     full = train_collective(config, tmp_path / "full", data=data, progress=False)
 
-    stopped = train_collective(_config(ewc_weight=5.0, stop_after_task=2,
-                                       growth=[{"task": 2, "op": "widen", "layer": "conv2", "width": 12}]),
-                               tmp_path / "cut", data=data, progress=False)
+    stopped = train_collective(
+        _config(ewc_weight=5.0, stop_after_task=2, growth=[{"task": 2, "op": "widen", "layer": "conv2", "width": 12}]),
+        tmp_path / "cut",
+        data=data,
+        progress=False,
+    )
     assert stopped.report["finished_tasks"] == 2 and not stopped.report["complete"]
     state = json.loads((tmp_path / "cut" / "checkpoint" / "state.json").read_text())
     assert state["next_task"] == 2
@@ -108,7 +125,9 @@ def test_interrupted_then_resumed_run_equals_uninterrupted(tmp_path):
         torch.testing.assert_close(a, b, msg=name)
     assert resumed.record.to_dict() == full.record.to_dict()
     keep = ("accuracy_after", "accuracy_end", "open_world_auroc", "open_world_aurocs", "epoch_losses")
-    assert [{k: t[k] for k in keep} for t in resumed.report["tasks"]] == [{k: t[k] for k in keep} for t in full.report["tasks"]]
+    assert [{k: t[k] for k in keep} for t in resumed.report["tasks"]] == [
+        {k: t[k] for k in keep} for t in full.report["tasks"]
+    ]
     assert not list((tmp_path / "cut").glob(".*tmp*"))
     # the knn bank is in the checkpoint and the run folder: the resumed run kept the first two tasks' rows
     from safetensors.torch import load_file
@@ -169,8 +188,10 @@ def test_config_round_trip_and_clear_errors():
         plan_growth(_config(growth=[{"task": 9, "op": "widen", "layer": "conv0", "width": 9}]), ["conv0"], [8])
 
 
-@pytest.mark.skipif(shutil.which("accelerate") is None and not (Path(sys.executable).parent / "accelerate").exists(),
-                    reason="the accelerate launcher is not installed")
+@pytest.mark.skipif(
+    shutil.which("accelerate") is None and not (Path(sys.executable).parent / "accelerate").exists(),
+    reason="the accelerate launcher is not installed",
+)
 def test_two_cpu_processes_match_a_one_process_run(tmp_path):
     """2 processes x batch 15 see the same global batches as 1 process x batch 30: the record's
     values and the trained weights agree within what per-process BatchNorm statistics explain."""
@@ -178,28 +199,92 @@ def test_two_cpu_processes_match_a_one_process_run(tmp_path):
     from safetensors.torch import load_file
 
     launcher = str(Path(sys.executable).parent / "accelerate")
-    common = ["--preset", "tiny", "--num-tasks", "3", "--epochs-per-task", "1", "--images-per-class", "12",
-              "--test-per-class", "6", "--no-progress", "--seed", "3"]
-    env = dict(os.environ, ACCELERATE_USE_CPU="1", LEARNGENE_HF_CACHE=str(tmp_path / "cache"),
-               PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    common = [
+        "--preset",
+        "tiny",
+        "--num-tasks",
+        "3",
+        "--epochs-per-task",
+        "1",
+        "--images-per-class",
+        "12",
+        "--test-per-class",
+        "6",
+        "--no-progress",
+        "--seed",
+        "3",
+    ]
+    env = dict(
+        os.environ,
+        ACCELERATE_USE_CPU="1",
+        LEARNGENE_HF_CACHE=str(tmp_path / "cache"),
+        PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+    )
     script = str(REPO / "examples" / "train_collective.py")
     two = subprocess.run(
-        [launcher, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--main_process_port", str(free_port()), "--mixed_precision", "no",
-         "--dynamo_backend", "no", script, "--output-dir", str(tmp_path / "two"), "--batch-size", "15", *common],
-        env=env, capture_output=True, text=True, timeout=300)
+        [
+            launcher,
+            "launch",
+            "--multi_gpu",
+            "--num_processes",
+            "2",
+            "--num_machines",
+            "1",
+            "--main_process_port",
+            str(free_port()),
+            "--mixed_precision",
+            "no",
+            "--dynamo_backend",
+            "no",
+            script,
+            "--output-dir",
+            str(tmp_path / "two"),
+            "--batch-size",
+            "15",
+            *common,
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert two.returncode == 0, two.stderr[-3000:]
-    one = subprocess.run([sys.executable, script, "--output-dir", str(tmp_path / "one"), "--batch-size", "30", *common],
-                         env=env, capture_output=True, text=True, timeout=300)
+    one = subprocess.run(
+        [sys.executable, script, "--output-dir", str(tmp_path / "one"), "--batch-size", "30", *common],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert one.returncode == 0, one.stderr[-3000:]
     # the same run with a vanishing learning rate: the starting weights (growth included), to size the updates
-    start = subprocess.run([sys.executable, script, "--output-dir", str(tmp_path / "start"), "--batch-size", "30", "--lr", "1e-12", *common],
-                           env=env, capture_output=True, text=True, timeout=300)
+    start = subprocess.run(
+        [
+            sys.executable,
+            script,
+            "--output-dir",
+            str(tmp_path / "start"),
+            "--batch-size",
+            "30",
+            "--lr",
+            "1e-12",
+            *common,
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert start.returncode == 0, start.stderr[-3000:]
     report_two = json.loads((tmp_path / "two" / "report.json").read_text())
     report_one = json.loads((tmp_path / "one" / "report.json").read_text())
     assert report_two["num_processes"] == 2 and report_one["num_processes"] == 1
     assert report_two["task_stream"] == report_one["task_stream"]
-    assert [t["train_images_seen"] for t in report_two["tasks"]] == [t["train_images_seen"] for t in report_one["tasks"]] == [60] * 3
+    assert (
+        [t["train_images_seen"] for t in report_two["tasks"]]
+        == [t["train_images_seen"] for t in report_one["tasks"]]
+        == [60] * 3
+    )
     rec_two = GradientRecord.load(tmp_path / "two" / "gradient_record.json")
     rec_one = GradientRecord.load(tmp_path / "one" / "gradient_record.json")
     names2, tasks2, above2 = rec_two.matrix("frac_above", 5e-10)
@@ -226,8 +311,13 @@ def test_two_cpu_processes_match_a_one_process_run(tmp_path):
 
 def test_resume_with_replay_and_frozen_batchnorm_equals_uninterrupted(tmp_path):
     data = color_data()
-    options = dict(replay_per_class=3, replay_batch_size=8, bn_freeze_after=1, ewc_weight=5.0,
-                   growth=[{"task": 2, "op": "widen", "layer": "conv2", "width": 12}])
+    options = dict(
+        replay_per_class=3,
+        replay_batch_size=8,
+        bn_freeze_after=1,
+        ewc_weight=5.0,
+        growth=[{"task": 2, "op": "widen", "layer": "conv2", "width": 12}],
+    )
     full = train_collective(_config(**options), tmp_path / "full", data=data, progress=False)
     train_collective(_config(stop_after_task=2, **options), tmp_path / "cut", data=data, progress=False)
     assert (tmp_path / "cut" / "checkpoint" / "replay.safetensors").is_file()
@@ -236,7 +326,9 @@ def test_resume_with_replay_and_frozen_batchnorm_equals_uninterrupted(tmp_path):
     for (name, a), b in zip(full.model.state_dict().items(), resumed.model.state_dict().values()):
         torch.testing.assert_close(a, b, msg=name)
     keep = ("accuracy_after", "accuracy_end", "open_world_aurocs", "epoch_losses", "epoch_replay_losses")
-    assert [{k: t[k] for k in keep} for t in resumed.report["tasks"]] == [{k: t[k] for k in keep} for t in full.report["tasks"]]
+    assert [{k: t[k] for k in keep} for t in resumed.report["tasks"]] == [
+        {k: t[k] for k in keep} for t in full.report["tasks"]
+    ]
     assert (tmp_path / "cut" / "open_world.safetensors").is_file()
     assert set(full.report["mean_open_world_aurocs"]) == {"energy", "msp", "mahalanobis", "knn"}
 

@@ -7,7 +7,7 @@ import torch
 
 from learngene_hf import CollectiveConfig, CollectiveModel
 from learngene_hf.errors import DataError
-from learngene_hf.openworld import auroc
+from learngene_hf.training.openworld import auroc
 
 
 def _pairwise(unknown, known) -> float:
@@ -48,14 +48,14 @@ def test_unknown_score_covers_all_known_heads():
 
 
 def test_mahalanobis_score_separates_far_clusters_and_round_trips():
-    from learngene_hf.openworld import ClassGaussians
+    from learngene_hf.training.openworld import ClassGaussians
 
     gen = torch.Generator().manual_seed(0)
     centres = torch.tensor([[0.0, 0.0, 0.0], [6.0, 0.0, 0.0]])
     labels = torch.arange(2).repeat_interleave(50)
     known = centres[labels] + torch.randn(100, 3, generator=gen) * 0.5
     gaussians = ClassGaussians()
-    gaussians.add(known[:50], labels[:50])   # one task per class: two components
+    gaussians.add(known[:50], labels[:50])  # one task per class: two components
     gaussians.add(known[50:], labels[50:])
     assert len(gaussians) == 2
     torch.testing.assert_close(gaussians.means, centres, atol=0.3, rtol=0)
@@ -72,7 +72,8 @@ def test_mahalanobis_score_separates_far_clusters_and_round_trips():
 
 
 def test_unknown_scores_give_every_score_from_one_embedding():
-    from learngene_hf.openworld import OPEN_WORLD_SCORES, ClassGaussians, FeatureBank, unknown_scores
+    from learngene_hf.training.config import OPEN_WORLD_SCORES
+    from learngene_hf.training.openworld import ClassGaussians, FeatureBank, unknown_scores
 
     torch.manual_seed(0)
     model = CollectiveModel(CollectiveConfig(preset="tiny")).eval()
@@ -97,7 +98,7 @@ def test_unknown_scores_give_every_score_from_one_embedding():
 
 
 def test_knn_score_is_larger_far_from_the_bank_than_for_held_out_known_features():
-    from learngene_hf.openworld import FeatureBank
+    from learngene_hf.training.openworld import FeatureBank
 
     gen = torch.Generator().manual_seed(0)
     centres = torch.nn.functional.normalize(torch.tensor([[1.0, 0.0, 0.0, 0.0], [0.0, 1.0, 0.0, 0.0]]), dim=1)
@@ -111,7 +112,7 @@ def test_knn_score_is_larger_far_from_the_bank_than_for_held_out_known_features(
 
 
 def test_knn_bank_keeps_a_reproducible_subset_per_class_and_scores_the_kth_neighbour():
-    from learngene_hf.openworld import FeatureBank
+    from learngene_hf.training.openworld import FeatureBank
 
     angles = torch.tensor([0.0, 0.1, 0.3, 0.6, 1.0, 1.5])
     points = torch.stack([angles.cos(), angles.sin()], 1) * torch.tensor([1.0, 2.0, 3.0, 4.0, 5.0, 6.0])[:, None]
@@ -119,7 +120,9 @@ def test_knn_bank_keeps_a_reproducible_subset_per_class_and_scores_the_kth_neigh
     everything.add(points, torch.zeros(6, dtype=torch.long))
     assert len(everything) == 6 and everything.num_components == 1
     query = torch.tensor([[2.0, 0.0], [0.0, 0.5]])
-    expected = (torch.nn.functional.normalize(query, dim=1)[:, None] - everything.features[None]).norm(dim=2).sort(1).values
+    expected = (
+        (torch.nn.functional.normalize(query, dim=1)[:, None] - everything.features[None]).norm(dim=2).sort(1).values
+    )
     for k in (1, 3, 6):
         torch.testing.assert_close(everything.score(query, k=k), expected[:, k - 1])
     assert everything.score(query[:1], k=1).item() == pytest.approx(0.0, abs=1e-6)  # angle 0 is in the bank
@@ -144,7 +147,7 @@ def test_knn_bank_keeps_a_reproducible_subset_per_class_and_scores_the_kth_neigh
 
 
 def test_knn_bank_round_trips_and_refuses_bad_shapes():
-    from learngene_hf.openworld import FeatureBank
+    from learngene_hf.training.openworld import FeatureBank
 
     bank = FeatureBank(per_class=3)
     with pytest.raises(DataError, match="empty"):
@@ -159,7 +162,9 @@ def test_knn_bank_round_trips_and_refuses_bad_shapes():
     with pytest.raises(DataError, match="keeps 3 embeddings per class"):
         FeatureBank(per_class=5).load_state_tensors(bank.state_tensors())
     with pytest.raises(DataError, match=r"knn/bank must be \[M, D\]"):
-        FeatureBank(per_class=3).load_state_tensors({**bank.state_tensors(), "knn/components": torch.zeros(2, dtype=torch.long)})
+        FeatureBank(per_class=3).load_state_tensors(
+            {**bank.state_tensors(), "knn/components": torch.zeros(2, dtype=torch.long)}
+        )
     with pytest.raises(DataError, match="embedding width changed"):
         bank.add(torch.randn(4, 5), torch.zeros(4, dtype=torch.long))
     with pytest.raises(DataError, match=r"features \[N, D\] and labels \[N\]"):
@@ -172,7 +177,7 @@ def test_knn_bank_round_trips_and_refuses_bad_shapes():
 
 def test_knn_options_are_validated_against_the_first_tasks_bank():
     from learngene_hf.errors import ConfigError
-    from learngene_hf.training import CollectiveTrainingConfig
+    from learngene_hf.training.config import CollectiveTrainingConfig
 
     with pytest.raises(ConfigError, match="open_world_knn_k must be a positive integer"):
         CollectiveTrainingConfig.for_preset("tiny", open_world_knn_k=0)

@@ -8,7 +8,7 @@ import torch
 
 import learngene_hf  # noqa: F401  (registers learngene_vgg_* with timm)
 from learngene_hf import COLLECTIVE_PRESETS, CollectiveConfig, CollectiveModel, ConfigError
-from learngene_hf.vgg import VGGBN
+from learngene_hf.models.vgg import VGGBN
 
 
 @pytest.mark.parametrize("size", ["tiny", "small", "paper"])

@@ -9,23 +9,25 @@ from functools import partial
 import pytest
 import timm
 import torch
+from helpers import color_data
 from safetensors.torch import load_file, save_file
 from transformers import AutoModelForImageClassification
-from helpers import color_data
 from transformers import logging as hf_logging
 
 from learngene_hf import (
-    IndividualModel,
     Inheritor,
     Learngene,
     ViTCollectiveConfig,
     ViTCollectiveModel,
     ViTIndividualConfig,
     ViTIndividualModel,
+    from_learngene,
 )
 from learngene_hf.errors import ArtifactError, ConfigError, IncompatibleLearngeneError
-from learngene_hf.training import CollectiveTrainingConfig, load_run, train_collective
-from learngene_hf.vit import expand_block_tensors, expansion_coefficient, select_elements
+from learngene_hf.models.vit import expand_block_tensors, expansion_coefficient, select_elements
+from learngene_hf.training.config import CollectiveTrainingConfig
+from learngene_hf.training.run import load_run
+from learngene_hf.training.trainer import train_collective
 
 hf_logging.set_verbosity_error()
 
@@ -44,16 +46,23 @@ vit_data = partial(color_data, per=20, size=32)
 
 
 def _train_config(**overrides) -> CollectiveTrainingConfig:
-    values = dict(num_tasks=2, epochs_per_task=1, train_per_class=20, test_per_class=10,
-                  base=list(range(10)), open_world=[10, 11], novel=[])
+    values = dict(
+        num_tasks=2,
+        epochs_per_task=1,
+        train_per_class=20,
+        test_per_class=10,
+        base=list(range(10)),
+        open_world=[10, 11],
+        novel=[],
+    )
     values.update(overrides)
     return CollectiveTrainingConfig.for_preset("vit-tiny", **values)
 
 
 # ---------------------------------------------------------------------------------------------- the rule
 def test_expansion_coefficients_follow_each_rule():
-    assert [expansion_coefficient(l, 4) for l in range(1, 5)] == [0.25, 0.5, 0.75, 1.0]
-    assert [expansion_coefficient(l, 3, "(l-1)/(L-1)") for l in range(1, 4)] == [0.0, 0.5, 1.0]
+    assert [expansion_coefficient(k, 4) for k in range(1, 5)] == [0.25, 0.5, 0.75, 1.0]
+    assert [expansion_coefficient(k, 3, "(l-1)/(L-1)") for k in range(1, 4)] == [0.0, 0.5, 1.0]
     with pytest.raises(ConfigError, match="Unknown expansion rule"):
         expansion_coefficient(1, 4, "l^2")
     with pytest.raises(ConfigError, match="does not exist"):
@@ -71,7 +80,9 @@ def test_collective_vit_computes_the_ordinary_vit_of_its_expanded_blocks():
     model = _collective()
     model.add_task(5)
     model.eval()
-    twin = ViTIndividualModel(ViTIndividualConfig(embed_dim=32, depth=3, num_heads=2, mlp_ratio=2.0, patch_size=8, num_labels=5))
+    twin = ViTIndividualModel(
+        ViTIndividualConfig(embed_dim=32, depth=3, num_heads=2, mlp_ratio=2.0, patch_size=8, num_labels=5)
+    )
     twin.load_linear_expansion(model.learngene_tensors())
     twin.vit.head.load_state_dict(model.heads[0].state_dict())
     twin.eval()
@@ -177,9 +188,13 @@ def test_linear_expansion_validation_names_each_problem(vit_learngene, tmp_path)
     def form(c, t, m):
         m["form"] = "layers"
 
-    for edit, message in [(rule, "expansion rule 'sqrt"), (missing, r"missing tensors \['inc.mlp.fc1.weight'\]"),
-                          (shape, "base.attn.qkv.weight has shape"), (recorded, "recorded shapes do not match"),
-                          (form, "holds a 'layers' learngene")]:
+    for edit, message in [
+        (rule, "expansion rule 'sqrt"),
+        (missing, r"missing tensors \['inc.mlp.fc1.weight'\]"),
+        (shape, "base.attn.qkv.weight has shape"),
+        (recorded, "recorded shapes do not match"),
+        (form, "holds a 'layers' learngene"),
+    ]:
         with pytest.raises(ArtifactError, match=message):
             Learngene.from_pretrained(edited(edit, edit.__name__))
 
@@ -209,11 +224,11 @@ def test_inheritor_has_nothing_to_select_for_a_linear_expansion_vit():
 @pytest.mark.parametrize("depth", [2, 3, 7, 12])
 def test_descendants_of_any_depth_start_on_the_expansion_line(vit_learngene, depth):
     learngene, folder = vit_learngene
-    model = IndividualModel.from_learngene(folder, num_labels=4, num_blocks=depth)
+    model = from_learngene(folder, num_labels=4, num_blocks=depth)
     assert isinstance(model, ViTIndividualModel) and len(model.vit.blocks) == depth
     base, inc = learngene.tensors["base.mlp.fc1.weight"], learngene.tensors["inc.mlp.fc1.weight"]
-    for l in (1, depth):
-        torch.testing.assert_close(model.vit.blocks[l - 1].mlp.fc1.weight, base + l / depth * inc)
+    for k in (1, depth):
+        torch.testing.assert_close(model.vit.blocks[k - 1].mlp.fc1.weight, base + k / depth * inc)
     torch.testing.assert_close(model.vit.pos_embed, learngene.tensors["embed.pos_embed"])
     assert model.config.learngene["form"] == "linear_expansion" and model.config.learngene["source_depth"] == 3
     assert model(torch.randn(2, 3, 32, 32)).logits.shape == (2, 4)
@@ -221,7 +236,7 @@ def test_descendants_of_any_depth_start_on_the_expansion_line(vit_learngene, dep
 
 def test_descendant_saves_and_loads_with_auto_classes_and_can_be_narrower(vit_learngene, tmp_path):
     learngene, _ = vit_learngene
-    model = IndividualModel.from_learngene(learngene, num_labels=3, num_blocks=4, embed_dim=16)
+    model = from_learngene(learngene, num_labels=3, num_blocks=4, embed_dim=16)
     assert model.vit.blocks[0].attn.qkv.weight.shape == (48, 16)
     model.save_pretrained(tmp_path / "desc")
     loaded = AutoModelForImageClassification.from_pretrained(tmp_path / "desc")
@@ -229,7 +244,7 @@ def test_descendant_saves_and_loads_with_auto_classes_and_can_be_narrower(vit_le
     x = torch.randn(2, 3, 32, 32)
     torch.testing.assert_close(loaded.eval()(x).logits, model.eval()(x).logits)
     with pytest.raises(IncompatibleLearngeneError, match="wider"):
-        IndividualModel.from_learngene(learngene, num_labels=3, embed_dim=64)
+        from_learngene(learngene, num_labels=3, embed_dim=64)
     scratch = ViTIndividualModel(ViTIndividualConfig.for_learngene(learngene, 3, num_blocks=4))
     assert not scratch.has_learngene and scratch.config.depth == 4
 
@@ -238,7 +253,9 @@ def test_weight_selection_takes_the_first_blocks_of_an_unconstrained_vit():
     torch.manual_seed(0)
     plain = ViTCollectiveModel(ViTCollectiveConfig(preset="vit-tiny", expansion="none"))
     model = ViTIndividualModel.from_weight_selection(plain, num_labels=5, num_blocks=2, embed_dim=16)
-    torch.testing.assert_close(model.vit.blocks[1].mlp.fc2.weight, select_elements(plain.vit.blocks[1].mlp.fc2.weight, (16, 32)))
+    torch.testing.assert_close(
+        model.vit.blocks[1].mlp.fc2.weight, select_elements(plain.vit.blocks[1].mlp.fc2.weight, (16, 32))
+    )
     with pytest.raises(IncompatibleLearngeneError, match="only 3"):
         ViTIndividualModel.from_weight_selection(plain, num_labels=5, num_blocks=4)
 
@@ -246,15 +263,15 @@ def test_weight_selection_takes_the_first_blocks_of_an_unconstrained_vit():
 def test_vit_learngene_goes_through_the_hub_and_builds_descendants_by_repo_id(vit_learngene, hub):
     from huggingface_hub import HfApi, hf_hub_download
 
-    from learngene_hf.testing.hub import validate_card_metadata
+    from learngene_hf.testing.hub_cards import validate_card_metadata
 
     learngene, _ = vit_learngene
     sha = learngene.push_to_hub("me/learngene-vit").oid
     errors, _ = validate_card_metadata(open(hf_hub_download("me/learngene-vit", "README.md"), encoding="utf-8").read())
     assert errors == []
     assert HfApi().model_info("me/learngene-vit").sha == sha
-    shallow = IndividualModel.from_learngene("me/learngene-vit", num_labels=5, num_blocks=2, revision=sha)
-    deep = IndividualModel.from_learngene("me/learngene-vit", num_labels=5, num_blocks=8, revision=sha)
+    shallow = from_learngene("me/learngene-vit", num_labels=5, num_blocks=2, revision=sha)
+    deep = from_learngene("me/learngene-vit", num_labels=5, num_blocks=8, revision=sha)
     assert (len(shallow.vit.blocks), len(deep.vit.blocks)) == (2, 8)
     assert shallow.config.learngene["repo_id"] == "me/learngene-vit" and shallow.config.learngene["commit_sha"] == sha
 
@@ -267,9 +284,9 @@ def test_pulled_learngene_builds_descendants_of_two_depths_like_the_local_one(vi
     x = torch.randn(2, 3, 32, 32)
     for depth in (2, 6):
         torch.manual_seed(0)
-        mine = IndividualModel.from_learngene(learngene, num_labels=5, num_blocks=depth).eval()
+        mine = from_learngene(learngene, num_labels=5, num_blocks=depth).eval()
         torch.manual_seed(0)
-        theirs = IndividualModel.from_learngene(pulled, num_labels=5, num_blocks=depth).eval()
+        theirs = from_learngene(pulled, num_labels=5, num_blocks=depth).eval()
         assert len(theirs.vit.blocks) == depth and theirs.config.learngene["source_depth"] == 3
         with torch.no_grad():
             torch.testing.assert_close(theirs(x).logits, mine(x).logits)
@@ -283,85 +300,19 @@ def test_pulled_learngene_builds_descendants_of_two_depths_like_the_local_one(vi
     from PIL import Image
     from transformers import pipeline
 
-    scores = pipeline("image-classification", model="me/vit-descendant")(Image.fromarray(np.zeros((32, 32, 3), np.uint8)), top_k=5)
+    scores = pipeline("image-classification", model="me/vit-descendant")(
+        Image.fromarray(np.zeros((32, 32, 3), np.uint8)), top_k=5
+    )
     assert len(scores) == 5 and abs(sum(s["score"] for s in scores) - 1) < 1e-4
-
-
-def _save_with_remote_code(model, auto_class: str, folder) -> None:
-    """save_pretrained with the model's code copied next to the weights (auto_map for ``auto_class``)."""
-    config_class = type(model).config_class
-    config_class.register_for_auto_class()
-    type(model).register_for_auto_class(auto_class)
-    try:
-        model.save_pretrained(folder)
-    finally:
-        config_class._auto_class = None
-        type(model)._auto_class = None
-    assert (folder / "vit.py").is_file()
-
-
-def _run_where_learngene_hf_is_absent(tmp_path, auto_class: str, folder, lines: list[str]) -> None:
-    """Load ``folder`` as ``m`` with ``auto_class`` and trust_remote_code in a fresh interpreter in
-    which ``import learngene_hf`` fails (only the copied code can build the model), then run ``lines``."""
-    import os
-    import subprocess
-    import sys
-
-    script = "\n".join([
-        "import sys; sys.modules['learngene_hf'] = None",
-        "import torch",
-        f"from transformers import {auto_class}",
-        f"m = {auto_class}.from_pretrained({str(folder)!r}, trust_remote_code=True).eval()",
-        "assert not type(m).__module__.startswith('learngene_hf'), type(m).__module__",
-        *lines,
-    ]) + "\n"
-    subprocess.run([sys.executable, "-c", script], check=True, cwd=tmp_path, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
-
-
-def test_descendant_loads_with_trust_remote_code_where_learngene_hf_is_not_installed(vit_learngene, tmp_path):
-    learngene, _ = vit_learngene
-    model = IndividualModel.from_learngene(learngene, num_labels=3, num_blocks=4).eval()
-    _save_with_remote_code(model, "AutoModelForImageClassification", tmp_path / "desc")
-    x = torch.randn(2, 3, 32, 32)
-    torch.save(x, tmp_path / "x.pt")
-    _run_where_learngene_hf_is_absent(tmp_path, "AutoModelForImageClassification", tmp_path / "desc", [
-        f"with torch.no_grad(): torch.save(m(torch.load({str(tmp_path / 'x.pt')!r})).logits, {str(tmp_path / 'y.pt')!r})",
-    ])
-    with torch.no_grad():
-        torch.testing.assert_close(torch.load(tmp_path / "y.pt"), model(x).logits)
-
-
-def test_collective_vit_loads_with_trust_remote_code_where_learngene_hf_is_not_installed(tmp_path):
-    from transformers import AutoModel
-
-    model = _collective()
-    model.add_task(4)
-    model.add_task(3)
-    model.eval()
-    _save_with_remote_code(model, "AutoModel", tmp_path / "collective")
-    x = torch.randn(2, 3, 32, 32)
-    torch.save(x, tmp_path / "x.pt")
-    _run_where_learngene_hf_is_absent(tmp_path, "AutoModel", tmp_path / "collective", [
-        "assert type(m.vit.blocks).__name__ == 'LinearExpansionBlocks' and m.config.task_num_labels == [4, 3]",
-        f"x = torch.load({str(tmp_path / 'x.pt')!r})",
-        f"with torch.no_grad(): torch.save([m(x, task_id=t).logits for t in (0, 1)], {str(tmp_path / 'y.pt')!r})",
-    ])
-    with torch.no_grad():
-        expected = [model(x, task_id=t).logits for t in (0, 1)]
-    for got, want in zip(torch.load(tmp_path / "y.pt"), expected):
-        torch.testing.assert_close(got, want)
-    # where the package is installed, the same folder loads with trust_remote_code=True too
-    loaded = AutoModel.from_pretrained(tmp_path / "collective", trust_remote_code=True).eval()
-    with torch.no_grad():
-        torch.testing.assert_close(loaded(x, task_id=1).logits, expected[1])
 
 
 # ---------------------------------------------------------------------------------------------- few-shot
 def test_vit_descendants_train_with_the_few_shot_recipe_body_frozen_during_lp(vit_learngene):
-    from learngene_hf.fewshot import FewShotConfig, parameter_groups, train_individual
+    from learngene_hf.fewshot.config import FewShotConfig
+    from learngene_hf.fewshot.train import parameter_groups, train_individual
 
     learngene, _ = vit_learngene
-    model = IndividualModel.from_learngene(learngene, num_labels=2, num_blocks=2)
+    model = from_learngene(learngene, num_labels=2, num_blocks=2)
     groups = parameter_groups(model)
     assert {id(p) for p in groups["head"]} == {id(p) for p in model.vit.head.parameters()}
     assert len(groups["body"]) == len(list(model.parameters())) - 2
@@ -376,17 +327,25 @@ def test_vit_descendants_train_with_the_few_shot_recipe_body_frozen_during_lp(vi
 
 
 def test_vit_depth_comparison_runs_every_method_and_names_the_strongest_that_inherits_nothing(vit_learngene):
-    from learngene_hf.baselines import FrozenViTFeatureClassifier, inheritance
     from learngene_hf.data import sample_episodes
-    from learngene_hf.descendants import compare_vit_depths, vit_depth_methods
-    from learngene_hf.fewshot import FewShotConfig
+    from learngene_hf.fewshot.baselines import FrozenViTFeatureClassifier, inheritance
+    from learngene_hf.fewshot.compare import compare_vit_depths
+    from learngene_hf.fewshot.config import FewShotConfig
+    from learngene_hf.fewshot.methods import vit_depth_methods
 
     learngene, _ = vit_learngene
     torch.manual_seed(0)
     plain = ViTCollectiveModel(ViTCollectiveConfig(preset="vit-tiny", expansion="none"))
     methods = {m.name: m for m in vit_depth_methods(learngene, plain, [2, 4])}
-    assert set(methods) == {"tleg@2", "scratch@2", "weight_selection@2", "logreg_random@2",
-                            "tleg@4", "scratch@4", "logreg_random@4"}  # weight selection needs depth <= 3
+    assert set(methods) == {
+        "tleg@2",
+        "scratch@2",
+        "weight_selection@2",
+        "logreg_random@2",
+        "tleg@4",
+        "scratch@4",
+        "logreg_random@4",
+    }  # weight selection needs depth <= 3
     probe = methods["logreg_random@2"].builder(3)
     assert isinstance(probe, FrozenViTFeatureClassifier) and probe.num_features == 2 * 32
     assert inheritance(probe) == {"parameters": 0, "bytes": 0}
@@ -397,8 +356,9 @@ def test_vit_depth_comparison_runs_every_method_and_names_the_strongest_that_inh
     episodes = sample_episodes(train, [6, 7, 8, 9], 2, ways=3, shots=2, queries=2, seed=0)
     open_world = sample_episodes(train, [10, 11, 5], 1, ways=3, shots=2, queries=2, seed=1, role="open_world")
     cfg = FewShotConfig(steps=2, lp_steps=1, warmup_steps=0, device="cpu")
-    results = compare_vit_depths(learngene, plain, episodes, cfg, [2], tune_lr_episodes=open_world, lr_grid=[0.01, 0.05],
-                                 progress=False)
+    results = compare_vit_depths(
+        learngene, plain, episodes, cfg, [2], tune_lr_episodes=open_world, lr_grid=[0.01, 0.05], progress=False
+    )
     rows = {r["method"]: r for r in results["sizes"]}
     assert set(rows) == {"tleg", "scratch", "weight_selection", "logreg_random"}
     assert all(len(results["methods"][r["name"]]["accuracies"]) == 2 for r in rows.values())
@@ -411,8 +371,9 @@ def test_vit_depth_comparison_runs_every_method_and_names_the_strongest_that_inh
 
 
 def test_logistic_regression_on_random_vit_features_separates_easy_classes():
-    from learngene_hf.baselines import fit_frozen_features, vit_frozen_features
-    from learngene_hf.fewshot import FewShotConfig, evaluate
+    from learngene_hf.fewshot.baselines import fit_frozen_features, vit_frozen_features
+    from learngene_hf.fewshot.config import FewShotConfig
+    from learngene_hf.fewshot.train import evaluate
 
     train, test = vit_data(n_classes=3, per=6, test=6)
     torch.manual_seed(0)
@@ -425,14 +386,18 @@ def test_logistic_regression_on_random_vit_features_separates_easy_classes():
 
 
 def test_vit_depth_comparison_tunes_on_the_vit_grid_unless_given_one(vit_learngene, monkeypatch):
-    from learngene_hf import descendants
-    from learngene_hf.fewshot import DEFAULT_LR_GRID, FewShotConfig
+    from learngene_hf.fewshot import compare as descendants
+    from learngene_hf.fewshot.config import DEFAULT_LR_GRID, FewShotConfig
 
     learngene, _ = vit_learngene
     seen = []
-    monkeypatch.setattr(descendants, "compare_methods", lambda *a, **k: seen.append(tuple(k["lr_grid"])) or {"methods": {}})
+    monkeypatch.setattr(
+        descendants, "compare_methods", lambda *a, **k: seen.append(tuple(k["lr_grid"])) or {"methods": {}}
+    )
     descendants.compare_vit_depths(learngene, None, ["episode"], FewShotConfig(device="cpu"), [2], progress=False)
-    descendants.compare_vit_depths(learngene, None, ["episode"], FewShotConfig(device="cpu"), [2], lr_grid=[0.3], progress=False)
+    descendants.compare_vit_depths(
+        learngene, None, ["episode"], FewShotConfig(device="cpu"), [2], lr_grid=[0.3], progress=False
+    )
     assert seen == [descendants.DEFAULT_VIT_LR_GRID, (0.3,)]
     # the VGG grid (around lr 0.1) is too hot for ViTs under SGD: the default must not be it
     assert seen[0] != tuple(DEFAULT_LR_GRID) and max(seen[0]) <= 0.05
@@ -440,24 +405,35 @@ def test_vit_depth_comparison_tunes_on_the_vit_grid_unless_given_one(vit_learnge
 
 def test_stacked_vit_descendants_match_one_at_a_time_training(vit_learngene):
     from learngene_hf.data import sample_episodes
-    from learngene_hf.fewshot import FewShotConfig, build_for_episode, evaluate, train_individual
-    from learngene_hf.stacked import StackedViTs, stack_key, train_and_evaluate_stacked
+    from learngene_hf.fewshot.config import FewShotConfig
+    from learngene_hf.fewshot.stacked import train_and_evaluate_stacked
+    from learngene_hf.fewshot.stacks import StackedViTs, stack_key
+    from learngene_hf.fewshot.train import build_for_episode, evaluate, train_individual
 
     learngene, _ = vit_learngene
     torch.manual_seed(0)
     plain = ViTCollectiveModel(ViTCollectiveConfig(preset="vit-tiny", expansion="none"))
-    builders = [lambda n: ViTIndividualModel.from_learngene(learngene, n, num_blocks=2).double(),
-                lambda n: ViTIndividualModel.from_weight_selection(plain, n, num_blocks=2).double(),
-                lambda n: ViTIndividualModel(ViTIndividualConfig.for_learngene(learngene, n, num_blocks=2)).double()]
+    builders = [
+        lambda n: ViTIndividualModel.from_learngene(learngene, n, num_blocks=2).double(),
+        lambda n: ViTIndividualModel.from_weight_selection(plain, n, num_blocks=2).double(),
+        lambda n: ViTIndividualModel(ViTIndividualConfig.for_learngene(learngene, n, num_blocks=2)).double(),
+    ]
     train, _ = vit_data(n_classes=8, per=6)
     episodes = sample_episodes(train, [4, 5, 6, 7], 2, ways=3, shots=2, queries=2, seed=0)
     # the default recipe, shortened (LP-FT, warm-up + cosine, label smoothing, crop + flip); each method its own lr
-    cfgs = [FewShotConfig(steps=6, lp_steps=2, warmup_steps=2, batch_size=4, device="cpu", lr=lr) for lr in (0.01, 0.05, 0.02)]
+    cfgs = [
+        FewShotConfig(steps=6, lp_steps=2, warmup_steps=2, batch_size=4, device="cpu", lr=lr)
+        for lr in (0.01, 0.05, 0.02)
+    ]
     jobs = [(b, c, ep) for b, c in zip(builders, cfgs) for ep in episodes]
     models, seeds = zip(*(build_for_episode(b, ep) for b, _, ep in jobs))
     assert len({stack_key(m) for m in models}) == 1  # TLEG, weight selection and scratch of one depth share a stack
-    assert stack_key(ViTIndividualModel(ViTIndividualConfig.for_learngene(learngene, 3, num_blocks=3))) != stack_key(models[0])
-    stacked = train_and_evaluate_stacked(models, [ep for *_, ep in jobs], seeds, [c for _, c, _ in jobs], write_back=True)
+    assert stack_key(ViTIndividualModel(ViTIndividualConfig.for_learngene(learngene, 3, num_blocks=3))) != stack_key(
+        models[0]
+    )
+    stacked = train_and_evaluate_stacked(
+        models, [ep for *_, ep in jobs], seeds, [c for _, c, _ in jobs], write_back=True
+    )
     for (build, cfg, ep), model, acc in zip(jobs, models, stacked):
         alone, seed = build_for_episode(build, ep)
         train_individual(alone, ep.support_images, ep.support_labels, cfg, seed)
@@ -475,6 +451,8 @@ def test_stacked_vit_descendants_match_one_at_a_time_training(vit_learngene):
         own = torch.optim.AdamW(model.parameters(), lr=1e-2)
         model(x[i]).logits.logsumexp(-1).sum().backward()
         own.step()
-        torch.testing.assert_close(stack.params["blocks.1.mlp.fc1.weight"][i], model.vit.blocks[1].mlp.fc1.weight, atol=1e-10, rtol=0)
+        torch.testing.assert_close(
+            stack.params["blocks.1.mlp.fc1.weight"][i], model.vit.blocks[1].mlp.fc1.weight, atol=1e-10, rtol=0
+        )
     with pytest.raises(ConfigError, match="stack_key"):
         StackedViTs([a, ViTIndividualModel(ViTIndividualConfig.for_learngene(learngene, 3, num_blocks=3))])

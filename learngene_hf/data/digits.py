@@ -37,8 +37,10 @@ def _load_sklearn_digits() -> tuple[np.ndarray, np.ndarray]:
     try:
         from sklearn.datasets import load_digits
     except ImportError as err:
-        raise DataError('The digits dataset comes from scikit-learn, which is not installed: pip install "learngene-hf[digits]" '
-                        "(or pip install scikit-learn).") from err
+        raise DataError(
+            'The digits dataset comes from scikit-learn, which is not installed: pip install "learngene-hf[digits]" '
+            "(or pip install scikit-learn)."
+        ) from err
     bunch = load_digits()
     return np.asarray(bunch.images, dtype=np.float64), np.asarray(bunch.target, dtype=np.int64)
 
@@ -54,7 +56,9 @@ def digits_arrays(image_size: int = DEFAULT_DIGITS_IMAGE_SIZE) -> tuple[np.ndarr
     images, labels = _load_sklearn_digits()
     grey = torch.from_numpy(images * (255.0 / 16.0)).float().unsqueeze(1)  # [N, 1, 8, 8]
     if image_size != grey.shape[-1]:
-        grey = torch.nn.functional.interpolate(grey, size=(image_size, image_size), mode="bilinear", align_corners=False)
+        grey = torch.nn.functional.interpolate(
+            grey, size=(image_size, image_size), mode="bilinear", align_corners=False
+        )
     grey = grey.round().clamp(0, 255).to(torch.uint8)
     rgb = grey.expand(-1, 3, -1, -1).permute(0, 2, 3, 1).contiguous().numpy()
     return rgb, labels
@@ -93,7 +97,9 @@ def make_digits_dataset(image_size: int | None = None, seed: int = 0) -> "datase
     from PIL import Image
 
     images, labels = digits_arrays(image_size or DEFAULT_DIGITS_IMAGE_SIZE)
-    features = datasets.Features({"img": datasets.Image(), "fine_label": datasets.ClassLabel(names=[str(d) for d in range(10)])})
+    features = datasets.Features(
+        {"img": datasets.Image(), "fine_label": datasets.ClassLabel(names=[str(d) for d in range(10)])}
+    )
     splits = {}
     for name, idx in zip(("train", "test"), digits_split_indices(labels, seed)):
         encoded = []
@@ -101,7 +107,9 @@ def make_digits_dataset(image_size: int | None = None, seed: int = 0) -> "datase
             buffer = io.BytesIO()
             Image.fromarray(images[i]).save(buffer, format="PNG")
             encoded.append({"bytes": buffer.getvalue(), "path": None})
-        splits[name] = datasets.Dataset.from_dict({"img": encoded, "fine_label": labels[idx].tolist()}, features=features)
+        splits[name] = datasets.Dataset.from_dict(
+            {"img": encoded, "fine_label": labels[idx].tolist()}, features=features
+        )
     return datasets.DatasetDict(splits)
 
 

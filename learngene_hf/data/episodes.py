@@ -24,15 +24,18 @@ def _check_counts(data: ImageTensors, classes: list[int], needed: int, what: str
     counts = data.class_counts()
     short = [(c, counts.get(c, 0)) for c in classes if counts.get(c, 0) < needed]
     if short:
+
         def name(c: int) -> str:
             return f"class {c} ({data.class_names[c]!r})" if 0 <= c < data.num_classes else f"class {c}"
 
         listed = "; ".join(f"{name(c)} has {n}" for c, n in short[:10])
         more = f" (and {len(short) - 10} more)" if len(short) > 10 else ""
         where = f" in the {split} split" if split else ""
-        raise DataError(f"{what} needs {needed} images per class{where}, but {listed}{more}. Lower the "
-                        "per-class numbers (shots/queries/images per class) or leave those classes out of "
-                        "the split.")
+        raise DataError(
+            f"{what} needs {needed} images per class{where}, but {listed}{more}. Lower the "
+            "per-class numbers (shots/queries/images per class) or leave those classes out of "
+            "the split."
+        )
 
 
 @dataclass(eq=False)
@@ -86,12 +89,19 @@ class Task:
 
     def to_dict(self) -> dict[str, Any]:
         """Record of the task (JSON-ready): id, classes, class names and image counts."""
-        return {"task_id": self.task_id, "classes": list(self.classes), "class_names": self.class_names,
-                "num_train": int(len(self.train_indices)), "num_test": int(len(self.test_indices))}
+        return {
+            "task_id": self.task_id,
+            "classes": list(self.classes),
+            "class_names": self.class_names,
+            "num_train": int(len(self.train_indices)),
+            "num_test": int(len(self.test_indices)),
+        }
 
     def __repr__(self) -> str:
-        return (f"Task(task_id={self.task_id}, classes={self.classes}, train={len(self.train_indices)}, "
-                f"test={len(self.test_indices)})")
+        return (
+            f"Task(task_id={self.task_id}, classes={self.classes}, train={len(self.train_indices)}, "
+            f"test={len(self.test_indices)})"
+        )
 
 
 def _draw_task_classes(classes: list[int], num_tasks: int, ways: int, rng: np.random.Generator) -> list[list[int]]:
@@ -123,9 +133,16 @@ def _subsample(by_class: dict[int, torch.Tensor], c: int, count: int | None, rng
     return idx[torch.from_numpy(pick)]
 
 
-def make_task_stream(train: ImageTensors, test: ImageTensors, classes: list[int], num_tasks: int, ways: int = 5,
-                     seed: int = 0, train_per_class: int | None = None,
-                     test_per_class: int | None = None) -> list[Task]:
+def make_task_stream(
+    train: ImageTensors,
+    test: ImageTensors,
+    classes: list[int],
+    num_tasks: int,
+    ways: int = 5,
+    seed: int = 0,
+    train_per_class: int | None = None,
+    test_per_class: int | None = None,
+) -> list[Task]:
     """A seeded sequence of ``num_tasks`` ``ways``-way tasks drawn from ``classes``.
 
     Every class is used once before any class repeats (classes repeat across tasks when
@@ -180,12 +197,18 @@ class Episode:
 
     def to_dict(self) -> dict[str, Any]:
         """Record of the episode (JSON-ready): index, seed, classes and the rows used."""
-        return {"index": self.index, "seed": self.seed, "classes": list(self.classes),
-                "support_indices": self.support_indices.tolist(), "query_indices": self.query_indices.tolist()}
+        return {
+            "index": self.index,
+            "seed": self.seed,
+            "classes": list(self.classes),
+            "support_indices": self.support_indices.tolist(),
+            "query_indices": self.query_indices.tolist(),
+        }
 
 
-def _validate_episode_args(data: ImageTensors, classes: list[int], ways: int, shots: int, queries: int,
-                           role: str = "novel") -> list[int]:
+def _validate_episode_args(
+    data: ImageTensors, classes: list[int], ways: int, shots: int, queries: int, role: str = "novel"
+) -> list[int]:
     classes = sorted(int(c) for c in classes)
     if len(set(classes)) != len(classes):
         raise ConfigError(f"the class list {classes} has duplicates; list every class once.")
@@ -196,8 +219,9 @@ def _validate_episode_args(data: ImageTensors, classes: list[int], ways: int, sh
     return classes
 
 
-def _build_episode(data: ImageTensors, classes: list[int], index: int, ways: int, shots: int, queries: int,
-                   seed: int) -> Episode:
+def _build_episode(
+    data: ImageTensors, classes: list[int], index: int, ways: int, shots: int, queries: int, seed: int
+) -> Episode:
     rng = np.random.default_rng([seed, index, 9973])
     chosen = sorted(classes[i] for i in rng.choice(len(classes), size=ways, replace=False))
     by_class = data.indices_by_class()
@@ -209,14 +233,21 @@ def _build_episode(data: ImageTensors, classes: list[int], index: int, ways: int
         query.append(idx[pick[shots:]])
     s_idx, q_idx = torch.cat(support), torch.cat(query)
     return Episode(
-        index=index, seed=seed, classes=chosen,
-        support_images=data.images[s_idx], support_labels=torch.arange(ways).repeat_interleave(shots),
-        query_images=data.images[q_idx], query_labels=torch.arange(ways).repeat_interleave(queries),
-        support_indices=s_idx, query_indices=q_idx)
+        index=index,
+        seed=seed,
+        classes=chosen,
+        support_images=data.images[s_idx],
+        support_labels=torch.arange(ways).repeat_interleave(shots),
+        query_images=data.images[q_idx],
+        query_labels=torch.arange(ways).repeat_interleave(queries),
+        support_indices=s_idx,
+        query_indices=q_idx,
+    )
 
 
-def episode(data: ImageTensors, classes: list[int], index: int, ways: int = 5, shots: int = 5, queries: int = 15,
-            seed: int = 0) -> Episode:
+def episode(
+    data: ImageTensors, classes: list[int], index: int, ways: int = 5, shots: int = 5, queries: int = 15, seed: int = 0
+) -> Episode:
     """Episode number ``index``: depends only on ``(data, sorted(classes), ways, shots, queries, seed, index)``.
 
     Raises DataError naming any class of ``classes`` with fewer than ``shots + queries`` images,
@@ -226,8 +257,17 @@ def episode(data: ImageTensors, classes: list[int], index: int, ways: int = 5, s
     return _build_episode(data, classes, _positive("index", index, 0), ways, shots, queries, seed)
 
 
-def sample_episodes(data: ImageTensors, classes: list[int], num_episodes: int, ways: int = 5, shots: int = 5,
-                    queries: int = 15, seed: int = 0, *, role: str = "novel") -> list[Episode]:
+def sample_episodes(
+    data: ImageTensors,
+    classes: list[int],
+    num_episodes: int,
+    ways: int = 5,
+    shots: int = 5,
+    queries: int = 15,
+    seed: int = 0,
+    *,
+    role: str = "novel",
+) -> list[Episode]:
     """Episodes ``0..num_episodes-1`` (see :func:`episode`); identical for every method compared.
 
     Episode ``i`` depends only on ``(seed, i)`` (and the data and arguments), so spreading the
@@ -235,5 +275,7 @@ def sample_episodes(data: ImageTensors, classes: list[int], num_episodes: int, w
     error messages ("novel", "open_world").
     """
     classes = _validate_episode_args(data, classes, ways, shots, queries, role)
-    return [_build_episode(data, classes, i, ways, shots, queries, seed)
-            for i in range(_positive("num_episodes", num_episodes))]
+    return [
+        _build_episode(data, classes, i, ways, shots, queries, seed)
+        for i in range(_positive("num_episodes", num_episodes))
+    ]

@@ -43,7 +43,16 @@ from ..io import atomic_path, write_json_atomic
 GENERATOR_VERSION = "procedural-v1"
 
 SHAPES: tuple[str, ...] = (
-    "circle", "ring", "square", "diamond", "triangle", "hexagon", "cross", "crescent", "bar", "arc",
+    "circle",
+    "ring",
+    "square",
+    "diamond",
+    "triangle",
+    "hexagon",
+    "cross",
+    "crescent",
+    "bar",
+    "arc",
 )
 FILLS: tuple[str, ...] = ("solid", "striped", "dotted", "checkered", "wavy", "gridded", "ringed")
 BACKGROUNDS: tuple[str, ...] = ("plain", "stripes", "dots", "checks", "grid", "blotches")
@@ -78,8 +87,7 @@ class ProceduralClass:
     def name(self) -> str:
         """Descriptive class name, e.g. ``"red_triangle_striped_on_dots"``."""
         return (
-            f"{_PALETTE_NAMES[self.palette]}_{SHAPES[self.shape]}_{FILLS[self.fill]}"
-            f"_on_{BACKGROUNDS[self.background]}"
+            f"{_PALETTE_NAMES[self.palette]}_{SHAPES[self.shape]}_{FILLS[self.fill]}_on_{BACKGROUNDS[self.background]}"
         )
 
 
@@ -161,8 +169,9 @@ def _shape_distance(shape: str, u: np.ndarray, v: np.ndarray) -> np.ndarray:
     raise ConfigError(f"unknown shape {shape!r}")  # pragma: no cover
 
 
-def _texture(kind: str, u: np.ndarray, v: np.ndarray, rng: np.random.Generator, n: int,
-             period: tuple[float, float]) -> np.ndarray:
+def _texture(
+    kind: str, u: np.ndarray, v: np.ndarray, rng: np.random.Generator, n: int, period: tuple[float, float]
+) -> np.ndarray:
     """Texture value in [0, 1] for ``n`` images; ``u, v`` are [n, S, S] coordinates.
 
     ``period`` is the range of the texture period in the units of ``u, v``; the period, the
@@ -214,8 +223,7 @@ def _jitter_colour(rng: np.random.Generator, base: Sequence[float], n: int, amou
     return np.clip(col, 0.0, 1.0).astype(np.float32)[:, None, None, :]
 
 
-def render_class(definition: ProceduralClass, count: int, image_size: int,
-                 rng: np.random.Generator) -> np.ndarray:
+def render_class(definition: ProceduralClass, count: int, image_size: int, rng: np.random.Generator) -> np.ndarray:
     """Render ``count`` images of one class. Returns uint8 ``[count, image_size, image_size, 3]``."""
     n, size = count, image_size
     if n == 0:
@@ -289,20 +297,25 @@ def render_class(definition: ProceduralClass, count: int, image_size: int,
     return image.astype(np.uint8)
 
 
-def _validate_generation_args(num_classes: int, train_per_class: int, test_per_class: int,
-                              image_size: int) -> None:
-    for name, value, low in (("num_classes", num_classes, 1), ("train_per_class", train_per_class, 1),
-                             ("test_per_class", test_per_class, 0), ("image_size", image_size, 8)):
+def _validate_generation_args(num_classes: int, train_per_class: int, test_per_class: int, image_size: int) -> None:
+    for name, value, low in (
+        ("num_classes", num_classes, 1),
+        ("train_per_class", train_per_class, 1),
+        ("test_per_class", test_per_class, 0),
+        ("image_size", image_size, 8),
+    ):
         if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < low:
             raise ConfigError(f"{name}={value!r} is invalid: it must be an integer >= {low}.")
     if num_classes > _MAX_CLASSES:
-        raise ConfigError(f"num_classes={num_classes} is too large: the procedural dataset has at most "
-                          f"{_MAX_CLASSES} distinct classes.")
+        raise ConfigError(
+            f"num_classes={num_classes} is too large: the procedural dataset has at most "
+            f"{_MAX_CLASSES} distinct classes."
+        )
 
 
-def generate_arrays(seed: int = 0, num_classes: int = 100, train_per_class: int = 600,
-                    test_per_class: int = 100, image_size: int = 32
-                    ) -> dict[str, np.ndarray | list[str]]:
+def generate_arrays(
+    seed: int = 0, num_classes: int = 100, train_per_class: int = 600, test_per_class: int = 100, image_size: int = 32
+) -> dict[str, np.ndarray | list[str]]:
     """Render the procedural dataset into memory (no cache).
 
     Returns a dict with ``train_images`` uint8 ``[num_classes*train_per_class, H, W, 3]``,
@@ -320,7 +333,7 @@ def generate_arrays(seed: int = 0, num_classes: int = 100, train_per_class: int 
                 count = min(_CHUNK, per_class - start)
                 rng = np.random.default_rng([seed, c, split_id, chunk, 104729])
                 offset = c * per_class + start
-                images[offset:offset + count] = render_class(definition, count, image_size, rng)
+                images[offset : offset + count] = render_class(definition, count, image_size, rng)
         out[f"{split}_images"] = images
         out[f"{split}_labels"] = np.repeat(np.arange(num_classes, dtype=np.int64), per_class)
     return out
@@ -337,15 +350,18 @@ def default_cache_dir() -> Path:
     return Path(env).expanduser() if env else Path.home() / ".cache" / "learngene_hf"
 
 
-def generation_key(seed: int, num_classes: int, train_per_class: int, test_per_class: int,
-                   image_size: int) -> str:
+def generation_key(seed: int, num_classes: int, train_per_class: int, test_per_class: int, image_size: int) -> str:
     """Cache folder name: readable arguments plus a hash of all arguments and the generator version."""
-    args = {"version": GENERATOR_VERSION, "seed": int(seed), "num_classes": int(num_classes),
-            "train_per_class": int(train_per_class), "test_per_class": int(test_per_class),
-            "image_size": int(image_size)}
+    args = {
+        "version": GENERATOR_VERSION,
+        "seed": int(seed),
+        "num_classes": int(num_classes),
+        "train_per_class": int(train_per_class),
+        "test_per_class": int(test_per_class),
+        "image_size": int(image_size),
+    }
     digest = hashlib.sha256(json.dumps(args, sort_keys=True).encode()).hexdigest()[:12]
-    return (f"{GENERATOR_VERSION}-seed{seed}-c{num_classes}-{train_per_class}x{test_per_class}"
-            f"-{image_size}px-{digest}")
+    return f"{GENERATOR_VERSION}-seed{seed}-c{num_classes}-{train_per_class}x{test_per_class}-{image_size}px-{digest}"
 
 
 def _cache_folder(cache_dir: str | os.PathLike | None, key: str) -> Path:
@@ -353,10 +369,14 @@ def _cache_folder(cache_dir: str | os.PathLike | None, key: str) -> Path:
     return root / "procedural" / key
 
 
-def load_or_generate_arrays(seed: int = 0, num_classes: int = 100, train_per_class: int = 600,
-                            test_per_class: int = 100, image_size: int = 32,
-                            cache_dir: str | os.PathLike | None = None
-                            ) -> dict[str, np.ndarray | list[str]]:
+def load_or_generate_arrays(
+    seed: int = 0,
+    num_classes: int = 100,
+    train_per_class: int = 600,
+    test_per_class: int = 100,
+    image_size: int = 32,
+    cache_dir: str | os.PathLike | None = None,
+) -> dict[str, np.ndarray | list[str]]:
     """Like :func:`generate_arrays`, but read from / written to the on-disk cache.
 
     The cache file is ``<cache>/procedural/<key>/arrays.safetensors`` (no pickles), written
@@ -379,8 +399,11 @@ def load_or_generate_arrays(seed: int = 0, num_classes: int = 100, train_per_cla
     try:
         write_json_atomic(folder / "class_names.json", arrays["class_names"])
         with atomic_path(path) as tmp:
-            save_file({k: np.ascontiguousarray(v) for k, v in arrays.items() if k != "class_names"},
-                      str(tmp), metadata={"generator": GENERATOR_VERSION, "key": key})
+            save_file(
+                {k: np.ascontiguousarray(v) for k, v in arrays.items() if k != "class_names"},
+                str(tmp),
+                metadata={"generator": GENERATOR_VERSION, "key": key},
+            )
     except OSError:
         pass  # a read-only cache must not stop the run; the arrays are in memory
     return arrays
@@ -401,22 +424,27 @@ def arrays_to_dataset_dict(arrays: dict) -> "datasets.DatasetDict":  # noqa: F82
     """Wrap rendered arrays in a ``DatasetDict`` with the CIFAR-100 schema (``img``, ``fine_label``)."""
     import datasets
 
-    features = datasets.Features({
-        "img": datasets.Image(),
-        "fine_label": datasets.ClassLabel(names=list(arrays["class_names"])),
-    })
+    features = datasets.Features(
+        {"img": datasets.Image(), "fine_label": datasets.ClassLabel(names=list(arrays["class_names"]))}
+    )
     splits = {}
     for split in ("train", "test"):
         splits[split] = datasets.Dataset.from_dict(
-            {"img": _png_bytes(arrays[f"{split}_images"]),
-             "fine_label": arrays[f"{split}_labels"].tolist()},
-            features=features, split=datasets.Split(split))
+            {"img": _png_bytes(arrays[f"{split}_images"]), "fine_label": arrays[f"{split}_labels"].tolist()},
+            features=features,
+            split=datasets.Split(split),
+        )
     return datasets.DatasetDict(splits)
 
 
-def make_procedural_dataset(seed: int = 0, num_classes: int = 100, train_per_class: int = 600,
-                            test_per_class: int = 100, image_size: int = 32,
-                            cache_dir: str | os.PathLike | None = None) -> "datasets.DatasetDict":  # noqa: F821
+def make_procedural_dataset(
+    seed: int = 0,
+    num_classes: int = 100,
+    train_per_class: int = 600,
+    test_per_class: int = 100,
+    image_size: int = 32,
+    cache_dir: str | os.PathLike | None = None,
+) -> "datasets.DatasetDict":  # noqa: F821
     """The embedded default dataset as a ``datasets.DatasetDict`` (``train``/``test``).
 
     Schema as CIFAR-100: ``img`` (``datasets.Image``, RGB ``image_size`` x ``image_size``) and
@@ -436,8 +464,7 @@ def make_procedural_dataset(seed: int = 0, num_classes: int = 100, train_per_cla
             return datasets.load_from_disk(str(folder))
         except Exception:  # corrupt entry: rebuild below
             shutil.rmtree(folder, ignore_errors=True)
-    arrays = load_or_generate_arrays(seed, num_classes, train_per_class, test_per_class, image_size,
-                                     cache_dir)
+    arrays = load_or_generate_arrays(seed, num_classes, train_per_class, test_per_class, image_size, cache_dir)
     dsd = arrays_to_dataset_dict(arrays)
     try:
         folder.parent.mkdir(parents=True, exist_ok=True)

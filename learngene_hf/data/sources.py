@@ -35,8 +35,12 @@ def _suggest(ds: "datasets.Dataset", want: str) -> str:  # noqa: F821
     return f" Pass label_column={cands[0]!r} (--label-column {cands[0]})." if cands else ""
 
 
-def validate_columns(ds: "datasets.Dataset", image_column: str, label_column: str,  # noqa: F821
-                     split: str = "") -> None:
+def validate_columns(
+    ds: "datasets.Dataset",  # noqa: F821
+    image_column: str,
+    label_column: str,
+    split: str = "",
+) -> None:
     """Check that ``ds`` has an image column and an integer / ``ClassLabel`` label column.
 
     Raises :class:`DataError` naming the missing or wrongly typed column and the columns ``ds`` has.
@@ -52,19 +56,24 @@ def validate_columns(ds: "datasets.Dataset", image_column: str, label_column: st
         problems.append(f"label column {label_column!r} not found")
         hints.append(_suggest(ds, "label"))
     if problems:
-        raise DataError(f"{' and '.join(problems)}{where}; the dataset has columns: "
-                        f"{_describe_columns(ds)}.{''.join(hints)}")
+        raise DataError(
+            f"{' and '.join(problems)}{where}; the dataset has columns: {_describe_columns(ds)}.{''.join(hints)}"
+        )
     img = ds.features[image_column]
     if not isinstance(img, datasets.Image):
-        raise DataError(f"column {image_column!r}{where} is {img!r}, not an Image feature; choose the "
-                        f"image column with image_column=... (columns: {_describe_columns(ds)}), or cast it "
-                        f"with ds.cast_column({image_column!r}, datasets.Image()).")
+        raise DataError(
+            f"column {image_column!r}{where} is {img!r}, not an Image feature; choose the "
+            f"image column with image_column=... (columns: {_describe_columns(ds)}), or cast it "
+            f"with ds.cast_column({image_column!r}, datasets.Image())."
+        )
     lab = ds.features[label_column]
     is_int = isinstance(lab, datasets.Value) and lab.dtype.startswith(("int", "uint"))
     if not (isinstance(lab, datasets.ClassLabel) or is_int):
-        raise DataError(f"label column {label_column!r}{where} has type {lab!r}; it must be integer or "
-                        f"ClassLabel. Encode it first, e.g. ds = ds.class_encode_column({label_column!r}), "
-                        f"or choose another column with label_column=... (columns: {_describe_columns(ds)}).")
+        raise DataError(
+            f"label column {label_column!r}{where} has type {lab!r}; it must be integer or "
+            f"ClassLabel. Encode it first, e.g. ds = ds.class_encode_column({label_column!r}), "
+            f"or choose another column with label_column=... (columns: {_describe_columns(ds)})."
+        )
 
 
 def _is_save_to_disk_dir(path: Path) -> bool:
@@ -81,24 +90,29 @@ def _load_raw(source: str) -> "datasets.Dataset | datasets.DatasetDict":  # noqa
         if path.is_file() and path.suffix == ".parquet":
             return datasets.load_dataset("parquet", data_files=str(path))
         if any(ch in source for ch in "*?[") and glob.glob(source):
-            return datasets.load_dataset("parquet" if source.endswith(".parquet") else "imagefolder",
-                                         data_files=source)
+            return datasets.load_dataset("parquet" if source.endswith(".parquet") else "imagefolder", data_files=source)
         if path.is_dir():
             # datasets infers the builder (parquet, imagefolder, ...) and the splits from file names.
             return datasets.load_dataset(str(path))
         if path.exists():
-            raise DataError(f"{source} is a file but not a .parquet file; pass a parquet file, a folder "
-                            "(imagefolder / parquet / save_to_disk) or a Hub dataset id.")
+            raise DataError(
+                f"{source} is a file but not a .parquet file; pass a parquet file, a folder "
+                "(imagefolder / parquet / save_to_disk) or a Hub dataset id."
+            )
         if source.startswith((".", "/", "~")) or os.sep in source.strip("/").split("/", 1)[-1]:
-            raise DataError(f"{source} does not exist. Pass an existing folder or file, a Hub dataset id "
-                            "like 'uoft-cs/cifar100', or 'embedded'.")
+            raise DataError(
+                f"{source} does not exist. Pass an existing folder or file, a Hub dataset id "
+                "like 'uoft-cs/cifar100', or 'embedded'."
+            )
         return datasets.load_dataset(source)
     except DataError:
         raise
     except Exception as err:  # datasets raises many types (FileNotFoundError, ConnectionError, ...)
-        raise DataError(f"could not load dataset {source!r}: {type(err).__name__}: {err}. Check the id or "
-                        "path; for a Hub id without a network connection, download it once while online "
-                        "(it is then cached) or pass a local copy.") from err
+        raise DataError(
+            f"could not load dataset {source!r}: {type(err).__name__}: {err}. Check the id or "
+            "path; for a Hub id without a network connection, download it once while online "
+            "(it is then cached) or pass a local copy."
+        ) from err
 
 
 def _labels(ds: "datasets.Dataset", label_column: str) -> np.ndarray:  # noqa: F821
@@ -117,8 +131,12 @@ def _check_embedded_options(kwargs: dict) -> None:
         raise DataError(f"unknown options {unknown} for the embedded dataset; it accepts {sorted(EMBEDDED_OPTIONS)}.")
 
 
-def _split_per_class(ds: "datasets.Dataset", label_column: str, test_fraction: float,  # noqa: F821
-                     seed: int) -> "datasets.DatasetDict":  # noqa: F821
+def _split_per_class(
+    ds: "datasets.Dataset",  # noqa: F821
+    label_column: str,
+    test_fraction: float,
+    seed: int,
+) -> "datasets.DatasetDict":  # noqa: F821
     """Seeded per-class train/test split: every class keeps ``round(test_fraction * n)`` (>= 1) test images."""
     import datasets
 
@@ -134,16 +152,25 @@ def _split_per_class(ds: "datasets.Dataset", label_column: str, test_fraction: f
     return datasets.DatasetDict({"train": ds.select(sorted(train_idx)), "test": ds.select(sorted(test_idx))})
 
 
-def load_image_dataset(source: str | None = None, *, image_column: str = "img", label_column: str = "fine_label",
-                       train_split: str = "train", test_split: str = "test", test_fraction: float = 1 / 7,
-                       split_seed: int = 0, **embedded_kwargs: Any) -> "datasets.DatasetDict":  # noqa: F821
+def load_image_dataset(
+    source: str | None = None,
+    *,
+    image_column: str = "img",
+    label_column: str = "fine_label",
+    train_split: str = "train",
+    test_split: str = "test",
+    test_fraction: float = 1 / 7,
+    split_seed: int = 0,
+    **embedded_kwargs: Any,
+) -> "datasets.DatasetDict":  # noqa: F821
     """Load an image-classification dataset as a ``DatasetDict`` with ``train`` and ``test`` splits.
 
     Args:
         source: ``None`` or ``"embedded"`` for the procedural dataset (``embedded_kwargs`` go to
             :func:`make_procedural_dataset`); ``"digits"`` for scikit-learn's handwritten digits
-            (:mod:`learngene_hf.data.digits`; ``image_size`` sets their side); otherwise a Hub dataset id (``"uoft-cs/cifar100"``),
-            an imagefolder or parquet folder, a parquet file or glob, or a ``save_to_disk`` folder.
+            (:mod:`learngene_hf.data.digits`; ``image_size`` sets their side); otherwise a Hub dataset
+            id (``"uoft-cs/cifar100"``), an imagefolder or parquet folder, a parquet file or glob, or a
+            ``save_to_disk`` folder.
         image_column / label_column: column names; the label must be integer or ``ClassLabel``.
         train_split / test_split: split names in the source; they become ``train`` / ``test``.
         test_fraction / split_seed: when the source has a single split (or no ``test_split``),
@@ -166,8 +193,9 @@ def load_image_dataset(source: str | None = None, *, image_column: str = "img", 
         source_name = DIGITS
     else:
         if embedded_kwargs:
-            raise DataError(f"options {sorted(embedded_kwargs)} only apply to the embedded dataset, not to "
-                            f"{source!r}; remove them.")
+            raise DataError(
+                f"options {sorted(embedded_kwargs)} only apply to the embedded dataset, not to {source!r}; remove them."
+            )
         dsd = _load_raw(source)
         source_name = source
     if isinstance(dsd, datasets.Dataset):
@@ -176,8 +204,10 @@ def load_image_dataset(source: str | None = None, *, image_column: str = "img", 
         if len(dsd) == 1:
             train_split = next(iter(dsd))
         else:
-            raise DataError(f"split {train_split!r} not found in {source_name!r}; it has splits "
-                            f"{list(dsd)}. Pass train_split=... (--train-split).")
+            raise DataError(
+                f"split {train_split!r} not found in {source_name!r}; it has splits "
+                f"{list(dsd)}. Pass train_split=... (--train-split)."
+            )
     for name in (train_split, test_split):
         if name in dsd:
             validate_columns(dsd[name], image_column, label_column, split=name)
@@ -195,14 +225,20 @@ def _class_names(ds: "datasets.Dataset", label_column: str, labels: np.ndarray) 
     if isinstance(feat, datasets.ClassLabel):
         return list(feat.names)
     if len(labels) and labels.min() < 0:
-        raise DataError(f"label column {label_column!r} holds negative values (e.g. {int(labels.min())}); "
-                        "labels must be class ids 0..C-1. Drop unlabelled rows first (ds.filter(...)).")
+        raise DataError(
+            f"label column {label_column!r} holds negative values (e.g. {int(labels.min())}); "
+            "labels must be class ids 0..C-1. Drop unlabelled rows first (ds.filter(...))."
+        )
     count = int(labels.max()) + 1 if len(labels) else 0
     return [str(i) for i in range(count)]
 
 
-def dataset_to_tensors(ds: "datasets.Dataset", image_column: str = "img",  # noqa: F821
-                       label_column: str = "fine_label", image_size: int | None = None) -> ImageTensors:
+def dataset_to_tensors(
+    ds: "datasets.Dataset",  # noqa: F821
+    image_column: str = "img",
+    label_column: str = "fine_label",
+    image_size: int | None = None,
+) -> ImageTensors:
     """Decode a ``datasets.Dataset`` into :class:`ImageTensors` (uint8 ``[N, 3, H, W]``, int64 labels).
 
     Images are converted to RGB; with ``image_size`` every image is resized (bilinear, antialiased)
@@ -224,16 +260,19 @@ def dataset_to_tensors(ds: "datasets.Dataset", image_column: str = "img",  # noq
             img = PILImage.open(io.BytesIO(data) if data is not None else path)
             img = img.convert("RGB")
         except Exception as err:
-            raise DataError(f"image {row} of column {image_column!r} cannot be decoded ({err}); remove or "
-                            "fix that row.") from err
+            raise DataError(
+                f"image {row} of column {image_column!r} cannot be decoded ({err}); remove or fix that row."
+            ) from err
         if image_size is not None and img.size != (image_size, image_size):
             img = img.resize((image_size, image_size), PILImage.BILINEAR, reducing_gap=None)
         elif image_size is None:
             if first_size is None:
                 first_size = img.size
             elif img.size != first_size:
-                raise DataError(f"images have different sizes ({first_size} and {img.size} at row {row}); "
-                                "pass image_size=... (--image-size) to resize them all.")
+                raise DataError(
+                    f"images have different sizes ({first_size} and {img.size} at row {row}); "
+                    "pass image_size=... (--image-size) to resize them all."
+                )
         arrays.append(np.asarray(img, dtype=np.uint8))
     if arrays:
         images = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
@@ -253,17 +292,25 @@ def _embedded_tensors(image_size: int | None, **kwargs: Any) -> tuple[ImageTenso
     for split in ("train", "test"):
         images = torch.from_numpy(np.ascontiguousarray(arrays[f"{split}_images"])).permute(0, 3, 1, 2).contiguous()
         if image_size is not None and images.shape[-1] != image_size:
-            images = torch.nn.functional.interpolate(images.float(), size=(image_size, image_size),
-                                                     mode="bilinear", antialias=True, align_corners=False)
+            images = torch.nn.functional.interpolate(
+                images.float(), size=(image_size, image_size), mode="bilinear", antialias=True, align_corners=False
+            )
             images = images.round().clamp(0, 255).to(torch.uint8)
         labels = torch.from_numpy(np.asarray(arrays[f"{split}_labels"], dtype=np.int64))
         out.append(ImageTensors(images, labels, list(arrays["class_names"])))
     return out[0], out[1]
 
 
-def load_tensors(source: str | None = None, *, image_column: str = "img", label_column: str = "fine_label",
-                 image_size: int | None = None, train_split: str = "train", test_split: str = "test",
-                 **kwargs: Any) -> tuple[ImageTensors, ImageTensors]:
+def load_tensors(
+    source: str | None = None,
+    *,
+    image_column: str = "img",
+    label_column: str = "fine_label",
+    image_size: int | None = None,
+    train_split: str = "train",
+    test_split: str = "test",
+    **kwargs: Any,
+) -> tuple[ImageTensors, ImageTensors]:
     """``(train, test)`` :class:`ImageTensors` of a source (see :func:`load_image_dataset`).
 
     For the embedded dataset the rendered pixels are cached on disk as safetensors, so a repeated
@@ -274,13 +321,21 @@ def load_tensors(source: str | None = None, *, image_column: str = "img", label_
         return _embedded_tensors(image_size, **kwargs)
     if source == DIGITS:
         return digits_tensors(image_size)
-    dsd = load_image_dataset(source, image_column=image_column, label_column=label_column,
-                             train_split=train_split, test_split=test_split, **kwargs)
+    dsd = load_image_dataset(
+        source,
+        image_column=image_column,
+        label_column=label_column,
+        train_split=train_split,
+        test_split=test_split,
+        **kwargs,
+    )
     train = dataset_to_tensors(dsd["train"], image_column, label_column, image_size)
     test = dataset_to_tensors(dsd["test"], image_column, label_column, image_size)
     if train.image_size != test.image_size:
-        raise DataError(f"train images are {train.image_size} but test images are {test.image_size}; pass "
-                        "image_size=... (--image-size) to resize both.")
+        raise DataError(
+            f"train images are {train.image_size} but test images are {test.image_size}; pass "
+            "image_size=... (--image-size) to resize both."
+        )
     if len(test.class_names) != len(train.class_names):
         names = train.class_names if len(train.class_names) > len(test.class_names) else test.class_names
         train = ImageTensors(train.images, train.labels, list(names))
@@ -301,8 +356,10 @@ def load_arguments(description: dict[str, Any]) -> tuple[str | None, dict[str, A
         source = None
         kwargs.update(description.get("embedded") or {})
     else:
-        kwargs.update(image_column=description.get("image_column") or "img",
-                      label_column=description.get("label_column") or "fine_label")
+        kwargs.update(
+            image_column=description.get("image_column") or "img",
+            label_column=description.get("label_column") or "fine_label",
+        )
     if description.get("image_size") is not None:
         kwargs["image_size"] = description["image_size"]
     return source, kwargs

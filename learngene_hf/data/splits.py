@@ -46,7 +46,7 @@ class ClassSplit:
         self.open_world = _as_id_list(self.open_world, "open_world")
         self.novel = _as_id_list(self.novel, "novel")
         for i, a in enumerate(ROLES):
-            for b in ROLES[i + 1:]:
+            for b in ROLES[i + 1 :]:
                 both = sorted(set(getattr(self, a)) & set(getattr(self, b)))
                 if both:
                     raise ConfigError(f"classes {both} are both {a} and {b}; the class split must be disjoint.")
@@ -84,13 +84,21 @@ def check_ways(classes: list[int], ways: int, role: str = "the given") -> None:
         raise ConfigError(f"ways={ways!r} must be a positive integer.")
     if ways > len(classes):
         shown = role.replace("_", "-")
-        raise ConfigError(f"asked for {ways}-way tasks but {shown} classes are only {len(classes)} "
-                          f"({classes}); lower --ways or give more {shown} classes "
-                          f"(e.g. --{role.replace('_', '-')}-classes 0-{ways - 1}).")
+        raise ConfigError(
+            f"asked for {ways}-way tasks but {shown} classes are only {len(classes)} "
+            f"({classes}); lower --ways or give more {shown} classes "
+            f"(e.g. --{role.replace('_', '-')}-classes 0-{ways - 1})."
+        )
 
 
-def split_classes(num_classes: int, seed: int = 0, *, base: Iterable[int] | None = None,
-                  open_world: Iterable[int] | None = None, novel: Iterable[int] | None = None) -> ClassSplit:
+def split_classes(
+    num_classes: int,
+    seed: int = 0,
+    *,
+    base: Iterable[int] | None = None,
+    open_world: Iterable[int] | None = None,
+    novel: Iterable[int] | None = None,
+) -> ClassSplit:
     """Split ``num_classes`` class ids into base / open-world / novel.
 
     Without explicit lists: a seeded random split in the paper's proportions 64/16/20 (rounded,
@@ -105,8 +113,9 @@ def split_classes(num_classes: int, seed: int = 0, *, base: Iterable[int] | None
         n_base = max(1, min(n_base, num_classes - 1)) if num_classes > 1 else 1
         n_open = max(0, min(n_open, num_classes - n_base - 1))
         perm = np.random.default_rng([seed, 31337]).permutation(num_classes).tolist()
-        return ClassSplit(sorted(perm[:n_base]), sorted(perm[n_base:n_base + n_open]),
-                          sorted(perm[n_base + n_open:]))
+        return ClassSplit(
+            sorted(perm[:n_base]), sorted(perm[n_base : n_base + n_open]), sorted(perm[n_base + n_open :])
+        )
     split = ClassSplit(list(base or []), list(open_world or []), list(novel or []))
     for role in ROLES:
         too_big = [c for c in getattr(split, role) if c >= num_classes]
@@ -131,8 +140,10 @@ def parse_class_list(text: str) -> list[int]:
     for part in text.split(","):
         m = _RANGE.match(part)
         if not m:
-            raise ConfigError(f"cannot parse {part.strip()!r} in class list {text!r}; write ids and inclusive "
-                              "ranges separated by commas, e.g. '0-5,8,10-12'.")
+            raise ConfigError(
+                f"cannot parse {part.strip()!r} in class list {text!r}; write ids and inclusive "
+                "ranges separated by commas, e.g. '0-5,8,10-12'."
+            )
         lo = int(m.group(1))
         hi = int(m.group(2)) if m.group(2) is not None else lo
         if hi < lo:
@@ -147,13 +158,21 @@ def parse_class_list(text: str) -> list[int]:
 def add_split_arguments(parser: argparse.ArgumentParser) -> None:
     """Add ``--split-seed``, ``--base-classes``, ``--open-world-classes``, ``--novel-classes`` to a parser."""
     group = parser.add_argument_group("class split")
-    group.add_argument("--split-seed", type=int, default=0,
-                       help="seed of the default 64/16/20%% base/open-world/novel split (default: 0)")
+    group.add_argument(
+        "--split-seed",
+        type=int,
+        default=0,
+        help="seed of the default 64/16/20%% base/open-world/novel split (default: 0)",
+    )
     for role in ROLES:
         flag = role.replace("_", "-")
-        group.add_argument(f"--{flag}-classes", default=None, metavar="IDS",
-                           help=f"explicit {role.replace('_', '-')} class ids, e.g. '0-5,8' "
-                                "(giving any list makes the roles not given empty)")
+        group.add_argument(
+            f"--{flag}-classes",
+            default=None,
+            metavar="IDS",
+            help=f"explicit {role.replace('_', '-')} class ids, e.g. '0-5,8' "
+            "(giving any list makes the roles not given empty)",
+        )
 
 
 def split_from_args(args: argparse.Namespace, num_classes: int) -> ClassSplit:

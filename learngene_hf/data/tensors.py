@@ -21,7 +21,8 @@ def normalize(images: torch.Tensor) -> torch.Tensor:
     if images.dtype != torch.uint8:
         raise DataError(
             f"normalize expects uint8 images (0..255), got dtype {images.dtype}; normalize the raw "
-            "uint8 tensors once (normalizing twice would silently shift the inputs).")
+            "uint8 tensors once (normalizing twice would silently shift the inputs)."
+        )
     if images.dim() < 3 or images.shape[-3] != 3:
         raise DataError(f"normalize expects images shaped [..., 3, H, W], got {tuple(images.shape)}.")
     mean = torch.tensor(IMAGE_MEAN, dtype=torch.float32, device=images.device).view(3, 1, 1)
@@ -46,14 +47,19 @@ class ImageTensors:
 
     def __post_init__(self) -> None:
         if self.images.dtype != torch.uint8 or self.images.dim() != 4 or self.images.shape[1] != 3:
-            raise DataError(f"ImageTensors.images must be uint8 [N, 3, H, W], got {self.images.dtype} "
-                            f"{tuple(self.images.shape)}.")
+            raise DataError(
+                f"ImageTensors.images must be uint8 [N, 3, H, W], got {self.images.dtype} {tuple(self.images.shape)}."
+            )
         if self.labels.dtype != torch.int64 or self.labels.dim() != 1 or len(self.labels) != len(self.images):
-            raise DataError(f"ImageTensors.labels must be int64 [N] with N={len(self.images)}, got "
-                            f"{self.labels.dtype} {tuple(self.labels.shape)}.")
+            raise DataError(
+                f"ImageTensors.labels must be int64 [N] with N={len(self.images)}, got "
+                f"{self.labels.dtype} {tuple(self.labels.shape)}."
+            )
         if len(self.labels) and (int(self.labels.min()) < 0 or int(self.labels.max()) >= len(self.class_names)):
-            raise DataError(f"labels must lie in 0..{len(self.class_names) - 1} (one per class name); got "
-                            f"{int(self.labels.min())}..{int(self.labels.max())}.")
+            raise DataError(
+                f"labels must lie in 0..{len(self.class_names) - 1} (one per class name); got "
+                f"{int(self.labels.min())}..{int(self.labels.max())}."
+            )
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])

@@ -27,14 +27,16 @@ def plot_method_accuracy(results: dict[str, Any], path: str | os.PathLike, label
     for i, name in enumerate(names):
         m = methods[name]
         ci = 100 * (m["ci95"] or 0.0)
-        ax_acc.bar(i, 100 * m["mean"], yerr=ci, capsize=4, color="tab:gray" if name == "scratch" else "tab:blue", alpha=0.8)
+        ax_acc.bar(
+            i, 100 * m["mean"], yerr=ci, capsize=4, color="tab:gray" if name == "scratch" else "tab:blue", alpha=0.8
+        )
         accs = [100 * a for a in m["accuracies"]]
         ax_acc.scatter([i] * len(accs), accs, s=8, color="black", alpha=0.4, zorder=3)
     ax_acc.set_xticks(range(len(names)), [labels[n] for n in names], rotation=30, ha="right")
     ax_acc.set_ylabel("query accuracy (%)")
     ax_acc.set_title("mean +/- 95% CI")
     diffs = [(n, methods[n]["diff_vs_scratch"]) for n in names if methods[n].get("diff_vs_scratch")]
-    for i, (name, d) in enumerate(diffs):
+    for i, (_, d) in enumerate(diffs):
         colour = "tab:green" if d["mean"] >= 0 else "tab:red"
         ax_diff.errorbar(i, 100 * d["mean"], yerr=100 * (d["ci95"] or 0.0), fmt="o", capsize=4, color=colour)
     ax_diff.axhline(0.0, color="black", linewidth=0.8)

@@ -18,10 +18,7 @@ _LABELS = {
 
 
 def gradient_heatmap_figure(
-    record,
-    statistic: str = "frac_above",
-    threshold: float | None = 5e-10,
-    title: str | None = None,
+    record, statistic: str = "frac_above", threshold: float | None = 5e-10, title: str | None = None
 ) -> Figure:
     """The figure of :func:`plot_gradient_heatmap` (not saved)."""
     names, tasks, array = record.matrix(statistic, threshold if statistic == "frac_above" else None)

@@ -29,7 +29,14 @@ def plot_task_accuracy(curves: Mapping[str, Mapping[str, Sequence[float]]], path
     for i, (name, curve) in enumerate(curves.items()):
         colour = colours[i % len(colours)]
         end = [100 * a for a in curve["end"]]
-        ax.plot(range(len(end)), end, marker="o", markersize=3, color=colour, label=f"{name} (mean {sum(end) / len(end):.0f}%)")
+        ax.plot(
+            range(len(end)),
+            end,
+            marker="o",
+            markersize=3,
+            color=colour,
+            label=f"{name} (mean {sum(end) / len(end):.0f}%)",
+        )
         if curve.get("after"):
             after = [100 * a for a in curve["after"]]
             ax.plot(range(len(after)), after, linestyle=":", color=colour, alpha=0.6)

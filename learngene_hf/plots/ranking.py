@@ -10,7 +10,8 @@ from . import save_figure
 
 
 def plot_layer_ranking(selection: Any, path: str | os.PathLike) -> str:
-    """Draw ``selection`` (a :class:`~learngene_hf.criterion.Selection` or its ``to_dict()``) to ``path`` (PNG).
+    """Draw ``selection`` (a :class:`~learngene_hf.selection.criterion.Selection` or its ``to_dict()``) to
+    ``path`` (PNG).
 
     Left: every conv layer's criterion score as a bar (lower = more stable), the chosen block
     highlighted. Right (validated selections only): each candidate block's mean open-world probe

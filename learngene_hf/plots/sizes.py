@@ -28,10 +28,19 @@ def plot_descendant_sizes(rows: Sequence[dict[str, Any]], path: str | os.PathLik
         colour, marker = _STYLE.get(method, (None, "D"))
         accuracy = [100 * r["mean"] for r in mine]
         errors = [100 * (r["ci95"] or 0.0) for r in mine]
-        ax_params.errorbar([r["parameters"] for r in mine], accuracy, yerr=errors, marker=marker, color=colour,
-                           capsize=3, label=method)
-        ax_bytes.errorbar([r["inherited_bytes"] for r in mine], accuracy, yerr=errors, marker=marker, color=colour,
-                          capsize=3, linestyle="none", label=method)
+        ax_params.errorbar(
+            [r["parameters"] for r in mine], accuracy, yerr=errors, marker=marker, color=colour, capsize=3, label=method
+        )
+        ax_bytes.errorbar(
+            [r["inherited_bytes"] for r in mine],
+            accuracy,
+            yerr=errors,
+            marker=marker,
+            color=colour,
+            capsize=3,
+            linestyle="none",
+            label=method,
+        )
         for r, a in zip(mine, accuracy):
             ax_params.annotate(r["size"], (r["parameters"], a), textcoords="offset points", xytext=(4, 4), fontsize=7)
     ax_params.set_xscale("log")

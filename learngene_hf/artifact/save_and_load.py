@@ -1,0 +1,341 @@
+"""Writing and reading a learngene: the folder (``learngene.safetensors`` + ``learngene_config.json``
++ ``README.md``), the Hub push, and the validated load from a folder or a Hub repo.
+
+Every function here works on plain pieces (a config and a dict of tensors, or an object with
+``config`` / ``tensors``), so the :class:`~learngene_hf.artifact.learngene.Learngene` methods are
+thin: :func:`save_folder`, :func:`push`, :func:`download` + :func:`load_folder`. Hub client errors
+become :class:`~learngene_hf.errors.HubError` with what to do (:func:`hub_error`).
+
+Only JSON and safetensors are read, never pickles.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..errors import ArtifactError, ConfigError, HubError
+from ..io import follow_umask
+from ..logs import get_logger
+from .card import learngene_card
+from .config import (
+    CARD_NAME,
+    CONFIG_NAME,
+    FORMAT_NAME,
+    FORMAT_VERSION,
+    WEIGHTS_NAME,
+    LearngeneConfig,
+    check_tensor_table,
+)
+
+logger = get_logger(__name__)
+
+
+def safetensors_metadata(config: LearngeneConfig) -> dict[str, str]:
+    """The ``learngene.safetensors`` header metadata (strings only): format, version, layers, contract, form."""
+    return {
+        "format": FORMAT_NAME,
+        "format_version": str(config.format_version),
+        "layers": json.dumps(config.layer_names),
+        "in_channels": str(config.in_channels),
+        "out_channels": str(config.out_channels),
+        "position": config.position,
+        "form": config.form,
+    }
+
+
+def save_folder(
+    learngene: Any, save_directory: str | os.PathLike, *, repo_id: str | None = None, model_card: bool = True
+) -> Path:
+    """Write ``learngene.safetensors``, ``learngene_config.json`` and ``README.md`` to ``save_directory``.
+
+    All files are first written to a temporary folder next to the target and then moved into
+    place one by one, so an interrupted save never leaves a half-written file. ``repo_id`` is
+    used in the model card's usage snippet. Returns the folder.
+    """
+    from safetensors.torch import save_file
+
+    learngene.validate("learngene to save")
+    target = Path(save_directory)
+    if target.exists() and not target.is_dir():
+        raise ArtifactError(f"{target} exists and is not a folder; choose another output directory.")
+    target.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    try:
+        tensors = {name: t.detach().to("cpu").contiguous() for name, t in learngene.tensors.items()}
+        save_file(tensors, str(staging / WEIGHTS_NAME), metadata=safetensors_metadata(learngene.config))
+        (staging / CONFIG_NAME).write_text(json.dumps(learngene.config.to_dict(), indent=2) + "\n", encoding="utf-8")
+        names = [WEIGHTS_NAME, CONFIG_NAME]
+        if model_card:
+            learngene_card(learngene, repo_id=repo_id).save(staging / CARD_NAME)
+            names.append(CARD_NAME)
+        for name in names:
+            follow_umask(staging / name)  # safetensors writes 0600 files
+            os.replace(staging / name, target / name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def push(
+    learngene: Any,
+    repo_id: str,
+    *,
+    revision: str | None = None,
+    private: bool = False,
+    token: str | None = None,
+    commit_message: str = "Upload learngene",
+    create_pr: bool = False,
+    endpoint: str | None = None,
+) -> Any:
+    """Create ``repo_id`` if needed and upload the learngene (see :meth:`Learngene.push_to_hub`);
+    returns the :class:`huggingface_hub.CommitInfo`."""
+    from huggingface_hub import HfApi
+
+    api = HfApi(endpoint=endpoint, token=token)
+    try:
+        api.create_repo(repo_id, private=private, exist_ok=True)
+        if revision not in (None, "main"):
+            api.create_branch(repo_id, branch=revision, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix="learngene-push-") as folder:
+            save_folder(learngene, folder, repo_id=repo_id)
+            return api.upload_folder(
+                repo_id=repo_id,
+                folder_path=folder,
+                revision=revision,
+                commit_message=commit_message,
+                create_pr=create_pr,
+            )
+    except Exception as err:  # noqa: BLE001 - translated below, others re-raised
+        raise hub_error(err, repo_id, revision, pushing=True) from err
+
+
+def download(
+    repo_id: str,
+    revision: str | None = None,
+    token: str | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    *,
+    force_download: bool = False,
+    local_files_only: bool = False,
+    endpoint: str | None = None,
+) -> Path:
+    """The local snapshot folder of ``repo_id`` at ``revision`` (only the learngene's files),
+    downloaded with ``snapshot_download`` unless cached.
+
+    ``snapshot_download`` quietly falls back to the local cache, which is keyed by repo id only
+    (so it may hold a copy from another server), when the endpoint does not answer: the endpoint is
+    asked first, and the call fails (endpoint given) or says that the cache was used (default
+    endpoint). A full commit sha is never asked for: its files never change.
+    """
+    from huggingface_hub import HfApi, snapshot_download
+
+    unanswered = None
+    if not local_files_only and not is_commit_sha(revision):
+        try:
+            HfApi(endpoint=endpoint).repo_info(repo_id, revision=revision, token=token)
+        except Exception as err:  # noqa: BLE001 - translated below
+            from huggingface_hub.utils import OfflineModeIsEnabled
+
+            if isinstance(err, OfflineModeIsEnabled):  # HF_HUB_OFFLINE: the user chose the cache
+                local_files_only = True
+            elif not does_not_answer(err):
+                raise hub_error(err, repo_id, revision) from err
+            elif endpoint is not None:
+                raise HubError(
+                    f"The Hub at {endpoint} does not answer ({type(err).__name__}: {err}); start it or correct the "
+                    "endpoint (--hub-endpoint), or pass local_files_only=True to load a copy from the local cache."
+                ) from err
+            else:
+                unanswered, local_files_only = f"{HfApi().endpoint} ({type(err).__name__})", True
+    try:
+        folder = Path(
+            snapshot_download(
+                repo_id,
+                revision=revision,
+                token=token,
+                cache_dir=cache_dir,
+                allow_patterns=[CONFIG_NAME, WEIGHTS_NAME, CARD_NAME],
+                force_download=force_download,
+                local_files_only=local_files_only,
+                endpoint=endpoint,
+            )
+        )
+    except Exception as err:  # noqa: BLE001 - translated below, others re-raised
+        if unanswered:
+            raise HubError(
+                f"The Hub at {unanswered} does not answer, and {repo_id}@{revision or 'main'} is not in the "
+                "local cache; check the network or HF_ENDPOINT."
+            ) from err
+        raise hub_error(err, repo_id, revision) from err
+    if unanswered:
+        logger.warning(
+            f"The Hub at {unanswered} does not answer: loaded {repo_id}@{revision or 'main'} from the local cache, "
+            f"commit {folder.name} (the cache does not record which server it came from)."
+        )
+    return folder
+
+
+def load_folder(folder: Path, where: str, hub: bool = False) -> tuple[LearngeneConfig, dict[str, torch.Tensor]]:
+    """Read and validate a learngene folder: ``(config, tensors)``. ``where`` names it in errors;
+    ``hub`` says how to fix a bad file (re-download instead of re-save).
+
+    Checks the format and its version, the channel contract, the safetensors metadata, and that
+    tensor names, shapes and dtypes match the config; raises :class:`ArtifactError` naming every
+    mismatch.
+    """
+    from safetensors import SafetensorError, safe_open
+
+    redo = "re-download it with force_download=True" if hub else "re-save it with save_pretrained"
+    config_path, weights_path = folder / CONFIG_NAME, folder / WEIGHTS_NAME
+    for needed in (config_path, weights_path):
+        if not needed.is_file():
+            raise ArtifactError(
+                f"{where} has no {needed.name}: it is not a learngene (or the upload was incomplete). "
+                "Check the path / repo id, or re-save the learngene."
+            )
+    try:
+        data = json.loads(config_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ArtifactError(
+            f"{where}: {CONFIG_NAME} is not valid JSON ({err}); it is truncated or corrupt, {redo}."
+        ) from err
+    if not isinstance(data, dict):
+        raise ArtifactError(f"{where}: {CONFIG_NAME} does not hold a JSON object; {redo}.")
+    try:
+        config = LearngeneConfig.from_dict(data)
+    except TypeError as err:
+        raise ArtifactError(f"{where}: {CONFIG_NAME} lacks required fields ({err}); {redo}.") from err
+    config.validate(f"{where}: {CONFIG_NAME}")
+    try:
+        with safe_open(str(weights_path), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+            table = {}
+            for name in handle.keys():
+                piece = handle.get_slice(name)
+                table[name] = (tuple(piece.get_shape()), DTYPES.get(piece.get_dtype(), piece.get_dtype()))
+            check_metadata(metadata, config, f"{where}: {WEIGHTS_NAME}")
+            check_tensor_table(table, config, f"{where}: {WEIGHTS_NAME}")
+            tensors = {name: handle.get_tensor(name) for name in handle.keys()}
+    except SafetensorError as err:
+        raise ArtifactError(f"{where}: {WEIGHTS_NAME} is truncated or corrupt ({err}); {redo}.") from err
+    return config, tensors
+
+
+DTYPES = {
+    "F32": torch.float32,
+    "F16": torch.float16,
+    "BF16": torch.bfloat16,
+    "F64": torch.float64,
+    "I64": torch.int64,
+    "I32": torch.int32,
+    "U8": torch.uint8,
+    "I8": torch.int8,
+    "BOOL": torch.bool,
+}
+
+
+def check_metadata(metadata: dict[str, str], config: LearngeneConfig, where: str) -> None:
+    if metadata.get("format") != FORMAT_NAME:
+        raise ArtifactError(
+            f"{where} has safetensors metadata format {metadata.get('format')!r}, not {FORMAT_NAME!r}: it was not "
+            "written "
+            "by learngene-hf. Re-save the learngene with Learngene.save_pretrained."
+        )
+    try:
+        version = int(metadata.get("format_version", ""))
+    except ValueError:
+        raise ArtifactError(f"{where} has no readable format_version in its metadata; re-save the learngene.") from None
+    if version > FORMAT_VERSION:
+        raise ArtifactError(
+            f"{where} uses format version {version}, newer than supported ({FORMAT_VERSION}); upgrade learngene-hf."
+        )
+    form = metadata.get("form", "layers")  # files written before forms existed hold layers
+    if form != config.form:
+        raise ArtifactError(
+            f"{where} holds a {form!r} learngene but {CONFIG_NAME} describes a {config.form!r} one: the two files come "
+            "from "
+            "different learngenes. Keep the two files from the same save (re-save or re-download both)."
+        )
+    if "layers" in metadata:
+        try:
+            names = json.loads(metadata["layers"])
+        except json.JSONDecodeError:
+            raise ArtifactError(
+                f"{where}: the 'layers' metadata is not JSON; the file is corrupt, re-save the learngene."
+            ) from None
+        if names != config.layer_names:
+            raise ArtifactError(
+                f"{where} holds layers {names} but {CONFIG_NAME} describes {config.layer_names}: the config does not "
+                "match "
+                "the tensors. Keep the two files from the same save (re-save or re-download both)."
+            )
+
+
+def is_commit_sha(revision: str | None) -> bool:
+    """A full 40-hex commit sha: its files never change, so a cached copy is the same everywhere."""
+    return revision is not None and len(revision) == 40 and all(c in "0123456789abcdef" for c in revision)
+
+
+def does_not_answer(err: Exception) -> bool:
+    """Whether a Hub client error means the server did not answer (no connection, timeout, 5xx)."""
+    from huggingface_hub import errors as hub_errors
+
+    names = {cls.__name__ for cls in type(err).__mro__}
+    if names & {"TransportError", "ConnectionError", "Timeout", "TimeoutError"}:
+        return True
+    status = getattr(getattr(err, "response", None), "status_code", None)
+    return isinstance(err, hub_errors.HfHubHTTPError) and isinstance(status, int) and status >= 500
+
+
+def hub_error(err: Exception, repo_id: str, revision: str | None, pushing: bool = False) -> Exception:
+    """Translate a huggingface_hub exception into a :class:`HubError` that says what to do."""
+    from huggingface_hub import errors as hub_errors
+
+    if isinstance(err, (ArtifactError, ConfigError)):
+        return err
+    rev = revision or "main"
+    if isinstance(err, hub_errors.GatedRepoError):
+        return HubError(
+            f"{repo_id} is a gated repo: accept its conditions on the Hub page, then pass token=... "
+            "(or log in with `hf auth login`)."
+        )
+    if isinstance(err, hub_errors.RevisionNotFoundError):
+        return HubError(
+            f"Revision {rev!r} does not exist in {repo_id}; check the branch, tag or commit sha (the default is "
+            "'main')."
+        )
+    if isinstance(err, hub_errors.RepositoryNotFoundError):
+        return HubError(
+            f"Repo {repo_id} was not found on the Hub (nor as a local folder), or it is private and no valid token "
+            "was given. Check the repo id / path, "
+            "or pass token=... (or log in with `hf auth login`) for a private repo."
+        )
+    if isinstance(err, (hub_errors.EntryNotFoundError, hub_errors.RemoteEntryNotFoundError)):
+        return HubError(
+            f"{repo_id}@{rev} lacks a learngene file ({err}); is it a learngene repo? Push one with "
+            "Learngene.push_to_hub."
+        )
+    if isinstance(err, hub_errors.LocalEntryNotFoundError):
+        return HubError(
+            f"{repo_id}@{rev} is not in the local cache and the Hub could not be reached; check the network / "
+            "HF_ENDPOINT, "
+            "or drop local_files_only / HF_HUB_OFFLINE."
+        )
+    if isinstance(err, hub_errors.HfHubHTTPError):
+        status = getattr(getattr(err, "response", None), "status_code", None)
+        if status in (401, 403):
+            action = "write access (a token with write permission)" if pushing else "access"
+            return HubError(
+                f"The Hub refused {action} to {repo_id} (HTTP {status}); pass token=... with the right permissions."
+            )
+        return HubError(
+            f"The Hub request for {repo_id}@{rev} failed ({err}); check the repo id, the token and the endpoint."
+        )
+    return err

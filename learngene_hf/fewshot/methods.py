@@ -1,0 +1,355 @@
+"""The method catalog: which methods a learngene is compared with, as :class:`~learngene_hf.fewshot.runner.Method`s.
+
+* :func:`comparison_methods`: ``learngene`` and ``scratch``, and with ``compare`` the other blocks of the
+  collective run (whole / last-k / first-k / worst-k) and the baselines below.
+* :func:`baseline_methods`: logistic regression and nearest centroid on the frozen features of a
+  randomly initialised descendant, of the learngene's layers, and of the whole collective model,
+  plus weight selection from the collective model into the descendant's architecture (the
+  methods ``examples/few_shot.py --compare`` adds); :data:`FEATURE_SOURCES`, :data:`FROZEN_CLASSIFIERS`.
+* :func:`descendant_sizes` / :func:`size_methods`: descendants of several sizes from one learngene
+  (learngene + head, + one fresh block, ..., the collective's size), each next to scratch and weight
+  selection of the same size (:data:`SIZE_METHODS`).
+* :func:`vit_depth_methods`: the same for a linear-expansion (ViT) learngene: TLEG descendants of
+  several depths, each next to scratch, weight selection from an unconstrained collective ViT and a
+  classifier on a random ViT's frozen features of that depth.
+
+The frozen-feature classifiers and weight selection are in :mod:`~learngene_hf.fewshot.baselines`;
+:mod:`~learngene_hf.fewshot.compare` runs and tables the methods.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+from torch import nn
+
+from ..artifact.learngene import Learngene
+from ..errors import ConfigError
+from ..models.individual import IndividualConfig, IndividualModel
+from ..models.vit_individual import ViTIndividualConfig, ViTIndividualModel
+from ..selection.config import DEFAULT_CRITERION
+from ..selection.criterion import first_block, layer_scores, paper_block, rank_blocks
+from ..training.run import load_run
+from .baselines import (
+    DEFAULT_L2,
+    DEFAULT_L2_GRID,
+    fit_frozen_features,
+    frozen_features,
+    vit_frozen_features,
+    weight_selection,
+)
+from .loading import collective_run_dir
+from .runner import Method
+
+
+def comparison_methods(
+    learngene: Any,
+    *,
+    compare: bool = False,
+    collective_run: str | None = None,
+    freeze_learngene: bool = False,
+    baselines: bool = True,
+    blocks: bool = True,
+    **individual_overrides: Any,
+) -> list[Method]:
+    """The methods compared by :func:`~learngene_hf.fewshot.compare.compare_methods`.
+
+    Always ``learngene`` (the given learngene inherited) and ``scratch`` (the same architecture,
+    random init). With ``compare=True``, from the collective run (``collective_run``, default the
+    learngene's ``config.source["run_dir"]``) and with ``k`` = the learngene's number of layers:
+    ``whole`` (every conv layer), ``last_k`` (the paper's choice), ``first_k`` and ``worst_k`` (the
+    block the learngene's criterion ranks worst), and with ``baselines`` (default) the methods of
+    :func:`baseline_methods`: logistic regression and nearest centroid on
+    the frozen features of a random descendant, of the learngene and of the whole collective model,
+    and weight selection from the collective model. ``blocks=False`` leaves out the methods that
+    fine-tune a whole network besides learngene and scratch (the other blocks and weight
+    selection): the frozen-feature baselines stay, and cost little. Each inherited variant's
+    scratch twin is not needed: ``scratch`` is the reference for the given learngene's architecture.
+    """
+
+    def from_lg(lg: Any) -> Callable[[int], IndividualModel]:
+        return lambda n: IndividualModel.from_learngene(
+            lg, n, freeze_learngene=freeze_learngene, **individual_overrides
+        )
+
+    methods = [
+        Method(
+            "learngene",
+            from_lg(learngene),
+            description=f"inherits {learngene.config.layer_names} ({learngene.config.position})",
+        ),
+        Method(
+            "scratch",
+            lambda n: IndividualModel(IndividualConfig.for_learngene(learngene, n, **individual_overrides)),
+            description="same architecture as 'learngene', random initialization",
+        ),
+    ]
+    if not compare:
+        return methods
+    run_dir = collective_run_dir(learngene, collective_run)
+    run = load_run(run_dir)
+    model = run.model
+    n, k = model.config.num_layers, learngene.config.num_layers
+    selection = dict(learngene.config.selection or {})
+    criterion = selection.get("criterion") or DEFAULT_CRITERION
+    candidates = {
+        "whole": (list(range(n)), "every conv layer of the collective model"),
+        f"last_{k}": (paper_block(n, k), f"the paper's choice: the last {k} conv layers"),
+        f"first_{k}": (first_block(n, k), f"the first {k} conv layers"),
+    }
+    if run.record is not None and n > k:
+        try:
+            scores = layer_scores(run.record, criterion, threshold=selection.get("threshold"))
+            ranking = rank_blocks([scores.get(name, float("nan")) for name in model.config.layer_names], k)
+            candidates[f"worst_{k}"] = (ranking[-1]["layers"], f"the block the {criterion!r} criterion ranks worst")
+        except Exception as err:  # noqa: BLE001 - reported, the other methods still run
+            candidates[f"worst_{k}"] = None
+            selection["_worst_error"] = str(err)
+    source = {"run_dir": str(run_dir)}
+    own_layers = [int(row.get("source_index", -1)) for row in learngene.config.layers]
+    for name, entry in (candidates if blocks else {}).items():
+        if entry is None:
+            continue
+        layers, description = entry
+        if list(layers) == own_layers:  # the learngene itself: its row already reports this block
+            methods[0].description += f"; the same block as {name} ({description})"
+            methods[0].same_as = [*(methods[0].same_as or []), name]
+            continue
+        lg = Learngene.from_collective(
+            model,
+            layers,
+            source=dict(source),
+            task_stream=dict(learngene.config.task_stream or {}),
+            preprocessing=dict(learngene.config.preprocessing or {}),
+        )
+        methods.append(Method(name, from_lg(lg), description=f"{description}: {lg.config.layer_names}"))
+    if baselines:
+        methods += baseline_methods(learngene, model, weight_selection_method=blocks, **individual_overrides)
+    return methods
+
+
+#: Feature sources of the frozen-feature baselines, in table order.
+FEATURE_SOURCES = ("random", "learngene", "collective")
+#: Frozen-feature classifiers: method name prefix -> (classifier, fit settings, settings searched).
+FROZEN_CLASSIFIERS: dict[str, tuple[str, dict[str, Any], dict[str, Sequence[Any]] | None]] = {
+    "logreg": ("logistic", {"l2": DEFAULT_L2}, {"l2": DEFAULT_L2_GRID}),
+    "centroid": ("centroid", {}, None),
+}
+
+
+def _descendant(learngene: Any, num_labels: int, inherit: bool, **overrides: Any) -> IndividualModel:
+    if inherit:
+        return IndividualModel.from_learngene(learngene, num_labels, **overrides)
+    return IndividualModel(IndividualConfig.for_learngene(learngene, num_labels, **overrides))
+
+
+def baseline_methods(
+    learngene: Any,
+    collective: nn.Module | None = None,
+    *,
+    sources: Sequence[str] = FEATURE_SOURCES,
+    classifiers: Sequence[str] = tuple(FROZEN_CLASSIFIERS),
+    weight_selection_method: bool = True,
+    **individual_overrides: Any,
+) -> list[Method]:
+    """Frozen-feature baselines (``{classifier}_{source}``, e.g. ``logreg_random``) and
+    ``weight_selection``, as :class:`~learngene_hf.fewshot.runner.Method` objects.
+
+    Sources: ``random`` (every conv block of a randomly initialised descendant: the descendant's
+    architecture, nothing inherited), ``learngene`` (the descendant's blocks up to the end of the
+    learngene: its fresh stem, if any, then the inherited blocks) and ``collective`` (every conv
+    block of ``collective``; skipped without one, as is ``weight_selection``). Classifiers:
+    ``logreg`` (L2 strength picked on open-world episodes from
+    :data:`~learngene_hf.fewshot.baselines.DEFAULT_L2_GRID`) and ``centroid`` (cosine, no setting).
+    """
+    unknown = sorted(set(sources) - set(FEATURE_SOURCES)) + sorted(set(classifiers) - set(FROZEN_CLASSIFIERS))
+    if unknown:
+        raise ConfigError(
+            f"Unknown baseline sources/classifiers {unknown}; use sources from {list(FEATURE_SOURCES)} "
+            f"and classifiers from {list(FROZEN_CLASSIFIERS)}."
+        )
+    overrides = {k: v for k, v in individual_overrides.items() if k != "freeze_learngene"}
+
+    def builder(source: str, classifier: str):
+        def build(n: int) -> nn.Module:
+            if source == "collective":
+                return frozen_features(collective, n, classifier, source="collective")
+            model = _descendant(learngene, n, inherit=source == "learngene", **overrides)
+            end = model.config.inherited[1] if source == "learngene" else None
+            return frozen_features(model, n, classifier, end=end, source=source)
+
+        return build
+
+    described = {
+        "random": "every conv block of a randomly initialised descendant (nothing inherited)",
+        "learngene": "the descendant's blocks up to the learngene's end (fresh stem, if any, then the learngene)",
+        "collective": "every conv block of the whole collective model",
+    }
+    named = {"logreg": "logistic regression (L2)", "centroid": "nearest centroid (cosine)"}
+    methods = []
+    for source in sources:
+        if source == "collective" and collective is None:
+            continue
+        for prefix in classifiers:
+            classifier, settings, search = FROZEN_CLASSIFIERS[prefix]
+            methods.append(
+                Method(
+                    f"{prefix}_{source}",
+                    builder(source, classifier),
+                    description=f"{named[prefix]} on standardized 2x2-pooled frozen features of {described[source]}",
+                    fit=fit_frozen_features,
+                    settings=dict(settings),
+                    search=search,
+                )
+            )
+    if weight_selection_method and collective is not None:
+        methods.append(
+            Method(
+                "weight_selection",
+                lambda n: weight_selection(collective, _descendant(learngene, n, inherit=False, **overrides)),
+                description="the descendant's architecture initialised by weight selection (Xu et al., ICLR 2024) from "
+                "the "
+                "whole collective model, fine-tuned",
+            )
+        )
+    return methods
+
+
+# ---------------------------------------------------------------------- descendants of several sizes
+@dataclass
+class DescendantSize:
+    """One descendant size: the learngene (with its stem), ``tail_blocks`` fresh blocks, the head."""
+
+    name: str
+    tail_blocks: int
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+
+def descendant_sizes(learngene: Any, tail_blocks: Sequence[int] | None = None) -> list[DescendantSize]:
+    """Descendant sizes from "learngene + head" up to the collective's size.
+
+    The fresh tail after the learngene mirrors the collective model's layers
+    (``IndividualConfig.for_learngene``); a size keeps its first ``k`` blocks. Default ``k``:
+    0 (``learngene+head``), 1 (``learngene+1``) and all (``full``, the collective's size), without
+    duplicates; a learngene at the output end has a single size.
+    """
+    full = IndividualConfig.for_learngene(learngene, 2)
+    end = full.inherited[1]
+    widths, pool = full.widths[end:], full.pool[end:]
+    counts = sorted({0, min(1, len(widths)), len(widths)} if tail_blocks is None else {int(k) for k in tail_blocks})
+    bad = [k for k in counts if not 0 <= k <= len(widths)]
+    if bad:
+        raise ConfigError(
+            f"tail_blocks {bad} out of range: this learngene's descendants have 0..{len(widths)} fresh blocks after it."
+        )
+    sizes = []
+    for k in counts:
+        name = "full" if k == len(widths) else ("learngene+head" if k == 0 else f"learngene+{k}")
+        sizes.append(DescendantSize(name, k, {"tail_widths": widths[:k], "tail_pool": pool[:k]}))
+    return sizes
+
+
+#: The fine-tuned methods compared at every size.
+SIZE_METHODS = ("learngene", "scratch", "weight_selection")
+
+
+def size_methods(
+    learngene: Any,
+    collective: nn.Module | None,
+    sizes: Sequence[DescendantSize] | None = None,
+    **individual_overrides: Any,
+) -> list[Method]:
+    """``learngene@SIZE``, ``scratch@SIZE`` and (with ``collective``) ``weight_selection@SIZE``
+    for every size (fine-tuned)."""
+    sizes = list(sizes) if sizes is not None else descendant_sizes(learngene)
+    methods = []
+    for size in sizes:
+        over = {**individual_overrides, **size.overrides}
+        methods.append(
+            Method(
+                f"learngene@{size.name}",
+                lambda n, o=over: _descendant(learngene, n, True, **o),
+                description=f"the learngene, {size.tail_blocks} fresh blocks after it, the head",
+            )
+        )
+        methods.append(
+            Method(
+                f"scratch@{size.name}",
+                lambda n, o=over: _descendant(learngene, n, False, **o),
+                description=f"the same architecture as learngene@{size.name}, random initialization",
+            )
+        )
+        if collective is not None:
+            methods.append(
+                Method(
+                    f"weight_selection@{size.name}",
+                    lambda n, o=over: weight_selection(collective, _descendant(learngene, n, False, **o)),
+                    description=f"the same architecture as learngene@{size.name}, weight selection from the "
+                    "collective model",
+                )
+            )
+    return methods
+
+
+def vit_depth_methods(
+    learngene: Any,
+    plain_collective: nn.Module | None,
+    depths: Sequence[int],
+    *,
+    classifiers: Sequence[str] = ("logreg",),
+) -> list[Method]:
+    """For every depth ``L``: ``tleg@L`` (a descendant of a linear-expansion learngene, block
+    ``l`` = base + c(l, L) * inc), ``scratch@L`` (the same ViT, random initialization),
+    ``weight_selection@L`` (its first ``L`` blocks from ``plain_collective``, an unconstrained
+    collective ViT; skipped without one or when ``L`` exceeds its depth) and a classifier on the
+    frozen features of a random ViT of that shape for each of ``classifiers`` (``logreg_random@L``,
+    ``centroid_random@L``). The fine-tuned ones are trained by ``run_episodes`` (stacked per depth,
+    :class:`~learngene_hf.fewshot.stacks.StackedViTs`, unless the config says ``stack=False``); the others go
+    through ``fit_frozen_features``."""
+    unknown = sorted(set(classifiers) - set(FROZEN_CLASSIFIERS))
+    if unknown:
+        raise ConfigError(f"Unknown frozen-feature classifiers {unknown}; use some of {list(FROZEN_CLASSIFIERS)}.")
+    if not getattr(learngene.config, "expansion", None):
+        raise ConfigError(
+            "vit_depth_methods needs a linear-expansion (ViT) learngene; for layer learngenes use size_methods."
+        )
+    methods = []
+    for depth in depths:
+        depth = int(depth)
+
+        def scratch(n: int, d: int = depth) -> nn.Module:
+            return ViTIndividualModel(ViTIndividualConfig.for_learngene(learngene, n, num_blocks=d))
+
+        methods.append(
+            Method(
+                f"tleg@{depth}",
+                lambda n, d=depth: ViTIndividualModel.from_learngene(learngene, n, num_blocks=d),
+                description=f"{depth}-block ViT, block l = base + c(l, {depth}) * inc of the learngene (TLEG)",
+            )
+        )
+        methods.append(
+            Method(f"scratch@{depth}", scratch, description=f"the same {depth}-block ViT, random initialization")
+        )
+        if plain_collective is not None and depth <= int(plain_collective.config.depth):
+            methods.append(
+                Method(
+                    f"weight_selection@{depth}",
+                    lambda n, d=depth: ViTIndividualModel.from_weight_selection(plain_collective, n, num_blocks=d),
+                    description=f"the same {depth}-block ViT, first {depth} blocks of the unconstrained collective ViT",
+                )
+            )
+        for prefix in classifiers:
+            classifier, settings, search = FROZEN_CLASSIFIERS[prefix]
+            methods.append(
+                Method(
+                    f"{prefix}_random@{depth}",
+                    lambda n, d=depth, c=classifier: vit_frozen_features(scratch(n, d), n, c, source="random"),
+                    description=f"{prefix} on the frozen class and mean patch tokens of a random {depth}-block ViT "
+                    "(nothing inherited)",
+                    fit=fit_frozen_features,
+                    settings=dict(settings),
+                    search=search,
+                )
+            )
+    return methods

@@ -1,0 +1,97 @@
+"""How a learngene's layers are chosen: the selection settings and names (a light module).
+
+:class:`SelectionConfig` holds the settings of :meth:`learngene_hf.selection.inheritor.Inheritor.select`
+(``examples/extract_learngene.py`` derives its flags from its fields); :data:`CRITERIA` and
+:data:`STRATEGIES` are the criterion and strategy names of :mod:`learngene_hf.selection.criterion`,
+with :data:`DEFAULT_CRITERION`, :data:`DEFAULT_K` and the paper's gradient threshold
+:data:`PAPER_THRESHOLD`; :func:`parse_layers` reads a ``"10-12"`` layer list. At module level this
+imports only the standard library and :mod:`learngene_hf.errors`, so the example scripts can build
+their ``--help`` before any heavy import.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, Sequence
+
+from ..errors import ConfigError
+
+#: Criterion names accepted by :func:`~learngene_hf.selection.criterion.layer_scores`.
+CRITERIA: tuple[str, ...] = ("paper", "relative_activity", "stability", "weight_change")
+#: Selection strategies accepted by :func:`~learngene_hf.selection.criterion.select_layers` / ``Inheritor.select``.
+STRATEGIES: tuple[str, ...] = ("validated", "criterion", "paper", "layers")
+#: The paper's gradient threshold on CIFAR.
+PAPER_THRESHOLD = 5e-10
+DEFAULT_CRITERION = "stability"
+DEFAULT_K = 3
+
+#: Learning rates every candidate is probed with (its best one counts): a single small rate
+#: under-trains 30-step probes and would rank candidates by how fast they start, not how well.
+DEFAULT_PROBE_LRS: tuple[float, ...] = (0.02, 0.05)
+#: Largest share of the collective model's parameters a validated learngene may hold.
+DEFAULT_MAX_FRACTION = 1 / 3
+
+
+@dataclass
+class SelectionConfig:
+    """How :meth:`~learngene_hf.selection.inheritor.Inheritor.select` chooses the learngene
+    (``examples/extract_learngene.py`` derives its flags from these fields; ``select``'s keyword
+    defaults are these defaults).
+
+    Attributes:
+        strategy: validated (open-world probes of candidate blocks), criterion (best block by
+            the criterion), paper (the last k layers), or layers (an explicit list).
+        k: layers per learngene.
+        criterion: ranking criterion: paper, relative_activity, stability or weight_change.
+        layers: explicit layer indices (implies the 'layers' strategy).
+        threshold: absolute gradient threshold of the 'paper' criterion (None: 5e-10).
+        from_task: rank on tasks with this id or later only (None: all tasks).
+        top: blocks of the criterion ranking that become validated candidates.
+        probe_episodes: open-world probe episodes per candidate.
+        probe_epochs: epochs of each probe.
+        probe_ways: ways of each probe episode (capped at the open-world classes).
+        probe_shots: shots of each probe episode.
+        probe_queries: query images per class of each probe episode.
+        probe_lrs: learning rates each candidate is probed with; its best counts.
+        max_fraction: skip candidates holding more than this share of the collective model's
+            parameters (None or 0: no cap).
+        seed: seed of the probe episodes and models.
+    """
+
+    strategy: str = "validated"
+    k: int = DEFAULT_K
+    criterion: str = DEFAULT_CRITERION
+    layers: list[int] | None = None
+    threshold: float | None = None
+    from_task: int | None = None
+    top: int = 2
+    probe_episodes: int = 4
+    probe_epochs: int = 30
+    probe_ways: int = 5
+    probe_shots: int = 5
+    probe_queries: int = 15
+    probe_lrs: tuple[float, ...] = DEFAULT_PROBE_LRS
+    max_fraction: float | None = DEFAULT_MAX_FRACTION
+    seed: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def parse_layers(text: str | Sequence[int]) -> list[int]:
+    """``"10-12"`` / ``"10,11,12"`` / ``[10, 11, 12]`` -> ``[10, 11, 12]``."""
+    if not isinstance(text, str):
+        return [int(i) for i in text]
+    out: list[int] = []
+    try:
+        for part in text.replace(" ", "").split(","):
+            if not part:
+                continue
+            if "-" in part:
+                a, b = part.split("-")
+                out.extend(range(int(a), int(b) + 1))
+            else:
+                out.append(int(part))
+    except ValueError as err:
+        raise ConfigError(f"Cannot read layers {text!r}; write them like '10-12' or '10,11,12'.") from err
+    return out
