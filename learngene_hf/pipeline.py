@@ -176,17 +176,12 @@ def _train(cfg: PipelineConfig, out: Path, accelerator, progress: bool):
     from .training.config import CollectiveTrainingConfig
     from .training.trainer import train_collective
 
+    same = ("dataset", "image_column", "label_column", "image_size", "num_tasks", "epochs_per_task", "seed")
     config = CollectiveTrainingConfig.for_preset(
         cfg.preset,
-        dataset=cfg.dataset,
-        image_column=cfg.image_column,
-        label_column=cfg.label_column,
-        image_size=cfg.image_size,
-        num_tasks=cfg.num_tasks,
-        epochs_per_task=cfg.epochs_per_task,
         train_per_class=cfg.images_per_class,
         embedded=dict(cfg.embedded),
-        seed=cfg.seed,
+        **{k: getattr(cfg, k) for k in same},
     )
     return train_collective(config, out / "collective", accelerator=accelerator, resume=True, progress=progress)
 

@@ -249,16 +249,8 @@ class Learngene:
         as for ``HfApi(endpoint=...)``. Returns the :class:`huggingface_hub.CommitInfo` (``.oid``
         is the commit sha).
         """
-        return save_and_load.push(
-            self,
-            repo_id,
-            revision=revision,
-            private=private,
-            token=token,
-            commit_message=commit_message,
-            create_pr=create_pr,
-            endpoint=endpoint,
-        )
+        options = {"revision": revision, "private": private, "token": token, "commit_message": commit_message}
+        return save_and_load.push(self, repo_id, create_pr=create_pr, endpoint=endpoint, **options)
 
     @classmethod
     def from_pretrained(
@@ -294,15 +286,8 @@ class Learngene:
             raise ArtifactError(
                 f"{text} is not a folder holding a learngene; check the path (or give a Hub repo id like 'org/name')."
             )
-        folder = save_and_load.download(
-            text,
-            revision,
-            token,
-            cache_dir,
-            force_download=force_download,
-            local_files_only=local_files_only,
-            endpoint=endpoint,
-        )
+        options = {"token": token, "cache_dir": cache_dir, "force_download": force_download, "endpoint": endpoint}
+        folder = save_and_load.download(text, revision, local_files_only=local_files_only, **options)
         learngene = cls(*save_and_load.load_folder(folder, f"{text}@{revision or 'main'}", hub=True))
         learngene.config.source["pulled"] = {"repo_id": text, "revision": revision or "main", "commit_sha": folder.name}
         return learngene

@@ -83,22 +83,15 @@ def save_folder(
     return target
 
 
-def push(
-    learngene: Any,
-    repo_id: str,
-    *,
-    revision: str | None = None,
-    private: bool = False,
-    token: str | None = None,
-    commit_message: str = "Upload learngene",
-    create_pr: bool = False,
-    endpoint: str | None = None,
-) -> Any:
-    """Create ``repo_id`` if needed and upload the learngene (see :meth:`Learngene.push_to_hub`);
-    returns the :class:`huggingface_hub.CommitInfo`."""
+def push(learngene: Any, repo_id: str, **options: Any) -> Any:
+    """Create ``repo_id`` if needed and upload the learngene; ``options`` are the keywords of
+    :meth:`Learngene.push_to_hub` (``revision``, ``private``, ``token``, ``commit_message``,
+    ``create_pr``, ``endpoint``). Returns the :class:`huggingface_hub.CommitInfo`."""
     from huggingface_hub import HfApi
 
-    api = HfApi(endpoint=endpoint, token=token)
+    revision, private = options.get("revision"), bool(options.get("private", False))
+    commit_message = options.get("commit_message") or "Upload learngene"
+    api = HfApi(endpoint=options.get("endpoint"), token=options.get("token"))
     try:
         api.create_repo(repo_id, private=private, exist_ok=True)
         if revision not in (None, "main"):
@@ -110,30 +103,26 @@ def push(
                 folder_path=folder,
                 revision=revision,
                 commit_message=commit_message,
-                create_pr=create_pr,
+                create_pr=bool(options.get("create_pr", False)),
             )
     except Exception as err:  # noqa: BLE001 - translated below, others re-raised
         raise hub_error(err, repo_id, revision, pushing=True) from err
 
 
-def download(
-    repo_id: str,
-    revision: str | None = None,
-    token: str | None = None,
-    cache_dir: str | os.PathLike | None = None,
-    *,
-    force_download: bool = False,
-    local_files_only: bool = False,
-    endpoint: str | None = None,
-) -> Path:
+def download(repo_id: str, revision: str | None = None, **options: Any) -> Path:
     """The local snapshot folder of ``repo_id`` at ``revision`` (only the learngene's files),
     downloaded with ``snapshot_download`` unless cached.
 
     ``snapshot_download`` quietly falls back to the local cache, which is keyed by repo id only
     (so it may hold a copy from another server), when the endpoint does not answer: the endpoint is
     asked first, and the call fails (endpoint given) or says that the cache was used (default
-    endpoint). A full commit sha is never asked for: its files never change.
+    endpoint). A full commit sha is never asked for: its files never change. ``options``:
+    ``token``, ``cache_dir``, ``force_download``, ``local_files_only``, ``endpoint`` (as
+    :meth:`Learngene.from_pretrained` takes them).
     """
+    token, cache_dir, endpoint = options.get("token"), options.get("cache_dir"), options.get("endpoint")
+    force_download = bool(options.get("force_download", False))
+    local_files_only = bool(options.get("local_files_only", False))
     from huggingface_hub import HfApi, snapshot_download
 
     unanswered = None

@@ -308,6 +308,21 @@ class FrozenViTFeatureClassifier(FrozenFeatureClassifier):
         return torch.cat([tokens[:, 0], tokens[:, prefix:].mean(1)], dim=1)
 
 
+def _frozen_config(
+    model_config: Any, num_labels: int, classifier: str, metric: str, source: str
+) -> FrozenFeatureConfig:
+    """The :class:`FrozenFeatureConfig` of a classifier on the features of a model with ``model_config``
+    (its ``image_mean`` / ``image_std``; the library's defaults without them)."""
+    return FrozenFeatureConfig(
+        num_labels=int(num_labels),
+        classifier=classifier,
+        metric=metric,
+        image_mean=list(getattr(model_config, "image_mean", None) or [0.5] * 3),
+        image_std=list(getattr(model_config, "image_std", None) or [0.5] * 3),
+        source=source,
+    )
+
+
 def vit_frozen_features(
     model: nn.Module, num_labels: int, classifier: str = "logistic", *, source: str = "", metric: str = "cosine"
 ) -> FrozenViTFeatureClassifier:
@@ -316,14 +331,7 @@ def vit_frozen_features(
     initialised one)."""
     config = getattr(model, "config", None)
     inherited = inheritance(model)
-    cfg = FrozenFeatureConfig(
-        num_labels=int(num_labels),
-        classifier=classifier,
-        metric=metric,
-        image_mean=list(getattr(config, "image_mean", None) or [0.5] * 3),
-        image_std=list(getattr(config, "image_std", None) or [0.5] * 3),
-        source=source,
-    )
+    cfg = _frozen_config(config, num_labels, classifier, metric, source)
     return FrozenViTFeatureClassifier(model.vit, cfg, inherited)
 
 
@@ -358,14 +366,7 @@ def frozen_features(
             "parameters": sum(p.numel() for b in kept for p in b.parameters()),
             "bytes": tensor_bytes([t for b in kept for t in b.state_dict().values()]),
         }
-    cfg = FrozenFeatureConfig(
-        num_labels=int(num_labels),
-        classifier=classifier,
-        metric=metric,
-        image_mean=list(getattr(config, "image_mean", None) or [0.5] * 3),
-        image_std=list(getattr(config, "image_std", None) or [0.5] * 3),
-        source=source,
-    )
+    cfg = _frozen_config(config, num_labels, classifier, metric, source)
     return FrozenFeatureClassifier(blocks, pool, cfg, inherited)
 
 

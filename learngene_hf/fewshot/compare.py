@@ -445,19 +445,8 @@ def compare_sizes(
     if not episodes:
         raise ConfigError("compare_sizes needs at least one episode.")
     methods = size_methods(learngene, collective, sizes, **individual_overrides)
-    results = compare_methods(
-        learngene,
-        episodes,
-        cfg,
-        methods=methods,
-        tune_lr_episodes=tune_lr_episodes,
-        lr_grid=lr_grid,
-        accelerator=accelerator,
-        seed=seed,
-        progress=progress,
-    )
-    results["sizes"] = size_rows(results)
-    return results
+    run = {"tune_lr_episodes": tune_lr_episodes, "accelerator": accelerator, "seed": seed, "progress": progress}
+    return _with_size_rows(compare_methods(learngene, episodes, cfg, methods=methods, lr_grid=lr_grid, **run))
 
 
 def compare_vit_depths(
@@ -483,17 +472,13 @@ def compare_vit_depths(
     if not episodes:
         raise ConfigError("compare_vit_depths needs at least one episode.")
     methods = vit_depth_methods(learngene, plain_collective, depths, classifiers=classifiers)
-    results = compare_methods(
-        learngene,
-        episodes,
-        cfg,
-        methods=methods,
-        tune_lr_episodes=tune_lr_episodes,
-        lr_grid=DEFAULT_VIT_LR_GRID if lr_grid is None else lr_grid,
-        accelerator=accelerator,
-        seed=seed,
-        progress=progress,
-    )
+    lr_grid = DEFAULT_VIT_LR_GRID if lr_grid is None else lr_grid
+    run = {"tune_lr_episodes": tune_lr_episodes, "accelerator": accelerator, "seed": seed, "progress": progress}
+    return _with_size_rows(compare_methods(learngene, episodes, cfg, methods=methods, lr_grid=lr_grid, **run))
+
+
+def _with_size_rows(results: dict[str, Any]) -> dict[str, Any]:
+    """``results`` with ``sizes``: one row per (size, method) (:func:`size_rows`)."""
     results["sizes"] = size_rows(results)
     return results
 

@@ -24,14 +24,19 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 from transformers import PreTrainedConfig, PreTrainedModel
-from transformers import initialization as init
 from transformers.modeling_outputs import ImageClassifierOutput
 
 from .growth import wider_consumer_linear
 from .layers import init_vgg_weights, project_error
-from .modeling_utils import ImageModelMixin, VGGBaseModelMixin, classifier_output, register_auto_classes
+from .modeling_utils import (
+    VGGBaseModelMixin,
+    VGGClassifierMixin,
+    VGGPreTrainedMixin,
+    classifier_output,
+    register_auto_classes,
+)
 from .presets import VGG_BN_ARCHS, VGG_BN_MEAN, VGG_BN_STD
-from .vgg import VGGBN
+from .vgg import check_vgg_shape
 
 #: Architectures by name (the registered timm sizes ``learngene_vgg_<name>``). "paper" is the
 #: collective model of the Learngene paper; "small" and "tiny" are for CPUs and tests.
@@ -114,25 +119,11 @@ class CollectiveConfig(PreTrainedConfig):
         super().__init__(**kwargs)
 
     def _validate(self) -> None:
-        if not self.widths:
-            raise _config_error("widths is empty: a collective model needs at least one conv layer.")
-        if any(w <= 0 for w in self.widths):
-            raise _config_error(f"Every conv width must be positive, got widths={self.widths}.")
-        if len(self.pool) != len(self.widths):
-            raise _config_error(
-                f"pool has {len(self.pool)} flags but there are {len(self.widths)} conv layers; give one flag per "
-                "layer."
-            )
+        check_vgg_shape(self, "a collective")
         if len(self.layer_names) != len(self.widths) or len(set(self.layer_names)) != len(self.layer_names):
             raise _config_error(
                 f"layer_names must hold one distinct name per conv layer ({len(self.widths)}), got {self.layer_names}."
             )
-        if any(w <= 0 for w in self.head_hidden):
-            raise _config_error(f"Every head_hidden width must be positive, got {self.head_hidden}.")
-        if not 0.0 <= self.dropout < 1.0:
-            raise _config_error(f"dropout must be in [0, 1), got {self.dropout}.")
-        if self.feature_pool_size <= 0:
-            raise _config_error(f"feature_pool_size must be positive, got {self.feature_pool_size}.")
         for task, n in enumerate(self.task_num_labels):
             if n <= 0:
                 raise _config_error(f"Task {task} has {n} labels; a task head needs at least one label.")
@@ -148,17 +139,11 @@ class CollectiveConfig(PreTrainedConfig):
         return len(self.task_num_labels)
 
 
-class CollectivePreTrainedModel(ImageModelMixin, PreTrainedModel):
+class CollectivePreTrainedModel(VGGPreTrainedMixin, PreTrainedModel):
     """Weight initialization and loading glue shared by collective models."""
 
     config_class = CollectiveConfig
     base_model_prefix = "collective"
-    main_input_name = "pixel_values"
-    input_modalities = ("image",)
-    _no_split_modules = ["ConvNormAct"]
-
-    def _init_weights(self, module: nn.Module) -> None:
-        init_vgg_weights(module, init)
 
 
 class CollectiveBaseModel(VGGBaseModelMixin, CollectivePreTrainedModel):
@@ -172,7 +157,7 @@ class CollectiveBaseModel(VGGBaseModelMixin, CollectivePreTrainedModel):
     """
 
 
-class CollectiveForImageClassification(CollectivePreTrainedModel):
+class CollectiveForImageClassification(VGGClassifierMixin, CollectivePreTrainedModel):
     r"""Expandable multi-head VGG-BN classifier (``AutoModelForImageClassification``).
 
     ``pixel_values`` [B, C, H, W] -> :class:`CollectiveBaseModel` (``self.collective``; its timm
@@ -191,26 +176,6 @@ class CollectiveForImageClassification(CollectivePreTrainedModel):
         self.post_init()
 
     # ------------------------------------------------------------------ structure
-    @property
-    def vgg(self) -> VGGBN:
-        """The timm network (conv blocks, pool, neck; no classifier)."""
-        return self.collective.vgg
-
-    @property
-    def blocks(self) -> nn.ModuleList:
-        """The conv blocks (timm ``ConvNormAct``), input to output."""
-        return self.collective.vgg.blocks
-
-    @property
-    def neck(self) -> nn.Sequential:
-        """The MLP between the pooled features and the task heads."""
-        return self.collective.vgg.neck
-
-    @property
-    def num_features(self) -> int:
-        """Width of the flattened pooled feature map that enters the MLP."""
-        return self.config.widths[-1] * self.config.feature_pool_size**2
-
     @property
     def neck_width(self) -> int:
         """Width of the MLP output that the task heads read."""

@@ -23,19 +23,19 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 from transformers import PreTrainedConfig, PreTrainedModel
-from transformers import initialization as init
 from transformers.modeling_outputs import ImageClassifierOutput
 
-from .layers import BLOCK_TENSOR_NAMES, init_vgg_weights, project_error
+from .layers import BLOCK_TENSOR_NAMES, project_error
 from .modeling_utils import (
-    ImageModelMixin,
     VGGBaseModelMixin,
+    VGGClassifierMixin,
+    VGGPreTrainedMixin,
     classifier_output,
     descendant_config_kwargs,
     register_auto_classes,
 )
 from .presets import VGG_BN_ARCHS, VGG_BN_MEAN, VGG_BN_STD
-from .vgg import VGGBN
+from .vgg import check_vgg_shape
 
 #: The paper's individual model (Learngene, AAAI 2022): fresh stem, 3 inherited 512-wide blocks, head.
 PAPER_STEM_WIDTHS = [64, 128, 256, 512]
@@ -127,26 +127,12 @@ class IndividualConfig(PreTrainedConfig):
         super().__init__(**kwargs)
 
     def _validate(self) -> None:
-        if not self.widths:
-            raise _config_error("widths is empty: an individual model needs at least one conv layer.")
-        if any(w <= 0 for w in self.widths):
-            raise _config_error(f"Every conv width must be positive, got widths={self.widths}.")
-        if len(self.pool) != len(self.widths):
-            raise _config_error(
-                f"pool has {len(self.pool)} flags but there are {len(self.widths)} conv layers; give one flag per "
-                "layer."
-            )
+        check_vgg_shape(self, "an individual")
         if self.inherited is not None:
             if len(self.inherited) != 2 or not 0 <= self.inherited[0] < self.inherited[1] <= len(self.widths):
                 raise _config_error(
                     f"inherited must be [start, end) with 0 <= start < end <= {len(self.widths)}, got {self.inherited}."
                 )
-        if any(w <= 0 for w in self.head_hidden):
-            raise _config_error(f"Every head_hidden width must be positive, got {self.head_hidden}.")
-        if not 0.0 <= self.dropout < 1.0:
-            raise _config_error(f"dropout must be in [0, 1), got {self.dropout}.")
-        if self.feature_pool_size <= 0:
-            raise _config_error(f"feature_pool_size must be positive, got {self.feature_pool_size}.")
         if self.in_channels <= 0 or self.image_size <= 0 or self.kernel_size <= 0:
             raise _config_error(
                 f"in_channels, image_size and kernel_size must be positive, got {self.in_channels}, "
@@ -260,17 +246,11 @@ class IndividualConfig(PreTrainedConfig):
         return cls(**descendant_config_kwargs(kwargs, preprocessing, num_labels, overrides))
 
 
-class IndividualPreTrainedModel(ImageModelMixin, PreTrainedModel):
+class IndividualPreTrainedModel(VGGPreTrainedMixin, PreTrainedModel):
     """Weight initialization and loading glue shared by individual models."""
 
     config_class = IndividualConfig
     base_model_prefix = "individual"
-    main_input_name = "pixel_values"
-    input_modalities = ("image",)
-    _no_split_modules = ["ConvNormAct"]
-
-    def _init_weights(self, module: nn.Module) -> None:
-        init_vgg_weights(module, init)
 
 
 class IndividualBaseModel(VGGBaseModelMixin, IndividualPreTrainedModel):
@@ -284,7 +264,7 @@ class IndividualBaseModel(VGGBaseModelMixin, IndividualPreTrainedModel):
     """
 
 
-class IndividualForImageClassification(IndividualPreTrainedModel):
+class IndividualForImageClassification(VGGClassifierMixin, IndividualPreTrainedModel):
     r"""Small VGG-BN image classifier, optionally seeded with an inherited learngene
     (``AutoModelForImageClassification``).
 
@@ -306,26 +286,6 @@ class IndividualForImageClassification(IndividualPreTrainedModel):
             self._apply_freeze()
 
     # ------------------------------------------------------------------ structure
-    @property
-    def vgg(self) -> VGGBN:
-        """The timm network (conv blocks, pool, neck; no classifier)."""
-        return self.individual.vgg
-
-    @property
-    def blocks(self) -> nn.ModuleList:
-        """The conv blocks (timm ``ConvNormAct``), input to output."""
-        return self.individual.vgg.blocks
-
-    @property
-    def neck(self) -> nn.Sequential:
-        """The MLP between the pooled features and the classifier."""
-        return self.individual.vgg.neck
-
-    @property
-    def num_features(self) -> int:
-        """Width of the flattened pooled feature map that enters the MLP."""
-        return self.config.widths[-1] * self.config.feature_pool_size**2
-
     @property
     def inherited_indices(self) -> list[int]:
         """Indices of the blocks that hold the learngene (empty without one)."""

@@ -4,8 +4,11 @@ individual): one place for what would otherwise be written four times.
 * :class:`ImageModelMixin`: ``make_image_processor`` and a ``save_pretrained`` that writes the
   image processor beside the weights (so ``pipeline("image-classification", model=folder)``
   works), for every ``PreTrainedModel`` base class of the package.
+* :class:`VGGPreTrainedMixin`: the VGG-BN families' weight initialization.
 * :class:`VGGBaseModelMixin`: ``__init__`` / ``init_weights`` / ``forward`` of the VGG-BN base
   models (``CollectiveBaseModel``, ``IndividualBaseModel``), built on :func:`vgg_base_forward`.
+* :class:`VGGClassifierMixin`: ``vgg`` / ``blocks`` / ``neck`` / ``num_features`` of the VGG-BN
+  classification models.
 * :func:`classifier_output`: loss and output packing of the classification heads.
 * :func:`descendant_config_kwargs`: the config keywords of a descendant built around a learngene.
 * :func:`register_auto_classes`: ``AutoConfig`` / ``AutoModel`` / ``AutoModelForImageClassification``
@@ -23,8 +26,10 @@ from typing import Any
 import torch
 from torch import nn
 from transformers import PreTrainedConfig
+from transformers import initialization as init
 from transformers.modeling_outputs import BaseModelOutputWithPoolingAndNoAttention, ImageClassifierOutput
 
+from .layers import init_vgg_weights
 from .vgg import VGGBN, backbone_from_config
 
 
@@ -47,8 +52,11 @@ def make_image_processor(config: Any) -> Any:
 
 
 class ImageModelMixin:
-    """``make_image_processor`` and ``save_pretrained`` with the image processor, for the
-    ``PreTrainedModel`` base classes of the package (put it first among the bases)."""
+    """What every ``PreTrainedModel`` base class of the package shares (put it first among the
+    bases): images in, ``make_image_processor``, and ``save_pretrained`` with the image processor."""
+
+    main_input_name = "pixel_values"
+    input_modalities = ("image",)
 
     def make_image_processor(self) -> Any:
         """A :class:`transformers.ViTImageProcessor` that resizes to ``config.image_size`` and
@@ -65,6 +73,16 @@ class ImageModelMixin:
         if save_image_processor and kwargs.get("is_main_process", True):
             self.make_image_processor().save_pretrained(save_directory)
         return result
+
+
+class VGGPreTrainedMixin(ImageModelMixin):
+    """:class:`ImageModelMixin` plus the VGG-BN families' weight initialization (He-normal convs,
+    unit BatchNorm, small normal linears; loaded tensors are skipped)."""
+
+    _no_split_modules = ["ConvNormAct"]
+
+    def _init_weights(self, module: nn.Module) -> None:
+        init_vgg_weights(module, init)
 
 
 def vgg_base_forward(
@@ -123,6 +141,32 @@ class VGGBaseModelMixin:
         """Features of ``pixel_values`` [B, C, H, W]; a tuple ``(last_hidden_state, pooler_output
         [, hidden_states])`` when ``return_dict`` is False."""
         return vgg_base_forward(self.vgg, self.config, pixel_values, output_hidden_states, return_dict)
+
+
+class VGGClassifierMixin:
+    """The structure of a VGG-BN classification model whose base model (``self.base_model``, a
+    :class:`VGGBaseModelMixin` model) holds the timm network: ``vgg``, ``blocks``, ``neck``,
+    ``num_features``."""
+
+    @property
+    def vgg(self) -> VGGBN:
+        """The timm network (conv blocks, pool, neck; no classifier)."""
+        return self.base_model.vgg
+
+    @property
+    def blocks(self) -> nn.ModuleList:
+        """The conv blocks (timm ``ConvNormAct``), input to output."""
+        return self.base_model.vgg.blocks
+
+    @property
+    def neck(self) -> nn.Sequential:
+        """The MLP between the pooled features and the classifier(s)."""
+        return self.base_model.vgg.neck
+
+    @property
+    def num_features(self) -> int:
+        """Width of the flattened pooled feature map that enters the MLP."""
+        return self.config.widths[-1] * self.config.feature_pool_size**2
 
 
 def classifier_output(

@@ -33,7 +33,7 @@ from .growth import identity_block, replication_map, wider_block, wider_consumer
 from .layers import conv_block, init_vgg_weights, mlp_neck, project_error, run_blocks
 from .presets import VGG_BN_ARCHS, VGG_BN_MEAN, VGG_BN_STD
 
-__all__ = ["VGGBN", "VGG_BN_ARCHS", "VGG_BN_MEAN", "VGG_BN_STD", "backbone_from_config"]
+__all__ = ["VGGBN", "VGG_BN_ARCHS", "VGG_BN_MEAN", "VGG_BN_STD", "backbone_from_config", "check_vgg_shape"]
 
 
 def _config_error(message: str) -> ValueError:
@@ -267,6 +267,26 @@ class VGGBN(nn.Module):
         self.blocks.insert(layer + 1, identity_block(width, self.make_block, self.blocks[layer]))
         self.widths.insert(layer + 1, width)
         self.pool.insert(layer + 1, False)
+
+
+def check_vgg_shape(config: Any, what: str) -> None:
+    """Check the shape fields a VGG-BN config carries (``widths``, ``pool``, ``head_hidden``,
+    ``dropout``, ``feature_pool_size``); ``what`` names the model in the message ("a collective")."""
+    if not config.widths:
+        raise _config_error(f"widths is empty: {what} model needs at least one conv layer.")
+    if any(w <= 0 for w in config.widths):
+        raise _config_error(f"Every conv width must be positive, got widths={config.widths}.")
+    if len(config.pool) != len(config.widths):
+        raise _config_error(
+            f"pool has {len(config.pool)} flags but there are {len(config.widths)} conv layers; "
+            "give one flag per layer."
+        )
+    if any(w <= 0 for w in config.head_hidden):
+        raise _config_error(f"Every head_hidden width must be positive, got {config.head_hidden}.")
+    if not 0.0 <= config.dropout < 1.0:
+        raise _config_error(f"dropout must be in [0, 1), got {config.dropout}.")
+    if config.feature_pool_size <= 0:
+        raise _config_error(f"feature_pool_size must be positive, got {config.feature_pool_size}.")
 
 
 def backbone_from_config(config: Any) -> VGGBN:

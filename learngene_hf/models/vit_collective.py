@@ -126,8 +126,6 @@ class ViTCollectivePreTrainedModel(ImageModelMixin, PreTrainedModel):
 
     config_class = ViTCollectiveConfig
     base_model_prefix = "vit_collective"
-    main_input_name = "pixel_values"
-    input_modalities = ("image",)
     _no_split_modules = ["Block"]
 
     def _init_weights(self, module: nn.Module) -> None:

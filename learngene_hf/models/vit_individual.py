@@ -133,8 +133,6 @@ class ViTIndividualPreTrainedModel(ImageModelMixin, PreTrainedModel):
 
     config_class = ViTIndividualConfig
     base_model_prefix = "vit_individual"
-    main_input_name = "pixel_values"
-    input_modalities = ("image",)
     _no_split_modules = ["Block"]
 
     def _init_weights(self, module: nn.Module) -> None:

@@ -376,25 +376,14 @@ class Inheritor:
             plot_layer_ranking(self.selection, folder / "layer_ranking.png")
         return folder
 
-    def push_to_hub(
-        self,
-        repo_id: str,
-        *,
-        revision: str | None = None,
-        private: bool = False,
-        token: str | None = None,
-        commit_message: str = "Upload learngene",
-        endpoint: str | None = None,
-    ):
-        """Push the learngene subset (never the whole collective model) to ``repo_id`` on the Hub
-        at ``endpoint`` (default: ``huggingface_hub``'s).
-
-        Returns the :class:`huggingface_hub.CommitInfo`.
+    def push_to_hub(self, repo_id: str, **options: Any):
+        """Push the learngene subset (never the whole collective model) to ``repo_id``; ``options``
+        are :meth:`Learngene.push_to_hub`'s (``revision``, ``private``, ``token``,
+        ``commit_message``, ``create_pr``, ``endpoint``: the Hub's URL, default
+        ``huggingface_hub``'s). Returns the :class:`huggingface_hub.CommitInfo`.
         """
         learngene = self.learngene or self.extract()
-        return learngene.push_to_hub(
-            repo_id, revision=revision, private=private, token=token, commit_message=commit_message, endpoint=endpoint
-        )
+        return learngene.push_to_hub(repo_id, **options)
 
 
 def _reload_probe_data(dataset: dict[str, Any], run_dir: Path):

@@ -191,173 +191,134 @@ def _start_or_resume(
             raise ConfigError(f"{type(model).__name__} cannot grow; train it with growth='none'.")
         events = [] if config.growth == "none" else plan_growth(config, model.config.layer_names, model.config.widths)
         start_task = 0
-    return _RunState(
-        model=model,
-        record=record,
-        report_tasks=report_tasks,
-        events=events,
-        start_task=start_task,
-        ewc=ewc,
-        replay=replay,
-        gaussians=gaussians,
-        bank=bank,
-    )
+    return _RunState(model, record, report_tasks, events, start_task, ewc, replay, gaussians, bank)
 
 
-def _train_task(
-    t: int,
-    config: CollectiveTrainingConfig,
-    accelerator,
-    tasks: list,
-    state: _RunState,
-    recorder: GradientRecorder | None,
-    run_dir: Path,
-    main: bool,
-    progress: bool,
-) -> None:
-    """Task ``t`` of the stream, start to checkpoint; appends its report entry to ``state``."""
-    task = tasks[t]
-    seed_t = task_seed(config.seed, t)
+@dataclass
+class _Loop:
+    """What every task of a run shares: the config, the accelerator, the stream, the state, the
+    gradient recorder and where (and whether) to write."""
+
+    config: CollectiveTrainingConfig
+    accelerator: Any
+    tasks: list
+    state: _RunState
+    recorder: GradientRecorder | None
+    run_dir: Path
+    main: bool
+    progress: bool
+
+
+@dataclass
+class _Task:
+    """One task while it trains: its index, data and seed, its report entry, and (after
+    :func:`_begin_task`) its head, the prepared model, optimizer and loader."""
+
+    index: int
+    data: Any
+    seed: int
+    entry: dict
+    head: int = -1
+    wrapped: Any = None
+    optimizer: Any = None
+    loader: Any = None
+
+
+def _train_task(loop: _Loop, t: int) -> None:
+    """Task ``t`` of the stream, start to checkpoint; appends its report entry to the state."""
+    task = loop.tasks[t]
+    seed_t = task_seed(loop.config.seed, t)
     set_seed(seed_t)
-    entry: dict[str, Any] = {"task": t, "classes": [int(c) for c in task.classes]}
-    _score_open_world(t, config, accelerator, tasks, state, seed_t, entry)
-    head, wrapped, optimizer, loader = _begin_task(t, config, accelerator, task, state, recorder, seed_t, entry)
-    _run_epochs(
-        t,
-        config,
-        accelerator,
-        state,
-        recorder,
-        head,
-        wrapped,
-        optimizer,
-        loader,
-        seed_t,
-        entry,
-        show_bar=progress and main,
-    )
-    _end_task(t, config, accelerator, task, state, head, seed_t, entry)
-    accelerator.free_memory()
-    del wrapped, optimizer, loader
+    current = _Task(t, task, seed_t, {"task": t, "classes": [int(c) for c in task.classes]})
+    _score_open_world(loop, current)
+    _begin_task(loop, current)
+    _run_epochs(loop, current)
+    _end_task(loop, current)
+    state = loop.state
+    loop.accelerator.free_memory()
+    current.wrapped = current.optimizer = current.loader = None
     for h in state.model.heads:
         h.requires_grad_(True)
-    state.report_tasks.append(entry)
+    state.report_tasks.append(current.entry)
 
     checkpoint_state = {
         "next_task": t + 1,
-        "config": config.to_dict(),
+        "config": loop.config.to_dict(),
         "record": state.record.to_dict(),
         "tasks": state.report_tasks,
         "growth_events": state.events,
     }
-    if main:
-        save_checkpoint(run_dir, state.model, checkpoint_state, state.ewc, state.replay, state.gaussians, state.bank)
-    accelerator.wait_for_everyone()
-
-
-def _score_open_world(
-    t: int, config: CollectiveTrainingConfig, accelerator, tasks: list, state: _RunState, seed_t: int, entry: dict
-) -> None:
-    """Open world: how unknown are the new task's images to the model so far? (AUROCs into ``entry``)"""
-    entry["open_world_auroc"] = None
-    entry["open_world_aurocs"] = None
-    if t > 0:
-        task = tasks[t]
-        known = torch.cat([tasks[k].test_images for k in range(t)])
-        pick = torch.randperm(len(known), generator=torch.Generator().manual_seed(seed_t))[: config.open_world_known]
-        aurocs = open_world_aurocs(
-            accelerator,
-            state.model,
-            task.test_images,
-            known[pick],
-            state.gaussians,
-            config.eval_batch_size,
-            state.bank,
-            config.open_world_knn_k,
+    if loop.main:
+        save_checkpoint(
+            loop.run_dir, state.model, checkpoint_state, state.ewc, state.replay, state.gaussians, state.bank
         )
-        entry["open_world_aurocs"] = aurocs
-        entry["open_world_auroc"] = aurocs.get(config.open_world_method)
+    loop.accelerator.wait_for_everyone()
 
 
-def _begin_task(
-    t: int,
-    config: CollectiveTrainingConfig,
-    accelerator,
-    task,
-    state: _RunState,
-    recorder: GradientRecorder | None,
-    seed_t: int,
-    entry: dict,
-):
-    """Add task ``t``'s head, apply its growth, and prepare a fresh optimizer and loader; returns
-    ``(head, wrapped model, optimizer, loader)``."""
-    model = state.model
-    head = model.add_task(len(task.classes))
-    entry["growth"] = apply_growth(model, state.events, t, torch.Generator().manual_seed(seed_t + 1))
+def _score_open_world(loop: _Loop, current: _Task) -> None:
+    """Open world: how unknown are the new task's images to the model so far? (AUROCs into the entry)"""
+    config, state, t = loop.config, loop.state, current.index
+    current.entry["open_world_auroc"] = None
+    current.entry["open_world_aurocs"] = None
+    if t > 0:
+        known = torch.cat([loop.tasks[k].test_images for k in range(t)])
+        generator = torch.Generator().manual_seed(current.seed)
+        pick = torch.randperm(len(known), generator=generator)[: config.open_world_known]
+        aurocs = open_world_aurocs(
+            loop.accelerator, state.model, current.data.test_images, known[pick], state.gaussians,
+            config.eval_batch_size, state.bank, config.open_world_knn_k,
+        )  # fmt: skip
+        current.entry["open_world_aurocs"] = aurocs
+        current.entry["open_world_auroc"] = aurocs.get(config.open_world_method)
+
+
+def _begin_task(loop: _Loop, current: _Task) -> None:
+    """Add the task's head, apply its growth, and prepare a fresh optimizer and loader."""
+    config, accelerator, model, t = loop.config, loop.accelerator, loop.state.model, current.index
+    head = model.add_task(len(current.data.classes))
+    current.entry["growth"] = apply_growth(model, loop.state.events, t, torch.Generator().manual_seed(current.seed + 1))
     model.to(accelerator.device)
-    state.ewc.sync(model)
+    loop.state.ewc.sync(model)
     for index, h in enumerate(model.heads):
         h.requires_grad_(index == head)
-    if recorder is not None:
-        recorder.begin_task(t)
+    if loop.recorder is not None:
+        loop.recorder.begin_task(t)
     params = [p for p in model.parameters() if p.requires_grad]
     if config.optimizer == "adamw":
         optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     else:
         optimizer = torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
-    loader = make_loader(task.train_images, task.train_labels, config.batch_size, shuffle=True, seed=seed_t)
-    wrapped, optimizer, loader = accelerator.prepare(model, optimizer, loader)
-    return head, wrapped, optimizer, loader
+    task = current.data
+    loader = make_loader(task.train_images, task.train_labels, config.batch_size, shuffle=True, seed=current.seed)
+    current.head = head
+    current.wrapped, current.optimizer, current.loader = accelerator.prepare(model, optimizer, loader)
 
 
-def _run_epochs(
-    t: int,
-    config: CollectiveTrainingConfig,
-    accelerator,
-    state: _RunState,
-    recorder: GradientRecorder | None,
-    head: int,
-    wrapped,
-    optimizer,
-    loader,
-    seed_t: int,
-    entry: dict,
-    show_bar: bool,
-) -> None:
-    """The ``epochs_per_task`` epochs of task ``t``; their losses, time and images seen into ``entry``."""
+def _run_epochs(loop: _Loop, current: _Task) -> None:
+    """The ``epochs_per_task`` epochs of the task; their losses, time and images seen into its entry."""
     from tqdm.auto import tqdm
 
+    config, accelerator, state, t = loop.config, loop.accelerator, loop.state, current.index
     bar = tqdm(
-        total=config.epochs_per_task * len(loader),
+        total=config.epochs_per_task * len(current.loader),
         desc=f"task {t + 1}/{config.num_tasks}",
-        disable=not show_bar,
+        disable=not (loop.progress and loop.main),
         leave=False,
     )
     losses, penalties, replayed = [], [], []
     seen = 0
     freeze_bn = config.bn_freeze_after > 0 and t >= config.bn_freeze_after
     replaying = state.replay is not None and len(state.replay) > 0
-    replay_generator = torch.Generator().manual_seed(seed_t + 4)
+    replay_generator = torch.Generator().manual_seed(current.seed + 4)
     started = time.perf_counter()
     for epoch in range(config.epochs_per_task):
         if freeze_bn:
             freeze_batchnorm_statistics(state.model)
-        sums, batches, images = _run_epoch(
-            config,
-            accelerator,
-            state,
-            recorder,
-            head,
-            wrapped,
-            optimizer,
-            loader,
-            replay_generator if replaying else None,
-            bar,
-        )
+        sums, batches, images = _run_epoch(loop, current, replay_generator if replaying else None, bar)
         seen += images
         loss_sum, penalty_sum, replay_sum = sums
-        if recorder is not None:
-            recorder.end_epoch(t, epoch)
+        if loop.recorder is not None:
+            loop.recorder.end_epoch(t, epoch)
         mean_loss = float(accelerator.reduce(loss_sum / max(batches, 1), "mean"))
         losses.append(mean_loss)
         penalties.append(float(accelerator.reduce(penalty_sum / max(batches, 1), "mean")))
@@ -365,8 +326,9 @@ def _run_epochs(
         bar.set_postfix(loss=f"{mean_loss:.3f}")
     seconds = time.perf_counter() - started
     bar.close()
-    if recorder is not None:
-        recorder.end_task(t)
+    if loop.recorder is not None:
+        loop.recorder.end_task(t)
+    entry = current.entry
     entry["epoch_losses"] = losses
     entry["epoch_ewc_penalties"] = penalties
     entry["epoch_replay_losses"] = replayed
@@ -376,27 +338,20 @@ def _run_epochs(
 
 
 def _run_epoch(
-    config: CollectiveTrainingConfig,
-    accelerator,
-    state: _RunState,
-    recorder: GradientRecorder | None,
-    head: int,
-    wrapped,
-    optimizer,
-    loader,
-    replay_generator: torch.Generator | None,
-    bar,
+    loop: _Loop, current: _Task, replay_generator: torch.Generator | None, bar
 ) -> tuple[tuple[torch.Tensor, torch.Tensor, torch.Tensor], int, int]:
-    """One pass over ``loader`` (replaying stored images when ``replay_generator`` is given);
+    """One pass over the task's loader (replaying stored images when ``replay_generator`` is given);
     returns the on-device ``(loss, penalty, replay loss)`` sums, the batches and the images seen."""
-    model, ewc, replay = state.model, state.ewc, state.replay
+    config, accelerator, recorder = loop.config, loop.accelerator, loop.recorder
+    model, ewc, replay = loop.state.model, loop.state.ewc, loop.state.replay
+    optimizer = current.optimizer
     loss_sum = torch.zeros((), device=accelerator.device)
     penalty_sum = torch.zeros((), device=accelerator.device)
     replay_sum = torch.zeros((), device=accelerator.device)
     batches = 0
     seen = 0
-    for x, y in loader:
-        out = wrapped(pixel_values=model_inputs(x), labels=y, task_id=head)
+    for x, y in current.loader:
+        out = current.wrapped(pixel_values=model_inputs(x), labels=y, task_id=current.head)
         loss = out.loss
         if ewc.active:
             penalty = ewc.penalty(model)
@@ -423,44 +378,32 @@ def _run_epoch(
     return (loss_sum, penalty_sum, replay_sum), batches, seen
 
 
-def _end_task(
-    t: int, config: CollectiveTrainingConfig, accelerator, task, state: _RunState, head: int, seed_t: int, entry: dict
-) -> None:
-    """After task ``t``'s epochs: its accuracy, EWC consolidation, and what the model remembers of
+def _end_task(loop: _Loop, current: _Task) -> None:
+    """After the task's epochs: its accuracy, EWC consolidation, and what the model remembers of
     it (replay exemplars, open-world class statistics of its embedding)."""
-    model = state.model
-    entry["accuracy_after"] = evaluate_task(
-        accelerator, model, task.test_images, task.test_labels, head, config.eval_batch_size
-    )
-    entry["accuracy_end"] = None
+    config, accelerator, state = loop.config, loop.accelerator, loop.state
+    model, task, head, seed_t = state.model, current.data, current.head, current.seed
+    batch = config.eval_batch_size
+    current.entry["accuracy_after"] = evaluate_task(accelerator, model, task.test_images, task.test_labels, head, batch)
+    current.entry["accuracy_end"] = None
     if config.ewc_weight > 0:
-        fisher_loader = accelerator.prepare(
-            make_loader(task.train_images, task.train_labels, config.batch_size, True, seed_t + 2)
+        fisher = make_loader(task.train_images, task.train_labels, config.batch_size, True, seed_t + 2)
+        fisher_batches = (
+            (model_inputs(x), y) for i, (x, y) in zip(range(config.ewc_batches), accelerator.prepare(fisher))
         )
-        fisher_batches = ((model_inputs(x), y) for i, (x, y) in zip(range(config.ewc_batches), fisher_loader))
         reduce = (lambda v: accelerator.reduce(v, "mean")) if accelerator.num_processes > 1 else None
         state.ewc.consolidate(model, fisher_batches, head, reduce=reduce)
-        entry["ewc_capped_fraction"] = state.ewc.capped_fraction()
+        current.entry["ewc_capped_fraction"] = state.ewc.capped_fraction()
     # what the model remembers of this task: class statistics of its embedding and exemplars
-    features = embeddings(model, task.train_images, config.eval_batch_size, accelerator.device)
+    features = embeddings(model, task.train_images, batch, accelerator.device)
     if state.replay is not None:
-        state.replay.add_task(
-            t,
-            task.train_images,
-            task.train_labels,
-            list(task.classes),
-            features,
-            generator=torch.Generator().manual_seed(seed_t + 3),
-        )
+        state.replay.add_task(current.index, task.train_images, task.train_labels, list(task.classes), features,
+                              generator=torch.Generator().manual_seed(seed_t + 3))  # fmt: skip
     if config.open_world_from_replay:  # validate() ensures replay is on: every class from its exemplars, rebuilt
         state.gaussians, state.bank = replay_open_world(
-            model,
-            state.replay,
-            config.eval_batch_size,
-            accelerator.device,
-            config.open_world_bank_per_class,
+            model, state.replay, batch, accelerator.device, config.open_world_bank_per_class,
             torch.Generator().manual_seed(seed_t + 5),
-        )
+        )  # fmt: skip
     else:
         state.gaussians.add(features, task.train_labels)
         state.bank.add(features, task.train_labels, generator=torch.Generator().manual_seed(seed_t + 5))
@@ -546,6 +489,7 @@ def train_collective(
         state.record.layer_names = list(state.model.config.layer_names)
 
     stop = config.num_tasks if config.stop_after_task is None else min(config.num_tasks, config.stop_after_task)
+    loop = _Loop(config, accelerator, tasks, state, recorder, run_dir, main, progress)
     for t in range(state.start_task, stop):
-        _train_task(t, config, accelerator, tasks, state, recorder, run_dir, main, progress)
+        _train_task(loop, t)
     return _finish(config, accelerator, tasks, split, dataset_description, state, run_dir, main)
