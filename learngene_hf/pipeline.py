@@ -206,21 +206,24 @@ def _select_and_save(cfg: PipelineConfig, out: Path, device: str) -> tuple[Any, 
     return inheritor.learngene, selection
 
 
-def _share(cfg: PipelineConfig, out: Path, learngene, endpoint: str | None) -> tuple[Any, dict[str, Any]]:
-    """Push the learngene to the Hub at ``endpoint`` and pull it back by commit sha; returns the pulled copy."""
+def _share(
+    cfg: PipelineConfig, out: Path, learngene, endpoint: str | None, token: str | None
+) -> tuple[Any, dict[str, Any]]:
+    """Push the learngene to the Hub at ``endpoint`` with ``token`` and pull it back by commit sha;
+    returns the pulled copy."""
     from huggingface_hub import HfApi
 
     from .artifact.learngene import Learngene
 
     start = time.perf_counter()
     commit = learngene.push_to_hub(
-        cfg.repo_id, token=cfg.token, commit_message="Learngene from learngene-hf's pipeline", endpoint=endpoint
+        cfg.repo_id, token=token, commit_message="Learngene from learngene-hf's pipeline", endpoint=endpoint
     )
     push_s = time.perf_counter() - start
     sha = commit.oid
     start = time.perf_counter()
     pulled = Learngene.from_pretrained(
-        cfg.repo_id, revision=sha, token=cfg.token, cache_dir=str(out / "hub_cache"), endpoint=endpoint
+        cfg.repo_id, revision=sha, token=token, cache_dir=str(out / "hub_cache"), endpoint=endpoint
     )
     pull_s = time.perf_counter() - start
     same = set(pulled.tensors) == set(learngene.tensors) and all(
@@ -229,7 +232,7 @@ def _share(cfg: PipelineConfig, out: Path, learngene, endpoint: str | None) -> t
     if not same:
         raise RuntimeError("The learngene pulled from the Hub differs from the one pushed; the Hub copy is corrupt.")
     api = HfApi(endpoint=endpoint)
-    files = api.list_repo_tree(cfg.repo_id, revision=sha, token=cfg.token)
+    files = api.list_repo_tree(cfg.repo_id, revision=sha, token=token)
     pulled_bytes = sum(getattr(f, "size", 0) or 0 for f in files)
     return pulled, {
         "repo_id": cfg.repo_id,
@@ -243,16 +246,21 @@ def _share(cfg: PipelineConfig, out: Path, learngene, endpoint: str | None) -> t
 
 
 @contextmanager
-def _hub_endpoint(cfg: PipelineConfig, out: Path) -> Iterator[str]:
-    """The Hub the pipeline shares through: ``cfg.hub_endpoint``, or a local Hub server storing
-    under ``OUTPUT_DIR/hub`` (its code is imported only then) for the duration of the block."""
+def _hub_endpoint(cfg: PipelineConfig, out: Path) -> Iterator[tuple[str, str | None]]:
+    """``(endpoint, token)`` of the Hub the pipeline shares through: ``cfg.hub_endpoint`` and
+    ``cfg.token``, or a local Hub server storing under ``OUTPUT_DIR/hub`` (its code is imported only
+    then) for the duration of the block, with a fresh token of its own that writes only to the
+    namespace of ``cfg.repo_id``."""
     if cfg.hub_endpoint:
-        yield cfg.hub_endpoint
+        yield cfg.hub_endpoint, cfg.token
         return
+    import secrets
+
     from .testing.hub import local_hub
 
-    with local_hub(out / "hub") as endpoint:
-        yield endpoint
+    token = f"hf_pipeline_{secrets.token_urlsafe(24)}"
+    with local_hub(out / "hub", tokens={token: cfg.repo_id.split("/")[0]}) as endpoint:
+        yield endpoint, token
 
 
 def _few_shot(cfg: PipelineConfig, out: Path, learngene, accelerator, progress: bool) -> dict[int, dict[str, Any]]:
@@ -355,7 +363,7 @@ def run_pipeline(
     timings["collective"] = time.perf_counter() - start
 
     hub_info: dict[str, Any] | None = None
-    with _hub_endpoint(cfg, out) if main else nullcontext() as endpoint:
+    with _hub_endpoint(cfg, out) if main else nullcontext((None, None)) as (endpoint, token):
         if main:
             say(f"[2/4] Selecting the learngene (strategy {cfg.strategy!r}) -> {out / 'learngene'}")
             start = time.perf_counter()
@@ -364,7 +372,7 @@ def run_pipeline(
             say(selection.table())
             say(f"chosen: {selection.chosen_names} - {selection.reason}")
             say(f"[3/4] Sharing it on the Hub as {cfg.repo_id!r} and pulling it back")
-            learngene, hub_info = _share(cfg, out, learngene, endpoint)
+            learngene, hub_info = _share(cfg, out, learngene, endpoint, token)
         accelerator.wait_for_everyone()
     if not main:
         learngene = Learngene.from_pretrained(out / "learngene")

@@ -19,7 +19,10 @@ import pytest
 # ==================================================================================================
 
 HUB_TEST_TOKEN = "hf_test_alice"
-"""A token the ``hub_with_tokens`` server accepts, for user ``alice``."""
+"""The token of user ``alice`` on the ``hub`` and ``hub_with_tokens`` servers (``hf_test_bob``: ``bob``)."""
+HUB_TOKENS = {HUB_TEST_TOKEN: "alice", "hf_test_bob": "bob"}
+#: On the ``hub`` server alice also writes to the namespaces the tests push to.
+HUB_GRANTS = {"alice": ["org", "me", "demo"]}
 
 
 def _session_hub_port() -> int:
@@ -90,26 +93,28 @@ def hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, _quiet_hub_clients: Non
     """A fresh local Hub for this test at ``HF_ENDPOINT``; yields that endpoint.
 
     huggingface_hub, transformers and datasets use it by default (HF_ENDPOINT), ``HF_HOME`` is a
-    fresh temp folder (empty cache, no stored token), ``HF_TOKEN`` is unset. Any non-empty token
-    is accepted for private repos; pushes without a token are allowed.
+    fresh temp folder (empty cache, no stored token), and ``HF_TOKEN`` is ``HUB_TEST_TOKEN``: the
+    clients act as ``alice``, who may write to ``alice/*``, ``org/*``, ``me/*`` and ``demo/*``
+    (``hf_test_bob`` is ``bob``). As on any server of :mod:`learngene_hf.testing.hub`, a request
+    without a token (``token=False``) reads public repos only.
     """
     from learngene_hf.testing.hub import local_hub
 
     _isolate_hf_home(tmp_path / "hf_home", monkeypatch)
-    with local_hub(tmp_path / "hub_root", port=HUB_PORT) as endpoint:
+    monkeypatch.setenv("HF_TOKEN", HUB_TEST_TOKEN)
+    with local_hub(tmp_path / "hub_root", tokens=HUB_TOKENS, grants=HUB_GRANTS, port=HUB_PORT) as endpoint:
         assert endpoint == HUB_ENDPOINT
         yield endpoint
 
 
 @pytest.fixture
 def hub_with_tokens(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, _quiet_hub_clients: None) -> Iterator[str]:
-    """Like ``hub`` but only ``HUB_TEST_TOKEN`` (user ``alice``) and ``hf_test_bob`` (``bob``) are
-    valid tokens, and writing needs a token."""
+    """Like ``hub`` but ``HF_TOKEN`` is unset (requests carry the token they pass, or none) and
+    alice and bob write only to their own namespaces."""
     from learngene_hf.testing.hub import local_hub
 
     _isolate_hf_home(tmp_path / "hf_home", monkeypatch)
-    tokens = {HUB_TEST_TOKEN: "alice", "hf_test_bob": "bob"}
-    with local_hub(tmp_path / "hub_root", tokens=tokens, allow_anonymous_write=False, port=HUB_PORT) as endpoint:
+    with local_hub(tmp_path / "hub_root", tokens=HUB_TOKENS, port=HUB_PORT) as endpoint:
         yield endpoint
 
 

@@ -417,8 +417,8 @@ def test_a_hub_that_does_not_answer_is_named_not_silently_replaced_by_the_cache(
     from learngene_hf.testing.hub import local_hub
 
     cache = tmp_path / "hf_cache"
-    with local_hub(tmp_path / "hub_root", port=free_port()) as other:
-        tiny_learngene().push_to_hub("me/cached-lg", endpoint=other)
+    with local_hub(tmp_path / "hub_root", tokens={"hf_me": "me"}, port=free_port()) as other:
+        tiny_learngene().push_to_hub("me/cached-lg", endpoint=other, token="hf_me")
         pulled = Learngene.from_pretrained("me/cached-lg", endpoint=other, cache_dir=cache)  # now in the local cache
         sha = pulled.config.source["pulled"]["commit_sha"]
     # that server is gone

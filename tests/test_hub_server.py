@@ -27,7 +27,8 @@ from learngene_hf.errors import HubError
 from learngene_hf.testing.hub import LocalHubServer, local_hub
 from learngene_hf.testing.hub_cards import validate_card_metadata
 
-HUB_TEST_TOKEN = "hf_test_alice"  # user "alice" on the hub_with_tokens server (tests/conftest.py)
+HUB_TEST_TOKEN = "hf_test_alice"  # user "alice" on the hub and hub_with_tokens servers (tests/conftest.py)
+TOKENS = {"hf_alice": "alice"}  # for the servers these tests start themselves
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -203,8 +204,8 @@ def test_missing_file_raises_entry_not_found(hub: str) -> None:
 
 def test_private_repo_needs_a_token(hub: str) -> None:
     api = HfApi()
-    api.create_repo("org/secret", private=True, token="any-token")
-    api.upload_file(path_or_fileobj=b"hidden", path_in_repo="f.txt", repo_id="org/secret", token="any-token")
+    api.create_repo("org/secret", private=True, token=HUB_TEST_TOKEN)
+    api.upload_file(path_or_fileobj=b"hidden", path_in_repo="f.txt", repo_id="org/secret", token=HUB_TEST_TOKEN)
 
     # without a token first: once cached, a failed request falls back to the cached copy
     with pytest.raises(RepositoryNotFoundError) as err:
@@ -213,8 +214,8 @@ def test_private_repo_needs_a_token(hub: str) -> None:
     with pytest.raises(RepositoryNotFoundError):
         api.model_info("org/secret", token=False)
     assert not api.repo_exists("org/secret", token=False)
-    assert _read(hf_hub_download("org/secret", "f.txt", token="any-token")) == b"hidden"
-    assert api.model_info("org/secret", token="any-token").private is True
+    assert _read(hf_hub_download("org/secret", "f.txt", token=HUB_TEST_TOKEN)) == b"hidden"
+    assert api.model_info("org/secret", token=HUB_TEST_TOKEN).private is True
 
 
 def test_configured_tokens_decide_who_reads_and_writes(hub_with_tokens: str) -> None:
@@ -240,6 +241,119 @@ def test_configured_tokens_decide_who_reads_and_writes(hub_with_tokens: str) -> 
     assert bob.create_repo("bob-model").repo_id == "bob/bob-model"  # no namespace: the token's user
 
 
+def test_anonymous_writes_are_refused_by_default(hub: str) -> None:
+    anonymous = HfApi(token=False)
+    with pytest.raises(HfHubHTTPError) as err:
+        anonymous.create_repo("org/anonymous")
+    assert err.value.response.status_code == 401 and "authenticated" in str(err.value)
+    HfApi().create_repo("org/kept")  # alice (HF_TOKEN)
+    with pytest.raises(HfHubHTTPError) as err:
+        anonymous.upload_file(path_or_fileobj=b"x", path_in_repo="f.txt", repo_id="org/kept")
+    assert err.value.response.status_code == 401
+    with pytest.raises(HfHubHTTPError):
+        anonymous.delete_repo("org/kept")
+    assert HfApi().repo_exists("org/kept") and not HfApi().file_exists("org/kept", "f.txt")
+
+
+def test_a_token_writes_only_to_its_namespaces(hub_with_tokens: str, tmp_path: Path) -> None:
+    alice, bob = HfApi(token=HUB_TEST_TOKEN), HfApi(token="hf_test_bob")
+    alice.create_repo("alice/lg")
+    alice.upload_file(path_or_fileobj=b"alice's", path_in_repo="f.txt", repo_id="alice/lg")
+    for attempt in (
+        lambda: bob.create_repo("alice/new"),
+        lambda: bob.create_repo("team/lg"),  # nobody's namespace: still not bob's
+        lambda: bob.upload_file(path_or_fileobj=b"bob's", path_in_repo="f.txt", repo_id="alice/lg"),
+        lambda: bob.create_branch("alice/lg", branch="mine"),
+        lambda: bob.create_tag("alice/lg", tag="v1"),
+        lambda: bob.update_repo_settings("alice/lg", private=True),
+        lambda: bob.delete_repo("alice/lg"),
+    ):
+        with pytest.raises(HfHubHTTPError) as err:
+            attempt()
+        assert err.value.response.status_code == 403, err.value
+    assert "may write to bob/* only" in str(err.value)
+    assert _read(hf_hub_download("alice/lg", "f.txt", cache_dir=tmp_path / "c", token=False)) == b"alice's"
+    with pytest.raises(HfHubHTTPError) as err:  # exist_ok does not turn the refusal into a success
+        bob.create_repo("alice/lg", exist_ok=True)
+        bob.upload_file(path_or_fileobj=b"bob's", path_in_repo="f.txt", repo_id="alice/lg")
+    assert err.value.response.status_code == 403
+
+
+def test_a_granted_namespace_is_shared_by_its_members(tmp_path: Path) -> None:
+    tokens = {"hf_alice": "alice", "hf_bob": "bob", "hf_carol": "carol"}
+    grants = {"alice": ["team"], "bob": ["team"]}
+    with local_hub(tmp_path, tokens=tokens, grants=grants) as endpoint:
+        alice, bob, carol = (HfApi(endpoint=endpoint, token=t) for t in tokens)
+        alice.create_repo("team/lg", private=True)
+        bob.upload_file(path_or_fileobj=b"bob's", path_in_repo="f.txt", repo_id="team/lg")
+        assert alice.file_exists("team/lg", "f.txt")
+        assert bob.whoami()["orgs"] == [{"name": "team"}]
+        with pytest.raises(RepositoryNotFoundError):  # private: carol does not even see it
+            carol.model_info("team/lg")
+        with pytest.raises(HfHubHTTPError) as err:
+            carol.upload_file(path_or_fileobj=b"carol's", path_in_repo="f.txt", repo_id="team/lg")
+        assert err.value.response.status_code in (403, 404)
+
+
+def test_a_private_repo_is_invisible_to_another_token_and_to_unknown_ones(hub_with_tokens: str) -> None:
+    alice, bob, mallory = HfApi(token=HUB_TEST_TOKEN), HfApi(token="hf_test_bob"), HfApi(token="mallory")
+    alice.create_repo("alice/secret", private=True)
+    alice.upload_file(path_or_fileobj=b"s", path_in_repo="f.txt", repo_id="alice/secret")
+    with pytest.raises(RepositoryNotFoundError):
+        bob.model_info("alice/secret")
+    assert not bob.repo_exists("alice/secret")
+    with pytest.raises(RepositoryNotFoundError):
+        hf_hub_download("alice/secret", "f.txt", token="hf_test_bob")
+    with pytest.raises(HfHubHTTPError) as err:  # creating it again does not reveal that it exists
+        bob.create_repo("alice/secret", private=True)
+    assert err.value.response.status_code == 403 and "already" not in str(err.value)
+    for attempt in (
+        lambda: mallory.model_info("alice/secret"),
+        lambda: mallory.upload_file(path_or_fileobj=b"m", path_in_repo="f.txt", repo_id="alice/secret"),
+        lambda: mallory.delete_repo("alice/secret"),
+    ):
+        with pytest.raises(HfHubHTTPError) as err:
+            attempt()
+        assert err.value.response.status_code == 401 and "does not know the token" in str(err.value)
+    assert alice.model_info("alice/secret").private is True
+    with pytest.raises(HfHubHTTPError) as err:
+        HfApi(token=False).create_repo("anon/secret", private=True)
+    assert err.value.response.status_code == 401
+
+
+def test_anonymous_writes_are_an_opt_in_that_never_reaches_a_token_users_namespace(tmp_path: Path) -> None:
+    with local_hub(tmp_path, tokens=TOKENS, allow_anonymous_writes=True) as endpoint:
+        anonymous, alice = HfApi(endpoint=endpoint, token=False), HfApi(endpoint=endpoint, token="hf_alice")
+        anonymous.create_repo("scratch/lg")
+        anonymous.upload_file(path_or_fileobj=b"x", path_in_repo="f.txt", repo_id="scratch/lg")
+        alice.create_repo("alice/lg")
+        with pytest.raises(HfHubHTTPError) as err:
+            anonymous.upload_file(path_or_fileobj=b"x", path_in_repo="f.txt", repo_id="alice/lg")
+        assert err.value.response.status_code == 401
+        with pytest.raises(HfHubHTTPError):
+            anonymous.create_repo("alice/other")
+        alice.create_repo("shared/owned")  # created by alice: hers, though the namespace is nobody's
+        with pytest.raises(HfHubHTTPError):
+            anonymous.upload_file(path_or_fileobj=b"x", path_in_repo="f.txt", repo_id="shared/owned")
+
+
+def test_the_server_refuses_other_interfaces_without_tokens_and_reads_a_tokens_file(tmp_path: Path, capsys) -> None:
+    from learngene_hf.testing.hub import main, read_tokens_file
+
+    with pytest.raises(HubError, match="Refusing to serve on 0.0.0.0 without tokens"):
+        LocalHubServer(tmp_path, host="0.0.0.0")
+    assert main(["--root", str(tmp_path / "r"), "--host", "0.0.0.0", "--port", "0"]) == 2
+    assert "Refusing to serve on 0.0.0.0" in capsys.readouterr().err
+    tokens_file = tmp_path / "tokens.json"
+    tokens_file.write_text(json.dumps({"hf_a": "alice", "hf_b": {"user": "bob", "namespaces": ["team"]}}))
+    assert read_tokens_file(tokens_file) == ({"hf_a": "alice", "hf_b": "bob"}, {"alice": [], "bob": ["team"]})
+    tokens_file.write_text(json.dumps({"hf_a": {"name": "alice"}}))
+    with pytest.raises(HubError, match="tokens.json: the entry of token hf_a"):
+        read_tokens_file(tokens_file)
+    with pytest.raises(HubError, match="grants must map"):
+        LocalHubServer(tmp_path, tokens=TOKENS, grants={"alice": "team"})
+
+
 def test_gated_repo_serves_files_only_with_a_token(hub: str) -> None:
     api = HfApi()
     api.create_repo("org/gated")
@@ -249,7 +363,7 @@ def test_gated_repo_serves_files_only_with_a_token(hub: str) -> None:
     assert api.model_info("org/gated").gated == "auto"
     with pytest.raises(GatedRepoError):
         hf_hub_download("org/gated", "f.txt", token=False)
-    assert _read(hf_hub_download("org/gated", "f.txt", token="some-token")) == b"g"
+    assert _read(hf_hub_download("org/gated", "f.txt", token=HUB_TEST_TOKEN)) == b"g"
 
 
 # -- model card metadata -----------------------------------------------------------------------
@@ -331,18 +445,18 @@ def test_transformers_push_to_hub_then_from_pretrained_by_sha(hub: str) -> None:
 
 
 def test_repos_survive_a_server_restart_on_the_same_root(tmp_path: Path) -> None:
+    with LocalHubServer(tmp_path, tokens=TOKENS) as server:
+        api = HfApi(endpoint=server.endpoint, token="hf_alice")
+        api.create_repo("alice/kept")
+        sha = api.upload_file(path_or_fileobj=b"kept", path_in_repo="f.txt", repo_id="alice/kept").oid
     with LocalHubServer(tmp_path) as server:
-        api = HfApi(endpoint=server.endpoint)
-        api.create_repo("org/kept")
-        sha = api.upload_file(path_or_fileobj=b"kept", path_in_repo="f.txt", repo_id="org/kept").oid
-    with LocalHubServer(tmp_path) as server:
-        info = HfApi(endpoint=server.endpoint).model_info("org/kept")
+        info = HfApi(endpoint=server.endpoint, token=False).model_info("alice/kept")
         assert info.sha == sha and "f.txt" in [s.rfilename for s in info.siblings]
 
 
 def test_resolve_serves_ranges_and_hub_headers(tmp_path: Path) -> None:
-    with LocalHubServer(tmp_path) as server:
-        api = HfApi(endpoint=server.endpoint)
+    with LocalHubServer(tmp_path, tokens=TOKENS, grants={"alice": ["org"]}) as server:
+        api = HfApi(endpoint=server.endpoint, token="hf_alice")
         api.create_repo("org/range")
         sha = api.upload_file(path_or_fileobj=b"0123456789", path_in_repo="d/n.txt", repo_id="org/range").oid
         request = urllib.request.Request(
@@ -377,12 +491,13 @@ def test_library_hub_calls_take_an_explicit_endpoint(tmp_path: Path, monkeypatch
     from learngene_hf.errors import HubError as LibraryHubError
 
     monkeypatch.setenv("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    monkeypatch.delenv("HF_TOKEN", raising=False)
     default = constants.ENDPOINT
     collective = CollectiveModel(CollectiveConfig(preset="tiny", task_num_labels=[3]))
     learngene = Learngene.from_collective(collective, [1, 2])
-    with local_hub(tmp_path / "other_hub") as endpoint:
+    with local_hub(tmp_path / "other_hub", tokens=TOKENS, grants={"alice": ["org"]}) as endpoint:
         assert endpoint != default
-        commit = learngene.push_to_hub("org/elsewhere", endpoint=endpoint)
+        commit = learngene.push_to_hub("org/elsewhere", endpoint=endpoint, token="hf_alice")
         pulled = Learngene.from_pretrained(
             "org/elsewhere", revision=commit.oid, endpoint=endpoint, cache_dir=tmp_path / "cache"
         )

@@ -69,6 +69,28 @@ def test_pipeline_runs_every_stage_and_shares_the_learngene(tmp_path, hub):
     assert "## 2-shot" in text and "| scratch |" in text and "Hub: pushed to `me/tiny-learngene`" in text
 
 
+def test_the_pipelines_own_hub_takes_only_its_own_token(tmp_path, monkeypatch):
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import HfHubHTTPError
+
+    from learngene_hf.testing.hub import LocalHubServer
+
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    cfg = PipelineConfig(output_dir=str(tmp_path / "out"), repo_id="me/tiny-learngene", **TINY)
+    summary = run_pipeline(cfg, progress=False, log=lambda *a, **k: None)
+    assert summary["hub"]["identical_after_pull"] and summary["config"]["token"] is None  # the token is not kept
+    repo = json.loads(
+        (tmp_path / "out" / "hub" / "repos" / "models" / "me" / "tiny-learngene" / "repo.json").read_text()
+    )
+    assert repo["owner"] == "me"
+    with LocalHubServer(tmp_path / "out" / "hub") as server:  # the same store served again: read-only
+        api = HfApi(endpoint=server.endpoint, token=False)
+        assert "learngene.safetensors" in api.list_repo_files("me/tiny-learngene")
+        with pytest.raises(HfHubHTTPError) as err:
+            api.upload_file(path_or_fileobj=b"x", path_in_repo="x", repo_id="me/tiny-learngene")
+        assert err.value.response.status_code == 401
+
+
 def test_pipeline_config_rejects_bad_settings():
     with pytest.raises(ConfigError, match="shots must be a non-empty list"):
         PipelineConfig(shots=[])

@@ -148,22 +148,20 @@ class Handler(WriteRoutes, BaseHTTPRequestHandler):
             return None
         user = self.hub.user_for_token(token)
         if user is None:
-            raise HTTPError(401, "Invalid credentials in Authorization header")
+            raise HTTPError(
+                401,
+                "Invalid credentials in Authorization header: this hub does not know the token; use the token the "
+                "hub's operator gave you, or none (token=False, HF_TOKEN unset) to read public repos.",
+            )
         return user
 
     def _repo_for_read(self, type_dir: str, repo_id: str) -> dict:
         meta = self.store.load_repo(type_dir, repo_id) if valid_repo_id(repo_id) else None
         if meta is None:
             raise HTTPError(404, "Repository not found", "RepoNotFound")
-        if meta["private"]:
-            if self._user is None:
-                raise HTTPError(401, "Repository not found", "RepoNotFound")
-            if not self._may_see_private(meta):
-                raise HTTPError(404, "Repository not found", "RepoNotFound")
+        if meta["private"] and not self.hub.may_see_private(self._user, meta["id"], meta["owner"]):
+            raise HTTPError(401 if self._user is None else 404, "Repository not found", "RepoNotFound")
         return meta
-
-    def _may_see_private(self, meta: dict) -> bool:
-        return meta["owner"] is None or self.hub.tokens is None or self._user == meta["owner"]
 
     def _repo_for_write(self, type_dir: str, repo_id: str) -> dict:
         meta = self._repo_for_read(type_dir, repo_id)
@@ -171,10 +169,22 @@ class Handler(WriteRoutes, BaseHTTPRequestHandler):
         return meta
 
     def _check_may_write(self, repo_id: str, owner: str | None) -> None:
-        if self._user is None and not self.hub.allow_anonymous_write:
-            raise HTTPError(401, f"You must be authenticated (pass a token) to write to {repo_id}.")
-        if owner is not None and self.hub.tokens is not None and self._user != owner:
-            raise HTTPError(403, f"You don't have the rights to write to {repo_id}: it belongs to {owner}.")
+        """Refuse (401 without a token, 403 with one) a change of ``repo_id`` the server's rules forbid."""
+        if self.hub.may_write(self._user, repo_id, owner):
+            return
+        namespace = repo_id.split("/")[0]
+        if self._user is None:
+            raise HTTPError(
+                401,
+                f"You must be authenticated to write to {repo_id}: pass the token the hub's operator gave you "
+                "(token=..., HF_TOKEN or `hf auth login`).",
+            )
+        raise HTTPError(
+            403,
+            f"You don't have the rights to write to {repo_id}: user {self._user} may write to "
+            f"{', '.join(sorted(self.hub.namespaces_of(self._user)))}/* only, not to {namespace}/*. "
+            "Push to your own namespace, or ask the hub's operator to grant it (--token TOKEN:USER:NAMESPACE).",
+        )
 
     def _check_gate(self, meta: dict) -> None:
         if meta["gated"] and self._user is None:
@@ -244,7 +254,7 @@ class Handler(WriteRoutes, BaseHTTPRequestHandler):
                 "id": self._user,
                 "name": self._user,
                 "fullname": self._user,
-                "orgs": [],
+                "orgs": [{"name": n} for n in sorted(self.hub.namespaces_of(self._user) - {self._user})],
                 "auth": {"type": "access_token", "accessToken": {"role": "write"}},
             }
         )

@@ -26,7 +26,8 @@ from typing import Iterator
 
 from learngene_hf.io import atomic_path, write_json_atomic
 
-OPEN_MODE_USER = "local-user"
+#: The author of commits made without a token (a server started with anonymous writes).
+ANONYMOUS_AUTHOR = "anonymous"
 REPO_TYPE_DIRS = {"models": "model", "datasets": "dataset", "spaces": "space"}
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
 _SHA_RE = re.compile(r"^[0-9a-f]{40}$")
@@ -112,7 +113,7 @@ class Store:
             tree={".gitattributes": blob},
             message="initial commit",
             description="",
-            author=owner or OPEN_MODE_USER,
+            author=owner or ANONYMOUS_AUTHOR,
         )
         meta["branches"]["main"] = sha
         self.save_repo(type_dir, repo_id, meta)
@@ -187,9 +188,14 @@ class Store:
             sha = commit["parent"]
 
 
+def valid_name(name: str) -> bool:
+    """A namespace or repo name: letters, digits, ``.``, ``_``, ``-``, no ``..``, at most 96 characters."""
+    return isinstance(name, str) and bool(_NAME_RE.match(name)) and ".." not in name
+
+
 def valid_repo_id(repo_id: str) -> bool:
     parts = repo_id.split("/")
-    return len(parts) == 2 and all(_NAME_RE.match(p) and ".." not in p for p in parts)
+    return len(parts) == 2 and all(valid_name(p) for p in parts)
 
 
 def clean_path(path: str) -> str:

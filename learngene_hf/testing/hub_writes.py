@@ -11,7 +11,7 @@ import base64
 import json
 
 from learngene_hf.testing.hub_cards import validate_card_metadata
-from learngene_hf.testing.hub_store import OPEN_MODE_USER, REPO_TYPE_DIRS, HTTPError, clean_path, valid_repo_id
+from learngene_hf.testing.hub_store import ANONYMOUS_AUTHOR, REPO_TYPE_DIRS, HTTPError, clean_path, valid_repo_id
 
 
 class WriteRoutes:
@@ -73,7 +73,7 @@ class WriteRoutes:
                 parent=base,
                 tree=tree,
                 message=header.get("summary") or "",
-                author=self._user or OPEN_MODE_USER,
+                author=self._user or ANONYMOUS_AUTHOR,
                 description=header.get("description") or "",
             )
             if pr_num is not None:
@@ -163,17 +163,20 @@ class WriteRoutes:
             private = body["visibility"] == "private"
         else:
             private = bool(body.get("private", False))
+        if private and self._user is None:
+            raise HTTPError(401, f"A private repo needs an owner: pass a token to create {repo_id} as private.")
         url = self._repo_url(type_dir, repo_id)
         with self.store.lock:
-            if self.store.load_repo(type_dir, repo_id) is not None:
+            existing = self.store.load_repo(type_dir, repo_id)
+            # checked before saying whether the repo exists: a private repo stays invisible to others
+            self._check_may_write(repo_id, existing["owner"] if existing else None)
+            if existing is not None:
                 return self._send_json(
                     {"error": "You already created this repo", "url": url},
                     409,
                     headers={"X-Error-Message": "You already created this repo"},
                 )
-            self._check_may_write(repo_id, None)
-            owner = self._user if self.hub.tokens is not None else None
-            self.store.create_repo(type_dir, repo_id, private=private, owner=owner)
+            self.store.create_repo(type_dir, repo_id, private=private, owner=self._user)
         self._send_json({"url": url, "name": repo_id, "id": repo_id})
 
     def _delete_repo(self) -> None:
@@ -200,5 +203,9 @@ class WriteRoutes:
                 meta["private"] = body["visibility"] == "private"
             if "private" in body:
                 meta["private"] = bool(body["private"])
+            if meta["private"] and self._user is None:
+                raise HTTPError(401, f"A private repo needs an owner: pass a token to make {repo_id} private.")
+            if meta["private"] and meta["owner"] is None:
+                meta["owner"] = self._user
             self.store.save_repo(type_dir, repo_id, meta)
         self._send_json({})
