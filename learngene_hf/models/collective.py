@@ -36,6 +36,7 @@ from .modeling_utils import (
     register_auto_classes,
 )
 from .presets import VGG_BN_ARCHS, VGG_BN_MEAN, VGG_BN_STD
+from .timm_hub import drop_timm_keys
 from .vgg import check_vgg_shape
 
 #: Architectures by name (the registered timm sizes ``learngene_vgg_<name>``). "paper" is the
@@ -116,6 +117,7 @@ class CollectiveConfig(PreTrainedConfig):
         self._validate()
         if self.task_num_labels and "id2label" not in kwargs and "num_labels" not in kwargs:
             kwargs["num_labels"] = self.task_num_labels[-1]
+        drop_timm_keys(kwargs)  # timm's section of a saved config.json
         super().__init__(**kwargs)
 
     def _validate(self) -> None:

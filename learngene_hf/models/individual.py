@@ -35,6 +35,7 @@ from .modeling_utils import (
     register_auto_classes,
 )
 from .presets import VGG_BN_ARCHS, VGG_BN_MEAN, VGG_BN_STD
+from .timm_hub import drop_timm_keys
 from .vgg import check_vgg_shape
 
 #: The paper's individual model (Learngene, AAAI 2022): fresh stem, 3 inherited 512-wide blocks, head.
@@ -124,6 +125,7 @@ class IndividualConfig(PreTrainedConfig):
         self.image_mean = [float(v) for v in (image_mean if image_mean is not None else DEFAULT_IMAGE_MEAN)]
         self.image_std = [float(v) for v in (image_std if image_std is not None else DEFAULT_IMAGE_STD)]
         self._validate()
+        drop_timm_keys(kwargs)  # timm's section of a saved config.json
         super().__init__(**kwargs)
 
     def _validate(self) -> None:

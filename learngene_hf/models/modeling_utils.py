@@ -1,9 +1,11 @@
 """transformers glue shared by every model family of the package (VGG-BN and ViT, collective and
 individual): one place for what would otherwise be written four times.
 
-* :class:`ImageModelMixin`: ``make_image_processor`` and a ``save_pretrained`` that writes the
+* :class:`ImageModelMixin`: ``make_image_processor``, a ``save_pretrained`` that writes the
   image processor beside the weights (so ``pipeline("image-classification", model=folder)``
-  works), for every ``PreTrainedModel`` base class of the package.
+  works) and timm's ``config.json`` section (so ``timm.create_model("hf-hub:...")`` loads the
+  repo), a ``push_to_hub`` with the package's model card, and ``to_timm``, for every
+  ``PreTrainedModel`` base class of the package.
 * :class:`VGGPreTrainedMixin`: the VGG-BN families' weight initialization.
 * :class:`VGGBaseModelMixin`: ``__init__`` / ``init_weights`` / ``forward`` of the VGG-BN base
   models (``CollectiveBaseModel``, ``IndividualBaseModel``), built on :func:`vgg_base_forward`.
@@ -14,22 +16,27 @@ individual): one place for what would otherwise be written four times.
 * :func:`register_auto_classes`: ``AutoConfig`` / ``AutoModel`` / ``AutoModelForImageClassification``
   registration of one family.
 
-Depends only on torch and transformers (plus the sibling ``vgg`` module), so it travels with a
-model pushed as remote code.
+Depends only on torch, timm and transformers (plus its siblings), so it travels with a model
+pushed as remote code.
 """
 
 from __future__ import annotations
 
 import os
+import tempfile
 from typing import Any
 
 import torch
+from timm.models import create_model
 from torch import nn
 from transformers import PreTrainedConfig
 from transformers import initialization as init
 from transformers.modeling_outputs import BaseModelOutputWithPoolingAndNoAttention, ImageClassifierOutput
+from transformers.utils.hub import hf_api
 
+from .hub_card import model_card
 from .layers import init_vgg_weights
+from .timm_hub import timm_config, timm_state_dict, write_timm_config
 from .vgg import VGGBN, backbone_from_config
 
 
@@ -53,7 +60,8 @@ def make_image_processor(config: Any) -> Any:
 
 class ImageModelMixin:
     """What every ``PreTrainedModel`` base class of the package shares (put it first among the
-    bases): images in, ``make_image_processor``, and ``save_pretrained`` with the image processor."""
+    bases): images in, ``make_image_processor``, ``save_pretrained`` with the image processor and
+    timm's section, ``push_to_hub`` with the package's model card, and ``to_timm``."""
 
     main_input_name = "pixel_values"
     input_modalities = ("image",)
@@ -66,13 +74,78 @@ class ImageModelMixin:
     def save_pretrained(
         self, save_directory: str | os.PathLike, *args: Any, save_image_processor: bool = True, **kwargs: Any
     ):
-        """``PreTrainedModel.save_pretrained`` plus, by default, the image processor beside the
+        """``PreTrainedModel.save_pretrained`` plus timm's section of ``config.json`` (so
+        ``timm.create_model("hf-hub:org/name", pretrained=True)`` loads a pushed copy, see
+        :mod:`~learngene_hf.models.timm_hub`) and, by default, the image processor beside the
         weights, so ``pipeline("image-classification", model=save_directory)`` works (also used by
         ``push_to_hub``)."""
         result = super().save_pretrained(save_directory, *args, **kwargs)
-        if save_image_processor and kwargs.get("is_main_process", True):
-            self.make_image_processor().save_pretrained(save_directory)
+        if kwargs.get("is_main_process", True):
+            processor = self.make_image_processor() if save_image_processor else None
+            if processor is not None:
+                processor.save_pretrained(save_directory)
+            processor_type = type(processor).__name__ if processor is not None else None
+            write_timm_config(os.path.join(save_directory, "config.json"), self.config, processor_type)
         return result
+
+    def push_to_hub(
+        self,
+        repo_id: str,
+        *,
+        commit_message: str | None = None,
+        commit_description: str | None = None,
+        private: bool | None = None,
+        token: bool | str | None = None,
+        revision: str | None = None,
+        create_pr: bool = False,
+        max_shard_size: int | str | None = "50GB",
+        tags: list[str] | None = None,
+    ) -> Any:
+        """transformers' ``push_to_hub`` (same arguments, one commit; returns its ``CommitInfo``)
+        with this package's model card in place of the blank one: ``library_name: learngene-hf``,
+        tags, ``base_model`` = the learngene repo a descendant came from, the learngene's commit
+        and the papers (:mod:`~learngene_hf.models.hub_card`). The files are ``save_pretrained``'s,
+        timm's ``config.json`` section included."""
+        api = hf_api()
+        repo_id = api.create_repo(repo_id, private=private, token=token, exist_ok=True).repo_id
+        extra = [tags] if isinstance(tags, str) else list(tags or [])
+        all_tags = list(getattr(self, "model_tags", None) or []) + extra
+        with tempfile.TemporaryDirectory() as folder:
+            self.save_pretrained(folder, max_shard_size=max_shard_size)
+            with open(os.path.join(folder, "README.md"), "w", encoding="utf-8") as handle:
+                handle.write(model_card(self.config, repo_id, all_tags))
+            if revision is not None and not revision.startswith("refs/pr"):
+                api.create_branch(repo_id=repo_id, branch=revision, token=token, exist_ok=True)
+            return api.upload_folder(
+                repo_id=repo_id,
+                folder_path=folder,
+                commit_message=commit_message or "Upload model",
+                commit_description=commit_description,
+                token=token,
+                revision=revision,
+                create_pr=create_pr,
+            )
+
+    def to_timm(self) -> nn.Module:
+        """This model as a plain timm model: the registered ``learngene_vgg_*`` / ``learngene_vit_*``
+        network with timm's tensor names and one classifier ``head`` (a collective model's newest
+        task head), on this model's device and dtype and in its train / eval mode. Its logits equal
+        ``self(pixel_values).logits``; ``timm.models.push_to_hf_hub(model.to_timm(), repo_id)``
+        shares it as a timm-format repo."""
+        section = timm_config(self.config)
+        overlay = dict(section["pretrained_cfg"])
+        if "label_names" in section:
+            overlay["label_names"] = section["label_names"]
+        model = create_model(
+            section["architecture"],
+            pretrained=False,
+            pretrained_cfg_overlay=overlay,
+            num_classes=section["num_classes"],
+            **section["model_args"],
+        )
+        model.load_state_dict(timm_state_dict(self.state_dict()))
+        reference = next(self.parameters())
+        return model.to(device=reference.device, dtype=reference.dtype).train(self.training)
 
 
 class VGGPreTrainedMixin(ImageModelMixin):

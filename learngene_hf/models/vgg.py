@@ -32,6 +32,7 @@ from torch import nn
 from .growth import identity_block, replication_map, wider_block, wider_consumer_conv, wider_consumer_linear
 from .layers import conv_block, init_vgg_weights, mlp_neck, project_error, run_blocks
 from .presets import VGG_BN_ARCHS, VGG_BN_MEAN, VGG_BN_STD
+from .timm_hub import timm_state_dict
 
 __all__ = ["VGGBN", "VGG_BN_ARCHS", "VGG_BN_MEAN", "VGG_BN_STD", "backbone_from_config", "check_vgg_shape"]
 
@@ -344,7 +345,12 @@ def _create_vgg_bn(variant: str, size: str, pretrained: bool = False, **kwargs: 
     model_args.update(kwargs)
     out_indices = model_args.pop("out_indices", tuple(range(len(model_args["widths"]))))
     return build_model_with_cfg(
-        VGGBN, variant, pretrained, feature_cfg={"feature_cls": "getter", "out_indices": out_indices}, **model_args
+        VGGBN,
+        variant,
+        pretrained,
+        feature_cfg={"feature_cls": "getter", "out_indices": out_indices},
+        pretrained_filter_fn=timm_state_dict,
+        **model_args,
     )
 
 

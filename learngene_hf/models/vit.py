@@ -37,6 +37,7 @@ from transformers import initialization as init
 
 from .layers import project_error
 from .presets import IMAGE_MEAN, IMAGE_STD, VIT_PRESETS
+from .timm_hub import timm_state_dict
 
 #: Expansion rules: how block ``l`` (1-based) of ``L`` weighs the increment.
 EXPANSION_RULES = ("l/L", "(l-1)/(L-1)")
@@ -235,7 +236,9 @@ def _create(variant: str, pretrained: bool = False, **kwargs: Any) -> LearngeneV
     feature_cfg = (
         None if kwargs.get("expansion", "linear") == "linear" else dict(out_indices=out_indices, feature_cls="getter")
     )
-    return build_model_with_cfg(LearngeneViT, variant, pretrained, feature_cfg=feature_cfg, **kwargs)
+    return build_model_with_cfg(
+        LearngeneViT, variant, pretrained, feature_cfg=feature_cfg, pretrained_filter_fn=timm_state_dict, **kwargs
+    )
 
 
 def _cfg(**kwargs: Any) -> dict[str, Any]:

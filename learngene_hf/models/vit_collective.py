@@ -16,6 +16,7 @@ from transformers.modeling_outputs import ImageClassifierOutput
 
 from .modeling_utils import ImageModelMixin, register_auto_classes
 from .presets import VIT_PRESETS
+from .timm_hub import drop_timm_keys
 from .vit import (
     DEFAULT_EXPANSION_RULE,
     DEFAULT_IMAGE_MEAN,
@@ -92,6 +93,7 @@ class ViTCollectiveConfig(PreTrainedConfig):
             raise config_error(
                 f"A linear-expansion ViT needs depth >= 2 (it learns base and increment), got {self.depth}."
             )
+        drop_timm_keys(kwargs)  # timm's section of a saved config.json
         super().__init__(**kwargs)
 
     @property

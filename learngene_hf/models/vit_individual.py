@@ -16,6 +16,7 @@ from transformers import PreTrainedConfig, PreTrainedModel
 from transformers.modeling_outputs import ImageClassifierOutput
 
 from .modeling_utils import ImageModelMixin, descendant_config_kwargs, register_auto_classes
+from .timm_hub import drop_timm_keys
 from .vit import (
     BLOCK_PARAMETER_NAMES,
     DEFAULT_EXPANSION_RULE,
@@ -70,6 +71,7 @@ class ViTIndividualConfig(PreTrainedConfig):
         self.image_mean = [float(v) for v in (image_mean if image_mean is not None else DEFAULT_IMAGE_MEAN)]
         self.image_std = [float(v) for v in (image_std if image_std is not None else DEFAULT_IMAGE_STD)]
         check_architecture(self.embed_dim, self.depth, self.num_heads, self.mlp_ratio, self.patch_size, self.image_size)
+        drop_timm_keys(kwargs)  # timm's section of a saved config.json
         super().__init__(**kwargs)
 
     @classmethod

@@ -385,6 +385,19 @@ class Inheritor:
         learngene = self.learngene or self.extract()
         return learngene.push_to_hub(repo_id, **options)
 
+    def push_collective_to_hub(self, repo_id: str, **options: Any):
+        """Push the whole collective model to ``repo_id`` (its ``push_to_hub``: transformers'
+        arguments, e.g. ``private``, ``token``, ``revision``, ``commit_message``; the endpoint is
+        ``HF_ENDPOINT``, as for every transformers push) and record that copy as the learngene's
+        source, so the learngene's card names it as its ``base_model``. Returns the
+        :class:`huggingface_hub.CommitInfo`."""
+        commit = self.model.push_to_hub(repo_id, **options)
+        published = {"repo_id": repo_id, "revision": options.get("revision") or "main", "commit_sha": commit.oid}
+        self.source.update(published)
+        if self.learngene is not None:
+            self.learngene.config.source.update(published)
+        return commit
+
 
 def _reload_probe_data(dataset: dict[str, Any], run_dir: Path):
     """The training images of the run's dataset (the open-world classes are picked later)."""
