@@ -34,7 +34,8 @@ def resolve_learngene(
 
     ``origin`` holds ``repo_id``, ``revision`` and ``commit_sha`` as far as they are known: from
     the Hub copy the learngene was pulled from (:attr:`Learngene.origin`), else from the reference
-    given (a folder's path).
+    given. A local folder is recorded by its name only (``local_folder``; ``repo_id`` stays
+    ``None``), so that a descendant's saved or pushed config carries no path of this machine.
     """
     if not isinstance(learngene_or_ref, (str, os.PathLike)):
         if not hasattr(learngene_or_ref, "config") or not hasattr(learngene_or_ref, "tensors"):
@@ -48,11 +49,9 @@ def resolve_learngene(
     ref = os.fspath(learngene_or_ref)
     learngene = Learngene.from_pretrained(ref, revision=revision, token=token, cache_dir=cache_dir, endpoint=endpoint)
     is_dir = os.path.isdir(ref)
-    origin = {
-        "repo_id": os.path.abspath(ref) if is_dir else ref,
-        "revision": None if is_dir else revision,
-        "commit_sha": None,
-    }
+    origin = {"repo_id": None if is_dir else ref, "revision": None if is_dir else revision, "commit_sha": None}
+    if is_dir:
+        origin["local_folder"] = os.path.basename(os.path.abspath(ref))
     origin.update({k: v for k, v in learngene.origin.items() if v is not None})
     return learngene, origin
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import re
 import sys
 import types
@@ -60,8 +61,10 @@ def parse_float_list(text: str) -> list[float]:
         values = [float(x) for x in str(text).split(",") if x.strip()]
     except ValueError:
         values = []
-    if not values:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers such as '0.01,0.02,0.05', got {text!r}")
+    if not values or not all(math.isfinite(v) for v in values):
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated finite numbers such as '0.01,0.02,0.05', got {text!r}"
+        )
     return values
 
 
@@ -89,11 +92,14 @@ def _scalar(kind: type) -> Callable[[str], Any]:
 
     def parse(text: str) -> Any:
         try:
-            return kind(text)
+            value = kind(text)
         except ValueError:
+            value = None
+        if value is None or not math.isfinite(value):  # inf / nan would train to chance level or overflow
             raise argparse.ArgumentTypeError(
-                f"expected {'an integer' if kind is int else 'a number'} such as {example}, got {text!r}"
-            ) from None
+                f"expected {'an integer' if kind is int else 'a finite number'} such as {example}, got {text!r}"
+            )
+        return value
 
     parse.__name__ = kind.__name__
     return parse

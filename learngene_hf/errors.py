@@ -29,3 +29,24 @@ class IncompatibleLearngeneError(LearngeneError, ValueError):
 
 class HubError(LearngeneError):
     """A Hub operation failed: missing repo, unknown revision, gated or private repo..."""
+
+
+def os_error_message(err: OSError) -> str:
+    """What an ``OSError`` means for the user, in a few words: ``"the disk is full"``,
+    ``"read-only file system"``, ``"permission denied"``, ``"a file is in the way of a folder"``...,
+    with the path when the error names one."""
+    import errno
+
+    reasons = {
+        errno.ENOSPC: "the disk is full",
+        errno.EDQUOT: "the disk quota is exceeded",
+        errno.EROFS: "read-only file system",
+        errno.EACCES: "permission denied",
+        errno.EPERM: "operation not permitted",
+        errno.ENOTDIR: "a file is in the way of a folder",
+        errno.EEXIST: "a file is in the way",
+        errno.EISDIR: "a folder is in the way of a file",
+        errno.ENOENT: "no such file or folder",
+    }
+    reason = reasons.get(err.errno, err.strerror or type(err).__name__)
+    return f"{reason}: {err.filename}" if err.filename else reason

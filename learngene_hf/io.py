@@ -87,3 +87,29 @@ def read_json(path: str | os.PathLike) -> Any:
         raise ArtifactError(
             f"{path} is not valid JSON ({err}); the file is corrupt or truncated: re-create it."
         ) from err
+
+
+def writable_folder(path: str | os.PathLike, what: str = "the output folder") -> Path:
+    """Create the folder ``path`` (and its parents) and check that a file can be written in it, so
+    that a bad output folder is refused before any long work. Raises :class:`ArtifactError`
+    naming ``what`` and ``path``: a file in the way, a read-only or full disk, no permission."""
+    from .errors import ArtifactError, os_error_message
+
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ArtifactError(f"{what} {path} is a file, not a folder; give a folder path (or move the file).")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write-check.", suffix=".tmp", dir=path)
+        try:
+            os.write(fd, b"\0" * 4096)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+            os.unlink(probe)
+    except OSError as err:
+        raise ArtifactError(
+            f"Cannot write to {what} {path} ({os_error_message(err)}); give a folder on a writable disk with free "
+            "space."
+        ) from err
+    return path

@@ -271,7 +271,9 @@ def _few_shot(cfg: PipelineConfig, out: Path, learngene, accelerator, progress: 
     from .fewshot.tuning import tuning_episodes
 
     data, novel, open_world = load_fewshot_data(learngene)
-    methods = comparison_methods(learngene, compare=cfg.compare, blocks=cfg.compare_blocks)
+    methods = comparison_methods(
+        learngene, compare=cfg.compare, blocks=cfg.compare_blocks, collective_run=str(out / "collective")
+    )
     fs_cfg = cfg.fewshot_config(device=str(accelerator.device))
     results = {}
     for shots in cfg.shots:

@@ -431,3 +431,231 @@ def test_a_hub_that_does_not_answer_is_named_not_silently_replaced_by_the_cache(
     assert "does not answer" in caplog.text and f"from the local cache, commit {sha}" in caplog.text
     with pytest.raises(HubError, match="does not answer, and me/other@main is not in the local cache"):
         Learngene.from_pretrained("me/other", cache_dir=cache)
+
+
+# ------------------------------------------------------------------------------- one writer per run folder
+HOLD_LOCK = """
+import sys, time
+from learngene_hf.training.run import run_lock
+with run_lock(sys.argv[1]):
+    print("locked", flush=True)
+    time.sleep(120)
+"""
+
+
+def _hold_lock(run_dir: Path) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    proc = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(run_dir)], env=env, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "locked"
+    return proc
+
+
+def test_a_second_run_on_a_folder_in_use_is_refused_naming_the_first_and_a_killed_ones_lock_is_taken_over(
+    stopped_run, tmp_path, caplog
+):
+    import shutil
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(stopped_run, run_dir)
+    before = (run_dir / "run_config.json").read_bytes()
+    holder = _hold_lock(run_dir)
+    try:
+        with pytest.raises(ArtifactError, match=rf"being written by another training run \(pid {holder.pid} on "):
+            train_collective(tiny_config(num_tasks=4, seed=1), run_dir, progress=False)
+        with pytest.raises(ArtifactError, match=rf"still being trained \(pid {holder.pid} "):
+            load_run(run_dir)
+        assert (run_dir / "run_config.json").read_bytes() == before  # nothing of the second run was written
+    finally:
+        holder.kill()
+        holder.wait()
+        holder.stdout.close()
+    assert json.loads((run_dir / ".run.lock.json").read_text())["pid"] == holder.pid  # what a killed run leaves
+    with caplog.at_level(logging.INFO, logger="learngene_hf"):
+        train_collective(tiny_config(), run_dir, progress=False)
+    assert f"pid {holder.pid}" in caplog.text and "ended without releasing it; taken over" in caplog.text
+    assert not (run_dir / ".run.lock.json").exists()
+    load_run(run_dir)
+
+
+def test_an_output_dir_that_is_a_file_read_only_or_full_is_refused_before_training(tmp_path, monkeypatch):
+    import errno
+
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ArtifactError, match=r"is a file, not a folder"):
+        train_collective(tiny_config(), tmp_path / "file", progress=False)
+    read_only = tmp_path / "read_only"
+    read_only.mkdir()
+    read_only.chmod(0o555)
+    try:
+        if not os.access(read_only, os.W_OK):  # (root may write anywhere)
+            with pytest.raises(ArtifactError, match=r"Cannot write to the run folder .* \(permission denied"):
+                train_collective(tiny_config(), read_only / "run", progress=False)
+    finally:
+        read_only.chmod(0o755)
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full)  # the disk fills up
+    with pytest.raises(ArtifactError, match=r"Cannot write to the run folder .* \(the disk is full\)"):
+        train_collective(tiny_config(), tmp_path / "full", progress=False)
+    assert list((tmp_path / "full").iterdir()) == []  # nothing half-written
+
+
+# ------------------------------------------------------------------------------- values checked where they enter
+def _rewrite_tensors(folder: Path, change) -> None:
+    """Change the tensors of a saved learngene in place, metadata and checksum kept consistent (so
+    only the values are wrong)."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    from learngene_hf.artifact.save_and_load import file_sha256
+
+    path = folder / "learngene.safetensors"
+    with safe_open(str(path), framework="pt") as handle:
+        metadata, tensors = handle.metadata(), {k: handle.get_tensor(k) for k in handle.keys()}
+    change(tensors)
+    save_file(tensors, str(path), metadata=metadata)
+    config = json.loads((folder / "learngene_config.json").read_text())
+    config["checksums"] = {"learngene.safetensors": file_sha256(path)}
+    (folder / "learngene_config.json").write_text(json.dumps(config))
+
+
+def test_a_learngene_with_nan_weights_or_a_negative_bn_variance_is_refused(tmp_path, capsys):
+    folder = tiny_learngene().save_pretrained(tmp_path / "nan")
+    _rewrite_tensors(folder, lambda t: t["blocks.0.conv.weight"].fill_(float("nan")))
+    with pytest.raises(ArtifactError, match=r"blocks.0.conv.weight holds \d+ non-finite values"):
+        Learngene.from_pretrained(folder)
+    code, err = run_example("few_shot", ["--learngene", str(folder), "--output-dir", str(tmp_path / "out")], capsys)
+    assert code == 2 and "non-finite values" in err and len(err.strip().splitlines()) == 1
+    folder = tiny_learngene().save_pretrained(tmp_path / "var")
+    _rewrite_tensors(folder, lambda t: t["blocks.1.bn.running_var"].__setitem__(0, -1.0))
+    with pytest.raises(ArtifactError, match=r"blocks.1.bn.running_var holds 1 negative BatchNorm variances"):
+        Learngene.from_pretrained(folder)
+    broken = tiny_learngene()
+    broken.tensors["blocks.0.bn.weight"] = torch.full_like(broken.tensors["blocks.0.bn.weight"], float("inf"))
+    with pytest.raises(ArtifactError, match="non-finite"):  # nor saved
+        broken.save_pretrained(tmp_path / "inf")
+    assert not (tmp_path / "inf" / "learngene.safetensors").exists()
+
+
+def test_flipped_bytes_in_the_tensor_file_fail_the_checksum_and_files_without_one_still_load(tmp_path):
+    folder = tiny_learngene().save_pretrained(tmp_path / "lg")
+    config = json.loads((folder / "learngene_config.json").read_text())
+    assert len(config["checksums"]["learngene.safetensors"]) == 64
+    weights = folder / "learngene.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-3] ^= 0x01  # inside the last tensor's values: shapes and metadata are untouched
+    weights.write_bytes(bytes(data))
+    with pytest.raises(ArtifactError, match=r"does not match the sha256 recorded in learngene_config.json"):
+        Learngene.from_pretrained(folder)
+    old = tiny_learngene().save_pretrained(tmp_path / "old")
+    config = json.loads((old / "learngene_config.json").read_text())
+    del config["checksums"]  # as written before checksums existed
+    (old / "learngene_config.json").write_text(json.dumps(config))
+    assert Learngene.from_pretrained(old).config.num_layers == 2
+
+
+@pytest.mark.parametrize(
+    "edit, problem",
+    [
+        (lambda c: c.update(colour="blue"), r"unknown fields \['colour'\]"),
+        (lambda c: c.update(in_channels="8"), r"field 'in_channels' is a string"),
+        (lambda c: c.update(input_stride=True), r"field 'input_stride' is a boolean"),
+        (lambda c: c["source"].update(pool=["no"] * len(c["source"]["pool"])), r"source.pool is \['no'"),
+        (lambda c: c["layers"][0].update(pool="yes"), r"layer 0 has pool='yes', expected true or false"),
+        (lambda c: c["preprocessing"].update(image_size=-16), r"preprocessing.image_size is -16"),
+    ],
+)
+def test_a_learngene_config_with_unknown_fields_or_wrong_types_is_refused_naming_the_file(tmp_path, edit, problem):
+    folder = tiny_learngene().save_pretrained(tmp_path / "lg")
+    config = json.loads((folder / "learngene_config.json").read_text())
+    edit(config)
+    (folder / "learngene_config.json").write_text(json.dumps(config))
+    with pytest.raises(ArtifactError, match=rf"learngene_config.json.*{problem}") as info:
+        Learngene.from_pretrained(folder)
+    assert str(folder) in str(info.value)
+
+
+def test_every_learngene_config_field_has_a_declared_json_type():
+    import dataclasses
+
+    from learngene_hf.artifact.config import FIELD_TYPES, LearngeneConfig
+
+    assert set(FIELD_TYPES) == {f.name for f in dataclasses.fields(LearngeneConfig)}
+
+
+def test_a_checkpoint_holding_nan_weights_is_refused_on_resume(stopped_run, tmp_path):
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(stopped_run, run_dir)
+    weights = run_dir / "checkpoint" / "model" / "model.safetensors"
+    tensors = load_file(str(weights))
+    name = next(k for k in tensors if k.endswith("conv.weight"))
+    tensors[name] = torch.full_like(tensors[name], float("nan"))
+    save_file(tensors, str(weights), metadata={"format": "pt"})
+    with pytest.raises(ArtifactError, match=r"corrupt or incomplete .*non-finite values.*run diverged"):
+        train_collective(tiny_config(), run_dir, progress=False)
+
+
+@pytest.mark.parametrize("flag, value", [("--lr", "inf"), ("--lr", "nan"), ("--lr-grid", "0.01,inf"), ("--lr", "-inf")])
+def test_non_finite_numbers_on_the_command_line_are_refused(learngene_dir, tmp_path, capsys, flag, value):
+    code, err = run_example("few_shot", ["--learngene", str(learngene_dir), f"{flag}={value}"], capsys)
+    assert code == 2 and "finite" in err and len(err.strip().splitlines()) == 1
+
+
+# ------------------------------------------------------------------------------- no surprise code, no leaked paths
+def test_a_run_folder_naming_remote_code_loads_without_running_it(stopped_run, tmp_path):
+    import shutil
+
+    from learngene_hf.training.run import load_model
+
+    folder = tmp_path / "model"
+    shutil.copytree(stopped_run / "model", folder)
+    marker = tmp_path / "code_ran"
+    (folder / "evil.py").write_text(f"open({str(marker)!r}, 'w').write('ran')\n")
+    config = json.loads((folder / "config.json").read_text())
+    config["auto_map"] = {"AutoConfig": "evil.Config", "AutoModelForImageClassification": "evil.Model"}
+    (folder / "config.json").write_text(json.dumps(config))
+    model = load_model(folder)
+    assert type(model).__module__.startswith("learngene_hf") and not marker.exists()
+
+
+def test_a_pulled_learngene_never_makes_the_library_open_the_folder_its_config_names(hub, tmp_path):
+    from huggingface_hub import HfApi
+
+    from learngene_hf.fewshot.loading import collective_run_dir
+
+    folder = tiny_learngene().save_pretrained(tmp_path / "lg")
+    config = json.loads((folder / "learngene_config.json").read_text())
+    config["source"]["run_dir"] = str(tmp_path / "someone_elses_run")  # a file crafted by the uploader
+    (folder / "learngene_config.json").write_text(json.dumps(config))
+    HfApi().create_repo("me/crafted")
+    HfApi().upload_folder(repo_id="me/crafted", folder_path=folder)
+    pulled = Learngene.from_pretrained("me/crafted", cache_dir=tmp_path / "cache")
+    with pytest.raises(ConfigError, match=r"pulled from me/crafted: a folder named in a pulled file is never opened"):
+        collective_run_dir(pulled)
+    assert collective_run_dir(pulled, str(tmp_path / "mine")) == str(tmp_path / "mine")
+    assert collective_run_dir(Learngene.from_pretrained(folder)) == str(tmp_path / "someone_elses_run")  # local: yes
+
+
+def test_pushed_files_carry_no_absolute_local_path(hub, tmp_path):
+    from huggingface_hub import hf_hub_download
+
+    lg = tiny_learngene()
+    lg.config.source["run_dir"] = str(tmp_path / "runs" / "collective")
+    lg.config.task_stream["dataset"]["source"] = str(tmp_path / "data" / "my-images")
+    lg.push_to_hub("me/portable")
+    for name in ("learngene_config.json", "README.md"):
+        text = Path(hf_hub_download("me/portable", name, cache_dir=tmp_path / "cache")).read_text()
+        assert str(tmp_path) not in text, name
+    pushed = json.loads(
+        Path(hf_hub_download("me/portable", "learngene_config.json", cache_dir=tmp_path / "cache")).read_text()
+    )
+    assert pushed["source"]["run_name"] == "collective" and "run_dir" not in pushed["source"]
+    assert pushed["task_stream"]["dataset"]["source"] == "my-images"
+    local = json.loads((lg.save_pretrained(tmp_path / "lg") / "learngene_config.json").read_text())
+    assert local["source"]["run_dir"] == str(tmp_path / "runs" / "collective")  # a local save keeps it

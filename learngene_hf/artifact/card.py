@@ -50,8 +50,8 @@ def source_name(config_source: dict[str, Any]) -> str:
     """How the card names the source collective model: its repo id, else its run folder / preset."""
     if config_source.get("repo_id"):
         return str(config_source["repo_id"])
-    if config_source.get("run_dir"):
-        run = os.path.basename(str(config_source["run_dir"]).rstrip("/"))
+    if config_source.get("run_dir") or config_source.get("run_name"):
+        run = os.path.basename(str(config_source.get("run_dir") or config_source["run_name"]).rstrip("/"))
         return f"local run `{run}` (preset `{config_source.get('preset')}`)"
     return f"an unpublished collective model (preset `{config_source.get('preset')}`)"
 

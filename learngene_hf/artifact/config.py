@@ -85,6 +85,9 @@ class LearngeneConfig:
         expansion: for ``"linear_expansion"``: ``rule`` (a :data:`~learngene_hf.models.vit.EXPANSION_RULES`
             name), the source architecture (``depth``, ``embed_dim``, ``num_heads``, ``mlp_ratio``,
             ``patch_size``, ``image_size``, ``in_channels``) and ``shapes`` ({tensor name: shape}).
+        checksums: ``{file name: sha256 hex digest}`` of the saved tensor file, written by
+            ``save_pretrained`` and verified on load (empty for learngenes saved before it existed,
+            which still load).
     """
 
     layers: list[dict[str, Any]]
@@ -102,6 +105,7 @@ class LearngeneConfig:
     format_version: int = FORMAT_VERSION
     form: str = "layers"
     expansion: dict[str, Any] = field(default_factory=dict)
+    checksums: dict[str, str] = field(default_factory=dict)
 
     @property
     def num_layers(self) -> int:
@@ -120,9 +124,11 @@ class LearngeneConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "LearngeneConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
+    def from_dict(cls, data: dict[str, Any], where: str = "learngene config") -> "LearngeneConfig":
+        """The config of ``data`` (a parsed ``learngene_config.json``). Unknown fields, missing
+        required ones and values of the wrong type raise :class:`ArtifactError` naming ``where``."""
+        check_field_types(data, where)
+        return cls(**data)
 
     def expected_tensor_shapes(self) -> dict[str, tuple[int, ...]]:
         """The name and shape of every tensor the safetensors file must hold."""
@@ -172,6 +178,7 @@ class LearngeneConfig:
                 f"{where} has form {self.form!r}; this learngene-hf knows {list(FORMS)}. Upgrade learngene-hf, or "
                 "check the file."
             )
+        check_nested_types(self, where)
         if self.form == "linear_expansion":
             validate_expansion(self.expansion, where)
             return
@@ -210,6 +217,154 @@ class LearngeneConfig:
             raise ArtifactError(
                 f"{where}: input_stride {self.input_stride!r} must be a positive integer; re-save the learngene."
             )
+
+
+#: The JSON type of every field of ``learngene_config.json`` (``int`` excludes booleans).
+FIELD_TYPES: dict[str, type] = {
+    "layers": list,
+    "in_channels": int,
+    "out_channels": int,
+    "position": str,
+    "input_stride": int,
+    "family": str,
+    "source": dict,
+    "selection": dict,
+    "task_stream": dict,
+    "sizes": dict,
+    "preprocessing": dict,
+    "format": str,
+    "format_version": int,
+    "form": str,
+    "expansion": dict,
+    "checksums": dict,
+}
+REQUIRED_FIELDS = ("layers", "in_channels", "out_channels", "position")
+#: Entries that decide a descendant's architecture, by section: ``"ints"`` a list of positive
+#: integers, ``"bools"`` a list of true/false, ``"int"`` a positive integer, ``"number"`` a number.
+ARCHITECTURE_ENTRIES: dict[str, dict[str, str]] = {
+    "source": {
+        "widths": "ints",
+        "pool": "bools",
+        "head_hidden": "ints",
+        "feature_pool_size": "int",
+        "dropout": "number",
+        "depth": "int",
+        "embed_dim": "int",
+    },
+    "preprocessing": {"image_size": "int"},
+}
+_KIND_TEXT = {
+    "ints": "a list of positive integers",
+    "bools": "a list of true/false",
+    "int": "a positive integer",
+    "number": "a number",
+}
+
+
+def _json_type_name(value: Any) -> str:
+    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string", list: "a list"}.get(
+        type(value), "an object" if isinstance(value, dict) else type(value).__name__
+    )
+
+
+def check_field_types(data: dict[str, Any], where: str) -> None:
+    """Refuse unknown fields, missing required ones and top-level values of the wrong JSON type."""
+    unknown = sorted(set(data) - set(FIELD_TYPES))
+    if unknown:
+        raise ArtifactError(
+            f"{where} has unknown fields {unknown}; it was edited, or written by a newer learngene-hf. Remove them, "
+            "or upgrade learngene-hf (pip install -U learngene-hf)."
+        )
+    missing = [name for name in REQUIRED_FIELDS if name not in data]
+    if missing:
+        raise ArtifactError(f"{where} lacks the required fields {missing}; re-save the learngene.")
+    for name, value in data.items():
+        kind = FIELD_TYPES[name]
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise ArtifactError(
+                f"{where}: field {name!r} is {_json_type_name(value)} ({value!r:.60}), expected "
+                f"{_json_type_name(kind())}; the file was edited or damaged, re-save the learngene."
+            )
+
+
+def _fits(value: Any, kind: str) -> bool:
+    def positive_int(v: Any) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool) and v > 0
+
+    if kind == "ints":
+        return isinstance(value, list) and all(positive_int(v) for v in value)
+    if kind == "bools":
+        return isinstance(value, list) and all(isinstance(v, bool) for v in value)
+    if kind == "int":
+        return positive_int(value)
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def check_nested_types(config: "LearngeneConfig", where: str) -> None:
+    """Check the entries a descendant's architecture is built from: the layer rows' ``pool``,
+    ``source_index`` and ``name``, and :data:`ARCHITECTURE_ENTRIES` (``source.pool: ["no"]`` would
+    otherwise read as True and change the architecture)."""
+    for section, entries in ARCHITECTURE_ENTRIES.items():
+        values = getattr(config, section)
+        for key, kind in entries.items():
+            if key in values and values[key] is not None and not _fits(values[key], kind):
+                raise ArtifactError(
+                    f"{where}: {section}.{key} is {values[key]!r:.80}, expected {_KIND_TEXT[kind]}; the file was "
+                    "edited or damaged, re-save the learngene."
+                )
+    source = config.source
+    if isinstance(source.get("widths"), list) and isinstance(source.get("pool"), list):
+        if len(source["widths"]) != len(source["pool"]):
+            raise ArtifactError(
+                f"{where}: source.widths has {len(source['widths'])} entries but source.pool "
+                f"{len(source['pool'])}; re-save the learngene."
+            )
+    for j, layer in enumerate(config.layers):
+        if not isinstance(layer, dict):
+            raise ArtifactError(f"{where}: layer {j} is {layer!r:.60}, expected an object; re-save the learngene.")
+        checks = (("pool", lambda v: isinstance(v, bool), "true or false"),
+                  ("source_index", lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0,
+                   "a non-negative integer"),
+                  ("name", lambda v: isinstance(v, str), "a string"))  # fmt: skip
+        for key, ok, text in checks:
+            if key in layer and not ok(layer[key]):
+                raise ArtifactError(
+                    f"{where}: layer {j} has {key}={layer[key]!r:.60}, expected {text}; re-save the learngene."
+                )
+    bad = {k: v for k, v in config.checksums.items() if not (isinstance(v, str) and len(v) == 64)}
+    if bad:
+        raise ArtifactError(f"{where}: checksums {bad} are not sha256 hex digests; re-save the learngene.")
+
+
+def check_tensor_values(
+    tensors: dict[str, torch.Tensor],
+    where: str,
+    fix: str = "The learngene is damaged or came from a diverged run: re-extract it from a healthy collective run "
+    "(or re-download it).",
+) -> None:
+    """Refuse non-finite values (NaN, inf) in any floating tensor and negative BatchNorm
+    variances (``*.running_var``): a model built from them predicts nothing (NaN logits). A
+    variance of exactly 0 (a channel that was constant on every batch) is accepted: BatchNorm adds
+    its eps. ``fix`` ends the error message."""
+    problems = []
+    for name in sorted(tensors):
+        tensor = tensors[name]
+        if not tensor.is_floating_point():
+            continue
+        bad = int((~torch.isfinite(tensor)).sum())
+        if bad:
+            problems.append(f"{name} holds {bad} non-finite values (NaN or inf)")
+        elif name.endswith("running_var") and bool((tensor < 0).any()):
+            problems.append(
+                f"{name} holds {int((tensor < 0).sum())} negative BatchNorm variances (min {float(tensor.min()):g})"
+            )
+    if problems:
+        raise ArtifactError(
+            f"{where}: "
+            + "; ".join(problems[:4])
+            + (f" (and {len(problems) - 4} more)" if len(problems) > 4 else "")
+            + f". {fix}"
+        )
 
 
 def linear_expansion_shapes(expansion: dict[str, Any]) -> dict[str, tuple[int, ...]]:

@@ -25,7 +25,7 @@ from ..errors import ArtifactError, ConfigError
 from ..models.collective import CollectiveModel
 from ..models.layers import BLOCK_TENSOR_NAMES
 from . import save_and_load
-from .config import LearngeneConfig, check_tensor_table
+from .config import LearngeneConfig, check_tensor_table, check_tensor_values
 
 
 class Learngene:
@@ -209,6 +209,7 @@ class Learngene:
         """
         self.config.validate(where)
         check_tensor_table({name: (tuple(t.shape), t.dtype) for name, t in self.tensors.items()}, self.config, where)
+        check_tensor_values(self.tensors, where)
 
     @property
     def origin(self) -> dict[str, Any]:

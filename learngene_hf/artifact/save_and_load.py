@@ -11,6 +11,8 @@ Only JSON and safetensors are read, never pickles.
 
 from __future__ import annotations
 
+import copy
+import hashlib
 import json
 import os
 import shutil
@@ -32,6 +34,7 @@ from .config import (
     WEIGHTS_NAME,
     LearngeneConfig,
     check_tensor_table,
+    check_tensor_values,
 )
 
 logger = get_logger(__name__)
@@ -51,13 +54,20 @@ def safetensors_metadata(config: LearngeneConfig) -> dict[str, str]:
 
 
 def save_folder(
-    learngene: Any, save_directory: str | os.PathLike, *, repo_id: str | None = None, model_card: bool = True
+    learngene: Any,
+    save_directory: str | os.PathLike,
+    *,
+    repo_id: str | None = None,
+    model_card: bool = True,
+    portable: bool = False,
 ) -> Path:
     """Write ``learngene.safetensors``, ``learngene_config.json`` and ``README.md`` to ``save_directory``.
 
     All files are first written to a temporary folder next to the target and then moved into
     place one by one, so an interrupted save never leaves a half-written file. ``repo_id`` is
-    used in the model card's usage snippet. Returns the folder.
+    used in the model card's usage snippet. The config records the sha256 of the tensor file
+    (``checksums``), verified on load. ``portable`` (for a push) keeps local paths out of the
+    files (:func:`saved_config`). Returns the folder.
     """
     from safetensors.torch import save_file
 
@@ -70,10 +80,16 @@ def save_folder(
     try:
         tensors = {name: t.detach().to("cpu").contiguous() for name, t in learngene.tensors.items()}
         save_file(tensors, str(staging / WEIGHTS_NAME), metadata=safetensors_metadata(learngene.config))
-        (staging / CONFIG_NAME).write_text(json.dumps(learngene.config.to_dict(), indent=2) + "\n", encoding="utf-8")
+        learngene.config.checksums = {WEIGHTS_NAME: file_sha256(staging / WEIGHTS_NAME)}
+        data = saved_config(learngene.config, portable)
+        (staging / CONFIG_NAME).write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
         names = [WEIGHTS_NAME, CONFIG_NAME]
         if model_card:
-            learngene_card(learngene, repo_id=repo_id).save(staging / CARD_NAME)
+            shown = learngene
+            if portable:  # the card tells what the pushed config says
+                shown = copy.copy(learngene)
+                shown.config = LearngeneConfig(**data)
+            learngene_card(shown, repo_id=repo_id).save(staging / CARD_NAME)
             names.append(CARD_NAME)
         for name in names:
             follow_umask(staging / name)  # safetensors writes 0600 files
@@ -81,6 +97,40 @@ def save_folder(
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return target
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """The sha256 hex digest of a file, read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def saved_config(config: LearngeneConfig, portable: bool = False) -> dict[str, Any]:
+    """``config`` as written to ``learngene_config.json``. ``portable`` (a Hub push): no pushed file
+    carries a path of the machine it was made on, nor names a folder for the puller's machine: the
+    local ``source.run_dir`` becomes its folder name, ``source.run_name``, and any other absolute
+    path (a local dataset folder, say) its last part."""
+    data = config.to_dict()
+    if not portable:
+        return data
+    source = dict(data.get("source") or {})
+    if source.get("run_dir"):
+        source["run_name"] = Path(str(source.pop("run_dir"))).name
+    data["source"] = source
+    return _without_absolute_paths(data)
+
+
+def _without_absolute_paths(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _without_absolute_paths(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_without_absolute_paths(v) for v in value]
+    if isinstance(value, str) and (os.path.isabs(value) or value.startswith("~")):
+        return Path(value).name
+    return value
 
 
 def push(learngene: Any, repo_id: str, **options: Any) -> Any:
@@ -97,7 +147,7 @@ def push(learngene: Any, repo_id: str, **options: Any) -> Any:
         if revision not in (None, "main"):
             api.create_branch(repo_id, branch=revision, exist_ok=True)
         with tempfile.TemporaryDirectory(prefix="learngene-push-") as folder:
-            save_folder(learngene, folder, repo_id=repo_id)
+            save_folder(learngene, folder, repo_id=repo_id, portable=True)
             return api.upload_folder(
                 repo_id=repo_id,
                 folder_path=folder,
@@ -175,9 +225,10 @@ def load_folder(folder: Path, where: str, hub: bool = False) -> tuple[LearngeneC
     """Read and validate a learngene folder: ``(config, tensors)``. ``where`` names it in errors;
     ``hub`` says how to fix a bad file (re-download instead of re-save).
 
-    Checks the format and its version, the channel contract, the safetensors metadata, and that
-    tensor names, shapes and dtypes match the config; raises :class:`ArtifactError` naming every
-    mismatch.
+    Checks the config's fields (no unknown ones, the right types), the format and its version,
+    the channel contract, the safetensors metadata, that tensor names, shapes and dtypes match
+    the config, the tensor file's sha256 (where the config records one) and the values (finite,
+    non-negative BatchNorm variances); raises :class:`ArtifactError` naming every mismatch.
     """
     from safetensors import SafetensorError, safe_open
 
@@ -197,10 +248,7 @@ def load_folder(folder: Path, where: str, hub: bool = False) -> tuple[LearngeneC
         ) from err
     if not isinstance(data, dict):
         raise ArtifactError(f"{where}: {CONFIG_NAME} does not hold a JSON object; {redo}.")
-    try:
-        config = LearngeneConfig.from_dict(data)
-    except TypeError as err:
-        raise ArtifactError(f"{where}: {CONFIG_NAME} lacks required fields ({err}); {redo}.") from err
+    config = LearngeneConfig.from_dict(data, f"{where}: {CONFIG_NAME}")
     config.validate(f"{where}: {CONFIG_NAME}")
     try:
         with safe_open(str(weights_path), framework="pt") as handle:
@@ -214,6 +262,13 @@ def load_folder(folder: Path, where: str, hub: bool = False) -> tuple[LearngeneC
             tensors = {name: handle.get_tensor(name) for name in handle.keys()}
     except SafetensorError as err:
         raise ArtifactError(f"{where}: {WEIGHTS_NAME} is truncated or corrupt ({err}); {redo}.") from err
+    recorded = config.checksums.get(WEIGHTS_NAME)  # absent from learngenes saved before checksums existed
+    if recorded is not None and file_sha256(weights_path) != recorded:
+        raise ArtifactError(
+            f"{where}: {WEIGHTS_NAME} does not match the sha256 recorded in {CONFIG_NAME}: the tensor file was "
+            f"changed or damaged after it was saved; {redo}."
+        )
+    check_tensor_values(tensors, f"{where}: {WEIGHTS_NAME}")
     return config, tensors
 
 

@@ -92,8 +92,20 @@ def load_fewshot_data(
 
 def collective_run_dir(learngene: Any, collective_run: str | None = None) -> str:
     """The run directory of the collective run ``learngene`` came from: ``collective_run``, else its
-    ``config.source["run_dir"]`` (:class:`ConfigError` when neither names one)."""
-    run_dir = collective_run or (learngene.config.source or {}).get("run_dir")
+    ``config.source["run_dir"]`` (:class:`ConfigError` when neither names one).
+
+    The recorded ``run_dir`` is trusted only for a learngene made or saved on this machine: a
+    learngene pulled from a Hub never makes the library open a local folder its files name (one
+    holding model code, say); give ``collective_run`` for it."""
+    source = learngene.config.source or {}
+    pulled = source.get("pulled") or {}
+    if not collective_run and pulled:
+        raise ConfigError(
+            f"--compare and --sizes need the collective run the learngene came from, and this learngene was pulled "
+            f"from {pulled.get('repo_id')}: a folder named in a pulled file is never opened. Pass --collective-run "
+            "RUN_DIR (collective_run=...) with the run you trust."
+        )
+    run_dir = collective_run or source.get("run_dir")
     if not run_dir:
         raise ConfigError(
             "--compare and --sizes need the collective run the learngene came from: pass "

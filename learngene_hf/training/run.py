@@ -5,8 +5,12 @@ checkpoint a stopped run resumes from.
 EWC, replay memory and open-world statistics); :func:`checkpoint_dir` finds it again and
 :func:`read_checkpoint` loads it after :func:`config_differences` found the saved config equal to
 the new one. :func:`save_model` / :func:`load_model` write and read a collective model folder
-quietly. The run folder's layout is described in :mod:`learngene_hf.training.trainer`, which
-writes it; the final outputs (report, heat map) are written by :mod:`learngene_hf.training.report`.
+quietly; every tensor read back is checked (finite values, non-negative BatchNorm variances).
+:func:`run_lock` keeps one writer per run folder: the training run holds ``.run.lock`` (and names
+itself in ``.run.lock.json``), so a second run on the same folder stops at once with an error naming
+the first, and a lock left by a killed run is taken over. The run folder's layout is described in
+:mod:`learngene_hf.training.trainer`, which writes it; the final outputs (report, heat map) are
+written by :mod:`learngene_hf.training.report`.
 """
 
 from __future__ import annotations
@@ -14,15 +18,20 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import socket
+import sys
+import time
 from dataclasses import MISSING, dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 
+from ..artifact.config import check_tensor_values
 from ..data.splits import ClassSplit
 from ..errors import ArtifactError, ConfigError, DataError
-from ..io import follow_umask, read_json, write_json_atomic
+from ..io import follow_umask, read_json, writable_folder, write_json_atomic
+from ..logs import get_logger
 from ..models.collective import CollectiveModel
 from .config import CollectiveTrainingConfig
 from .ewc import EWC
@@ -32,6 +41,9 @@ from .replay import ReplayMemory
 
 # fields that may differ between a run and its resumption
 _RESUME_FREE_FIELDS = ("stop_after_task", "eval_batch_size")
+LOCK_NAME = ".run.lock"
+LOCK_INFO_NAME = ".run.lock.json"
+logger = get_logger(__name__)
 
 
 @dataclass
@@ -139,17 +151,11 @@ def read_checkpoint(
         events = state["growth_events"]
         start_task = int(state["next_task"])
         if (checkpoint / "ewc.safetensors").is_file():
-            from safetensors.torch import load_file
-
-            ewc.load_state_tensors(load_file(str(checkpoint / "ewc.safetensors")))
+            ewc.load_state_tensors(load_checked(checkpoint / "ewc.safetensors"))
         if replay is not None and (checkpoint / "replay.safetensors").is_file():
-            from safetensors.torch import load_file
-
-            replay.load_state_tensors(load_file(str(checkpoint / "replay.safetensors")))
+            replay.load_state_tensors(load_checked(checkpoint / "replay.safetensors"))
         if (checkpoint / "open_world.safetensors").is_file():
-            from safetensors.torch import load_file
-
-            open_world = load_file(str(checkpoint / "open_world.safetensors"))
+            open_world = load_checked(checkpoint / "open_world.safetensors")
             gaussians.load_state_tensors(open_world)
             bank.load_state_tensors(open_world)
     except (ArtifactError, DataError, KeyError, TypeError, ValueError, OSError) as err:
@@ -183,16 +189,127 @@ def save_model(model: CollectiveModel, folder: Path) -> None:
 
 
 def load_model(folder: Path) -> CollectiveModel:
-    """The collective model saved in ``folder`` (float32); :class:`ArtifactError` when it cannot be loaded."""
+    """The collective model saved in ``folder`` (float32; never code from the folder); :class:`ArtifactError`
+    when it cannot be loaded or holds non-finite values or negative BatchNorm variances."""
     try:
         with quiet_transformers():
             from transformers import AutoModelForImageClassification
 
-            return AutoModelForImageClassification.from_pretrained(folder, dtype=torch.float32)
+            model = AutoModelForImageClassification.from_pretrained(
+                folder, dtype=torch.float32, trust_remote_code=False
+            )
     except Exception as err:  # noqa: BLE001 - report which folder is bad
         raise ArtifactError(
             f"Cannot load the collective model from {folder} ({err}); re-run train_collective."
         ) from err
+    check_tensor_values(dict(model.state_dict()), f"The collective model in {folder}", DIVERGED)
+    return model
+
+
+DIVERGED = (
+    "The run diverged (or the file was damaged): start it over with a lower lr (--no-resume), or use an earlier "
+    "copy of the run."
+)
+
+
+def load_checked(path: Path) -> dict[str, torch.Tensor]:
+    """The tensors of a checkpoint's safetensors file, checked like a model's (:func:`load_model`)."""
+    from safetensors.torch import load_file
+
+    tensors = load_file(str(path))
+    check_tensor_values(tensors, str(path), DIVERGED)
+    return tensors
+
+
+# ---------------------------------------------------------------------------------------------- one writer
+def _pid_alive(pid: Any) -> bool:
+    try:
+        os.kill(int(pid), 0)
+    except (ProcessLookupError, ValueError, TypeError):
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
+
+
+def lock_holder(run_dir: Path) -> dict[str, Any]:
+    """What ``.run.lock.json`` says about the run holding (or last holding) the lock: ``pid``,
+    ``host``, ``started``, ``command`` (empty when unknown)."""
+    try:
+        info = read_json(Path(run_dir) / LOCK_INFO_NAME)
+    except ArtifactError:
+        return {}
+    return info if isinstance(info, dict) else {}
+
+
+def _describe(holder: dict[str, Any]) -> str:
+    if not holder:
+        return "a process that did not say which"
+    text = f"pid {holder.get('pid')} on {holder.get('host')}, started {holder.get('started')}"
+    return f"{text}: {holder['command']}" if holder.get("command") else text
+
+
+@contextlib.contextmanager
+def run_lock(run_dir: str | os.PathLike) -> Iterator[None]:
+    """Hold the lock of the run folder ``run_dir`` (created) for the block: one writer per folder.
+
+    A second process gets :class:`ArtifactError` at once, naming the process that holds it (from
+    ``.run.lock.json``). The lock is an OS file lock (``filelock``), so a killed run leaves no lock
+    behind: its stale ``.run.lock.json`` (a pid that no longer runs) is taken over with a message.
+    A ``run_dir`` that is a file or cannot be written raises :class:`ArtifactError` before any work.
+    """
+    from filelock import FileLock, Timeout
+
+    run_dir = writable_folder(run_dir, "the run folder (--output-dir)")
+    lock = FileLock(str(run_dir / LOCK_NAME), timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise ArtifactError(
+            f"{run_dir} is being written by another training run ({_describe(lock_holder(run_dir))}); wait for it "
+            "to finish (or stop it), or give this run another --output-dir."
+        ) from None
+    try:
+        previous = lock_holder(run_dir)
+        same_host = previous.get("host") == socket.gethostname()
+        if previous and same_host and not _pid_alive(previous.get("pid")):
+            logger.info(
+                f"{run_dir}: the run that held it ({_describe(previous)}) ended without releasing it; taken over"
+            )
+        write_json_atomic(
+            run_dir / LOCK_INFO_NAME,
+            {
+                "pid": os.getpid(),
+                "host": socket.gethostname(),
+                "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+                "command": " ".join(sys.argv),
+            },
+        )
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            (run_dir / LOCK_INFO_NAME).unlink()
+        lock.release()
+
+
+def check_not_locked(run_dir: Path) -> None:
+    """Raise :class:`ArtifactError` when a training run holds ``run_dir``'s lock (its outputs are
+    still being written); nothing happens where the lock cannot be tried (a read-only folder)."""
+    from filelock import FileLock, Timeout
+
+    if not (run_dir / LOCK_NAME).is_file() or not os.access(run_dir / LOCK_NAME, os.W_OK):
+        return
+    lock = FileLock(str(run_dir / LOCK_NAME), timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise ArtifactError(
+            f"{run_dir} is still being trained ({_describe(lock_holder(run_dir))}); wait for the run to finish "
+            "before extracting from it."
+        ) from None
+    except OSError:
+        return
+    lock.release()
 
 
 # ---------------------------------------------------------------------------------------------- configs
@@ -234,6 +351,7 @@ def load_run(run_dir: str | os.PathLike) -> CollectiveRun:
             "examples/train_collective.py wrote (e.g. runs/collective). To use this learngene, pass it to "
             f"examples/few_shot.py --learngene {run_dir} or Learngene.from_pretrained."
         )
+    check_not_locked(run_dir)
     for name in ("run_config.json", "report.json", "gradient_record.json", "model"):
         if not (run_dir / name).exists():
             raise ArtifactError(f"{run_dir / name} is missing: the run did not finish writing its outputs; {hint}.")

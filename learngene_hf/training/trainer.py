@@ -36,6 +36,7 @@ in :mod:`~learngene_hf.training.run`, the report in :mod:`~learngene_hf.training
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from dataclasses import dataclass
@@ -62,7 +63,7 @@ from .openworld import ClassGaussians, FeatureBank
 from .record import GradientRecord, GradientRecorder
 from .replay import ReplayMemory
 from .report import build_report, write_outputs
-from .run import CollectiveRun, checkpoint_dir, read_checkpoint, save_checkpoint
+from .run import CollectiveRun, checkpoint_dir, read_checkpoint, run_lock, save_checkpoint
 
 logger = get_logger(__name__)
 
@@ -469,27 +470,27 @@ def train_collective(
     if accelerator is None:
         accelerator = Accelerator(mixed_precision=resolve_mixed_precision(config.mixed_precision))
     main = accelerator.is_main_process
+    with run_lock(run_dir) if main else contextlib.nullcontext():  # one writer per run folder
+        train, split, tasks, dataset_description = _load_stream(config, data)
+        run_config = {
+            "format": RUN_FORMAT,
+            "version": RUN_VERSION,
+            "training": config.to_dict(),
+            "class_split": split.to_dict(),
+            "dataset": dataset_description,
+        }
+        state = _start_or_resume(config, run_dir, model, train, resume, main)
+        if main:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            write_json_atomic(run_dir / "run_config.json", run_config)
+        state.model.to(accelerator.device)
+        state.model.train()
+        recorder = GradientRecorder(state.model, config.thresholds, state.record) if config.record_gradients else None
+        if recorder is None:
+            state.record.layer_names = list(state.model.config.layer_names)
 
-    train, split, tasks, dataset_description = _load_stream(config, data)
-    run_config = {
-        "format": RUN_FORMAT,
-        "version": RUN_VERSION,
-        "training": config.to_dict(),
-        "class_split": split.to_dict(),
-        "dataset": dataset_description,
-    }
-    state = _start_or_resume(config, run_dir, model, train, resume, main)
-    if main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(run_dir / "run_config.json", run_config)
-    state.model.to(accelerator.device)
-    state.model.train()
-    recorder = GradientRecorder(state.model, config.thresholds, state.record) if config.record_gradients else None
-    if recorder is None:
-        state.record.layer_names = list(state.model.config.layer_names)
-
-    stop = config.num_tasks if config.stop_after_task is None else min(config.num_tasks, config.stop_after_task)
-    loop = _Loop(config, accelerator, tasks, state, recorder, run_dir, main, progress)
-    for t in range(state.start_task, stop):
-        _train_task(loop, t)
-    return _finish(config, accelerator, tasks, split, dataset_description, state, run_dir, main)
+        stop = config.num_tasks if config.stop_after_task is None else min(config.num_tasks, config.stop_after_task)
+        loop = _Loop(config, accelerator, tasks, state, recorder, run_dir, main, progress)
+        for t in range(state.start_task, stop):
+            _train_task(loop, t)
+        return _finish(config, accelerator, tasks, split, dataset_description, state, run_dir, main)
