@@ -26,18 +26,23 @@ several sizes (learngene + head, + one fresh block, the collective's size) with 
 selection of the same size and writes sizes.json, sizes.md and sizes.png.
 
 Writes OUTPUT_DIR/results.json (per-episode accuracies, mean +/- 95% CI per method, paired
-difference to scratch), results.md (the table, also printed) and accuracy.png.
+difference to scratch), results.md (the table, also printed first) and accuracy.png. The output
+folder is checked before any training, and every result goes to OUTPUT_DIR/episodes.jsonl as it is
+measured (learngene_hf.fewshot.journal): a run that fails or is stopped keeps what it measured, and
+the same command run again reads those results back instead of training them again.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+from pathlib import Path
 
 from learngene_hf.artifact.learngene import Learngene
+from learngene_hf.artifact.save_and_load import file_sha256
 from learngene_hf.cli import ArgumentParser, add_config_arguments, config_kwargs, make_accelerator, run_script
 from learngene_hf.data import parse_class_list, sample_episodes
-from learngene_hf.errors import ArtifactError
+from learngene_hf.errors import ArtifactError, os_error_message
 from learngene_hf.fewshot.compare import (
     compare_methods,
     compare_sizes,
@@ -47,9 +52,11 @@ from learngene_hf.fewshot.compare import (
     write_sizes,
 )
 from learngene_hf.fewshot.config import ComparisonConfig, FewShotConfig
-from learngene_hf.fewshot.loading import collective_model_of, load_fewshot_data
+from learngene_hf.fewshot.journal import fingerprint, record_episodes
+from learngene_hf.fewshot.loading import collective_model_of, collective_run_dir, load_fewshot_data
 from learngene_hf.fewshot.methods import comparison_methods
 from learngene_hf.fewshot.tuning import tuning_episodes
+from learngene_hf.io import writable_folder
 
 
 def _class_list(text: str) -> list[int]:
@@ -137,9 +144,23 @@ def load_learngene(ref: str, revision: str | None, endpoint: str | None = None) 
     return Learngene.from_pretrained(ref, revision=revision, endpoint=endpoint)
 
 
+def journal_setting(learngene: Learngene, run: ComparisonConfig, collective_run: str | None) -> dict:
+    """What defines a result besides its method and episode (episodes.jsonl): the learngene (its
+    tensors and config) and, for --compare / --sizes, the collective model's weights file."""
+    config = learngene.config.to_dict()
+    config["source"] = {k: v for k, v in config["source"].items() if k != "pulled"}
+    config.pop("checksums", None)
+    setting = {"learngene": fingerprint(learngene.tensors), "config": fingerprint(config)}
+    if run.compare or run.sizes:
+        weights = Path(collective_run_dir(learngene, collective_run)) / "model" / "model.safetensors"
+        setting["collective"] = file_sha256(weights) if weights.is_file() else str(weights)
+    return setting
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     run = ComparisonConfig(**config_kwargs(args, ComparisonConfig))
+    out = writable_folder(args.output_dir, "the output folder (--output-dir)")  # before any training
     accelerator = make_accelerator(args.mixed_precision, default="no")
     cfg = fewshot_config(args, str(accelerator.device))
     with accelerator.main_process_first():
@@ -170,42 +191,51 @@ def main(argv: list[str] | None = None) -> None:
         blocks=run.blocks,
         **overrides,
     )
-    results = compare_methods(
-        learngene,
-        episodes,
-        cfg,
-        methods=methods,
-        tune_lr_episodes=tune_episodes,
-        tune_grid=run.tune_grid(),
-        accelerator=accelerator,
-        seed=run.seed,
-        progress=not args.no_progress,
-    )
-    results["setting"]["learngene"] = args.learngene
-    results["setting"]["revision"] = args.revision
-    results["setting"]["processes"] = accelerator.num_processes
-    sizes = None
-    if run.sizes:
-        sizes = compare_sizes(
+    setting = journal_setting(learngene, run, args.collective_run)
+    # every episode's result goes to episodes.jsonl as it is measured; a rerun reads them back
+    with record_episodes(out / "episodes.jsonl", setting, rank=accelerator.process_index) as journal:
+        results = compare_methods(
             learngene,
-            collective_model_of(learngene, args.collective_run),
             episodes,
             cfg,
+            methods=methods,
             tune_lr_episodes=tune_episodes,
-            lr_grid=run.lr_grid,
+            tune_grid=run.tune_grid(),
             accelerator=accelerator,
             seed=run.seed,
             progress=not args.no_progress,
-            **overrides,
         )
+        results["setting"]["learngene"] = args.learngene
+        results["setting"]["revision"] = args.revision
+        results["setting"]["processes"] = accelerator.num_processes
+        sizes = None
+        if run.sizes:
+            sizes = compare_sizes(
+                learngene,
+                collective_model_of(learngene, args.collective_run),
+                episodes,
+                cfg,
+                tune_lr_episodes=tune_episodes,
+                lr_grid=run.lr_grid,
+                accelerator=accelerator,
+                seed=run.seed,
+                progress=not args.no_progress,
+                **overrides,
+            )
     if accelerator.is_main_process:
-        paths = write_results(results, args.output_dir, plot=not args.no_plot)
-        print(format_table(results))
-        print(f"results: {paths['results']}")
+        print(format_table(results))  # first: a write that fails below loses nothing on screen
         if sizes is not None:
-            size_paths = write_sizes(sizes, args.output_dir, plot=not args.no_plot)
             print(format_sizes_table(sizes["sizes"]))
-            print(f"sizes: {size_paths['results']}")
+        try:
+            print(f"results: {write_results(results, args.output_dir, plot=not args.no_plot)['results']}")
+            if sizes is not None:
+                print(f"sizes: {write_sizes(sizes, args.output_dir, plot=not args.no_plot)['results']}")
+        except OSError as err:
+            raise ArtifactError(
+                f"The tables above were measured, but {args.output_dir} cannot be written ({os_error_message(err)}); "
+                f"each episode's result is in {journal.own} as far as it could be written: make room and rerun the "
+                "same command, which reads them back instead of training again."
+            ) from err
     accelerator.wait_for_everyone()
     accelerator.end_training()
 

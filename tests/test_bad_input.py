@@ -659,3 +659,96 @@ def test_pushed_files_carry_no_absolute_local_path(hub, tmp_path):
     assert pushed["task_stream"]["dataset"]["source"] == "my-images"
     local = json.loads((lg.save_pretrained(tmp_path / "lg") / "learngene_config.json").read_text())
     assert local["source"]["run_dir"] == str(tmp_path / "runs" / "collective")  # a local save keeps it
+
+
+# ------------------------------------------------------------------------------- few-shot results survive
+FEW_SHOT_TINY = ["--episodes", "2", "--ways", "2", "--shots", "1", "--queries", "1", "--steps", "2", "--no-progress"]
+
+
+def test_an_unwritable_few_shot_output_folder_is_refused_before_any_training(
+    learngene_dir, tmp_path, capsys, monkeypatch
+):
+    import errno
+
+    import learngene_hf.fewshot.journal as journal
+
+    monkeypatch.setattr(journal, "run_descendants", lambda *a, **k: pytest.fail("trained before checking the folder"))
+    (tmp_path / "file").write_text("x")
+    argv = ["--learngene", str(learngene_dir), *FEW_SHOT_TINY, "--output-dir"]
+    code, err = run_example("few_shot", [*argv, str(tmp_path / "file")], capsys)
+    assert code == 2 and "is a file, not a folder" in err and len(err.strip().splitlines()) == 1
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full)
+    code, err = run_example("few_shot", [*argv, str(tmp_path / "full")], capsys)
+    assert code == 2 and "(the disk is full)" in err and len(err.strip().splitlines()) == 1
+
+
+def test_few_shot_prints_its_table_when_the_late_write_fails_and_a_rerun_reads_the_episodes_back(
+    learngene_dir, tmp_path, capsys, monkeypatch, caplog
+):
+    import errno
+
+    import learngene_hf.fewshot.compare as compare
+    import learngene_hf.fewshot.journal as journal
+
+    out = tmp_path / "out"
+    argv = ["--learngene", str(learngene_dir), *FEW_SHOT_TINY, "--no-plot", "--output-dir", str(out)]
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", str(out / "results.json"))
+
+    with monkeypatch.context() as patch, pytest.raises(SystemExit) as info:
+        patch.setattr(compare, "write_json_atomic", full)  # the disk fills up while the episodes train
+        run_script(example("few_shot").main, argv)
+    code, (printed, err) = info.value.code, capsys.readouterr()
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "| learngene |" in printed  # the table came first
+    assert "The tables above were measured" in err and "the disk is full" in err and "episodes.jsonl" in err
+    lines = [json.loads(line) for line in (out / "episodes.jsonl").read_text().splitlines()]
+    assert {(r["method"], r["episode"]) for r in lines} == {(m, e) for m in ("learngene", "scratch") for e in (0, 1)}
+    assert not (out / "results.json").exists()
+    monkeypatch.setattr(journal, "run_descendants", lambda *a, **k: pytest.fail("trained again"))
+    with caplog.at_level(logging.INFO, logger="learngene_hf"):
+        code, err = run_example("few_shot", argv, capsys)
+    assert code == 0, err
+    assert "4 few-shot results were read back" in caplog.text
+    results = json.loads((out / "results.json").read_text())
+    by_key = {(r["method"], r["episode"]): r["accuracy"] for r in lines}
+    assert results["methods"]["learngene"]["accuracies"] == [by_key[("learngene", 0)], by_key[("learngene", 1)]]
+
+
+def test_a_stopped_comparison_keeps_what_it_measured_and_resumes_only_the_rest(data, tmp_path, monkeypatch):
+    import learngene_hf.fewshot.journal as journal
+
+    lg = tiny_learngene()
+    episodes = sample_episodes(data, SPLIT["novel"], 3, ways=2, shots=1, queries=1)
+    cfg = FewShotConfig(steps=2, device="cpu", stack_size=1)
+    trained = []
+    real = journal.run_descendants
+
+    def stopped_after_two(jobs, cfg, progress=None):
+        if len(trained) == 2:
+            raise KeyboardInterrupt
+        trained.extend(jobs)
+        return real(jobs, cfg, progress=progress)
+
+    monkeypatch.setattr(journal, "run_descendants", stopped_after_two)
+    path = tmp_path / "episodes.jsonl"
+    with pytest.raises(KeyboardInterrupt), journal.record_episodes(path, {"learngene": "tiny"}):
+        compare_methods(lg, episodes, cfg, progress=False)
+    assert len(path.read_text().splitlines()) == 2
+    with path.open("a") as handle:
+        handle.write('{"key": "cut sho')  # a line a kill left half-written
+    monkeypatch.setattr(
+        journal, "run_descendants", lambda jobs, cfg, progress=None: trained.extend(jobs) or real(jobs, cfg)
+    )
+    with journal.record_episodes(path, {"learngene": "tiny"}) as opened:
+        resumed = compare_methods(lg, episodes, cfg, progress=False)
+    assert opened.reused == 2 and len(trained) == 6  # 2 methods x 3 episodes, each trained once
+    fresh = compare_methods(lg, episodes, cfg, progress=False)  # no journal: everything trained
+    assert resumed["methods"]["learngene"]["accuracies"] == fresh["methods"]["learngene"]["accuracies"]
+    with journal.record_episodes(path, {"learngene": "another"}) as other:  # another setting: nothing reused
+        compare_methods(lg, episodes[:1], cfg, progress=False)
+    assert other.reused == 0

@@ -23,6 +23,7 @@ from torch import nn
 from ..errors import ConfigError
 from ..models.individual import IndividualModel
 from .config import FewShotConfig
+from .journal import run_jobs
 from .stacked import Descendant, descendants_for, run_descendants
 from .train import build_individual
 
@@ -130,8 +131,9 @@ def run_episodes(
         desc = f"few-shot {ways}-way {int(ep0.support_labels.shape[0]) // max(ways, 1)}-shot: {', '.join(names)}"
     jobs = descendants_for(methods, mine, seed, cfg)  # stacked unless cfg.stack is False
     bar = _progress(None, progress and rank == 0, len(jobs), desc or "descendants")
-    with autocast():
-        accs = run_descendants(jobs, cfg, progress=bar.update if bar is not None else None)
+    with autocast():  # through the episode journal, when one is open (journal.record_episodes)
+        job_methods = [m for m in methods for _ in mine]
+        accs = run_jobs(jobs, job_methods, cfg, progress=bar.update if bar is not None else None)
     if bar is not None:
         bar.close()
     rows = []
