@@ -79,8 +79,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=None,
         help="a datasets source (Hub id, local folder, parquet); default: the learngene's dataset",
     )
-    data.add_argument("--image-column", default="img")
-    data.add_argument("--label-column", default="fine_label")
+    data.add_argument("--image-column", default=None, help="image column of --dataset (default: its Image feature)")
+    data.add_argument("--label-column", default=None, help="label column of --dataset (default: its ClassLabel)")
     data.add_argument("--image-size", type=int, default=None, help="resize images to this side")
     data.add_argument(
         "--novel-classes",

@@ -26,14 +26,12 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-import torch
-
 from .errors import ConfigError
 from .fewshot.config import RECIPES, ComparisonConfig, FewShotConfig
-from .logs import get_logger
 from .selection.config import SelectionConfig
 
-logger = get_logger(__name__)
+# torch, accelerate and the library's heavy modules are imported where they are used, so that the
+# example script builds its --help from PipelineConfig without them
 
 DEFAULT_REPO_ID = "demo/learngene-embedded"
 
@@ -53,8 +51,8 @@ class PipelineConfig:
         seed: seed of the training stream, the probes and the episodes.
         preset: model size and training defaults of the collective model (tiny, small, paper).
         dataset: a datasets source (Hub id, folder, parquet); None: the embedded procedural dataset.
-        image_column: image column of the dataset.
-        label_column: label column of the dataset.
+        image_column: image column of the dataset (None: its Image feature).
+        label_column: label column of the dataset (None: its ClassLabel feature).
         image_size: resize images to this side.
         num_tasks: tasks in the stream (None: the preset's).
         epochs_per_task: epochs per task (None: the preset's).
@@ -101,8 +99,8 @@ class PipelineConfig:
     # collective
     preset: str = "small"
     dataset: str | None = None
-    image_column: str = "img"
-    label_column: str = "fine_label"
+    image_column: str | None = None
+    label_column: str | None = None
     image_size: int | None = None
     num_tasks: int | None = None
     epochs_per_task: int | None = None
@@ -211,6 +209,7 @@ def _share(
 ) -> tuple[Any, dict[str, Any]]:
     """Push the learngene to the Hub at ``endpoint`` with ``token`` and pull it back by commit sha;
     returns the pulled copy."""
+    import torch
     from huggingface_hub import HfApi
 
     from .artifact.learngene import Learngene
@@ -349,6 +348,7 @@ def run_pipeline(
 
     from .artifact.learngene import Learngene
     from .io import write_json_atomic, write_text_atomic
+    from .logs import get_logger
     from .training.config import resolve_mixed_precision
 
     cfg = cfg or PipelineConfig()
@@ -356,7 +356,7 @@ def run_pipeline(
     if accelerator is None:
         accelerator = Accelerator(mixed_precision=resolve_mixed_precision("auto"))
     main = accelerator.is_main_process
-    say = (log or logger.info) if main else (lambda *a, **k: None)
+    say = (log or get_logger(__name__).info) if main else (lambda *a, **k: None)
     timings: dict[str, float] = {}
 
     say(f"[1/4] Training the collective model ({cfg.preset} preset) -> {out / 'collective'}")

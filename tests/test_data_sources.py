@@ -13,9 +13,11 @@ from learngene_hf.data import (
     IMAGE_STD,
     ImageTensors,
     dataset_to_tensors,
+    detect_columns,
     load_image_dataset,
     load_tensors,
     normalize,
+    source_name,
 )
 from learngene_hf.errors import DataError
 
@@ -75,7 +77,7 @@ def test_single_parquet_file_gets_a_seeded_per_class_split(parquet_dir):
     assert len(test) == 4
 
 
-def test_imagefolder_loads_with_label_column_and_resizing(tmp_path):
+def test_imagefolder_loads_with_its_columns_found_and_resizing(tmp_path):
     root = tmp_path / "folder"
     for split, count in (("train", 3), ("test", 1)):
         for c, name in enumerate(NAMES[:3]):
@@ -83,8 +85,9 @@ def test_imagefolder_loads_with_label_column_and_resizing(tmp_path):
             for i, arr in enumerate(_images(count, size=10 + c, seed=c)):
                 Image.fromarray(arr).save(root / split / name / f"{i}.png")
     with pytest.raises(DataError, match="'fine_label' not found.*label_column='label'"):
-        load_image_dataset(str(root))
-    train, test = load_tensors(str(root), image_column="image", label_column="label", image_size=12)
+        load_image_dataset(str(root), label_column="fine_label")
+    train, test = load_tensors(str(root), image_size=12)  # image / label found from the features
+    assert train.source == {"source": str(root.resolve()), "image_column": "image", "label_column": "label"}
     assert train.images.shape == (9, 3, 12, 12) and test.images.shape == (3, 3, 12, 12)
     assert train.class_names == NAMES[:3]
     assert train.class_counts() == {0: 3, 1: 3, 2: 3}
@@ -156,3 +159,44 @@ def test_image_tensors_select_and_counts():
         data.select([7])
     with pytest.raises(DataError, match="labels must lie"):
         ImageTensors(torch.zeros(1, 3, 4, 4, dtype=torch.uint8), torch.tensor([9]), NAMES)
+
+
+def test_columns_are_found_from_the_features_and_cifar_names_win_a_tie():
+    assert detect_columns(_cifar_like(1)) == ("img", "fine_label")  # two ClassLabel columns: fine_label
+    renamed = _cifar_like(1).rename_columns({"img": "photo", "fine_label": "kind", "coarse_label": "group"})
+    with pytest.raises(DataError, match=r"several ClassLabel columns \(kind, group\).*label_column=\.\.\."):
+        detect_columns(renamed)
+    assert detect_columns(renamed, label_column="kind") == ("photo", "kind")
+    ints = datasets.Dataset.from_dict(
+        {"image": _images(2), "label": [0, 1]},
+        features=datasets.Features({"image": datasets.Image(), "label": datasets.Value("int64")}),
+    )
+    assert detect_columns(ints) == ("image", "label")
+    no_image = datasets.Dataset.from_dict({"path": ["a.png"], "label": [0]})
+    with pytest.raises(DataError, match="no image column found.*--image-column NAME"):
+        detect_columns(no_image)
+
+
+def test_in_memory_dataset_and_dataset_dict_load_where_a_path_does(parquet_dir):
+    dsd = datasets.DatasetDict({"train": _cifar_like(5), "test": _cifar_like(2, seed=1)})
+    train, test = load_tensors(dsd)
+    assert train.class_names == NAMES and len(test) == 8
+    assert train.source == {"source": "in-memory", "image_column": "img", "label_column": "fine_label"}
+    one, held_out = load_tensors(_cifar_like(7), test_fraction=2 / 7)  # one split: a seeded per-class split
+    assert one.class_counts() == {0: 5, 1: 5, 2: 5, 3: 5} and len(held_out) == 8
+    with pytest.raises(DataError, match="cannot load a dataset from a list"):
+        load_tensors([1, 2])
+
+
+def test_relative_paths_are_recorded_absolute(parquet_dir, monkeypatch):
+    monkeypatch.chdir(parquet_dir.parent)
+    train, _ = load_tensors("pq")
+    assert train.source["source"] == str(parquet_dir.resolve())
+    assert source_name("uoft-cs/cifar100") == "uoft-cs/cifar100" and source_name(None) is None
+    assert source_name("pq/*.parquet") == str(parquet_dir.parent.resolve() / "pq" / "*.parquet")
+
+
+def test_image_tensors_name_the_classes_of_a_head():
+    data = ImageTensors(torch.zeros(2, 3, 4, 4, dtype=torch.uint8), torch.tensor([0, 3]), list(NAMES))
+    assert data.id2label([3, 1]) == {0: "dog", 1: "bee"}
+    assert data.id2label() == dict(enumerate(NAMES))

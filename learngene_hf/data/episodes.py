@@ -58,6 +58,11 @@ class Task:
     def ways(self) -> int:
         return len(self.classes)
 
+    @property
+    def id2label(self) -> dict[int, str]:
+        """``{local id: class name}`` of the task's classes (the ``id2label`` of its head)."""
+        return self._train.id2label(self.classes)
+
     def _local(self, data: ImageTensors, idx: torch.Tensor) -> torch.Tensor:
         lookup = torch.full((data.num_classes,), -1, dtype=torch.int64)
         lookup[torch.tensor(self.classes, dtype=torch.int64)] = torch.arange(self.ways)
@@ -194,6 +199,11 @@ class Episode:
     @property
     def ways(self) -> int:
         return len(self.classes)
+
+    @property
+    def id2label(self) -> dict[int, str]:
+        """``{local id: class name}`` of the task's classes (the ``id2label`` of its head)."""
+        return self._train.id2label(self.classes)
 
     def to_dict(self) -> dict[str, Any]:
         """Record of the episode (JSON-ready): index, seed, classes and the rows used."""

@@ -6,7 +6,7 @@ import glob
 import io
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -17,6 +17,8 @@ from .procedural import load_or_generate_arrays, make_procedural_dataset
 from .tensors import ImageTensors
 
 EMBEDDED = "embedded"
+#: How a run records data that was passed as a ``datasets`` object (it cannot be reloaded).
+IN_MEMORY = "in-memory"
 #: Names under which run reports refer to the embedded dataset (training writes "embedded:procedural").
 EMBEDDED_SOURCES = (None, EMBEDDED, "embedded:procedural")
 
@@ -76,13 +78,86 @@ def validate_columns(
         )
 
 
+#: Names tried first when a dataset has several Image / ClassLabel columns (CIFAR-100's among them).
+PREFERRED_IMAGE_COLUMNS = ("img", "image", "images", "pixel_values")
+PREFERRED_LABEL_COLUMNS = ("fine_label", "label", "labels")
+
+
+def _pick(ds: "datasets.Dataset", kind: type, preferred: Sequence[str], what: str, flag: str) -> str:  # noqa: F821
+    def usable(feature: Any) -> bool:
+        is_int = kind.__name__ == "ClassLabel" and str(getattr(feature, "dtype", "")).startswith(("int", "uint"))
+        return isinstance(feature, kind) or is_int
+
+    for name in preferred:  # the usual names first (CIFAR-100's img / fine_label, then image / label)
+        if name in ds.features and usable(ds.features[name]):
+            return name
+    found = [name for name, feature in ds.features.items() if isinstance(feature, kind)]
+    if len(found) == 1:
+        return found[0]
+    named = [name for name in preferred if name in ds.features]
+    if not found and named:  # a usual name of the wrong type: validate_columns explains how to fix it
+        return named[0]
+    name_it = f"{flag[2:].replace('-', '_')}=... ({flag} NAME)"
+    if found:
+        raise DataError(f"the dataset has several {kind.__name__} columns ({', '.join(found)}); pass {name_it}.")
+    convert = "encode the labels with ds.class_encode_column(NAME)" if what == "label" else "cast it to Image()"
+    raise DataError(
+        f"no {what} column found: the dataset has no {kind.__name__} column (columns: {_describe_columns(ds)}); "
+        f"pass {name_it}, or {convert}."
+    )
+
+
+def detect_columns(
+    ds: "datasets.Dataset",  # noqa: F821
+    image_column: str | None = None,
+    label_column: str | None = None,
+) -> tuple[str, str]:
+    """``(image_column, label_column)`` of ``ds``: the names given, else found from its features.
+
+    The usual names come first when their type fits (:data:`PREFERRED_IMAGE_COLUMNS`: CIFAR-100's
+    ``img``, then ``image``...; :data:`PREFERRED_LABEL_COLUMNS`: ``fine_label``, ``label``...,
+    ``ClassLabel`` or integer), else the one ``Image`` feature and the one ``ClassLabel``
+    feature. Raises :class:`DataError` naming the columns when the choice is missing or
+    ambiguous.
+    """
+    import datasets
+
+    image = image_column or _pick(ds, datasets.Image, PREFERRED_IMAGE_COLUMNS, "image", "--image-column")
+    label = label_column or _pick(ds, datasets.ClassLabel, PREFERRED_LABEL_COLUMNS, "label", "--label-column")
+    return image, label
+
+
+def source_name(source: Any) -> str | None:
+    """How a run records a dataset source so that it reloads from any working directory: an
+    existing local path becomes absolute, an in-memory ``datasets`` object ``"in-memory"``, a Hub
+    id (or ``None``, the embedded dataset) stays as it is."""
+    if source is None or isinstance(source, str) and source in (EMBEDDED, DIGITS):
+        return source
+    if not isinstance(source, (str, os.PathLike)):
+        return IN_MEMORY
+    text = os.fspath(source)
+    if any(ch in text for ch in "*?["):
+        directory, pattern = os.path.split(text)
+        return os.path.join(os.path.abspath(os.path.expanduser(directory or ".")), pattern)
+    path = Path(text).expanduser()
+    return str(path.resolve()) if path.exists() else text
+
+
 def _is_save_to_disk_dir(path: Path) -> bool:
     return (path / "dataset_dict.json").is_file() or (path / "state.json").is_file()
 
 
-def _load_raw(source: str) -> "datasets.Dataset | datasets.DatasetDict":  # noqa: F821
+def _load_raw(source: Any) -> "datasets.Dataset | datasets.DatasetDict":  # noqa: F821
     import datasets
 
+    if isinstance(source, (datasets.Dataset, datasets.DatasetDict)):
+        return source
+    if not isinstance(source, (str, os.PathLike)):
+        raise DataError(
+            f"cannot load a dataset from a {type(source).__name__}; pass a Hub dataset id, a folder or file path, "
+            "'embedded', 'digits', or a datasets.Dataset / DatasetDict."
+        )
+    source = os.fspath(source)
     path = Path(source).expanduser()
     try:
         if path.is_dir() and _is_save_to_disk_dir(path):
@@ -153,10 +228,10 @@ def _split_per_class(
 
 
 def load_image_dataset(
-    source: str | None = None,
+    source: Any = None,
     *,
-    image_column: str = "img",
-    label_column: str = "fine_label",
+    image_column: str | None = None,
+    label_column: str | None = None,
     train_split: str = "train",
     test_split: str = "test",
     test_fraction: float = 1 / 7,
@@ -169,9 +244,10 @@ def load_image_dataset(
         source: ``None`` or ``"embedded"`` for the procedural dataset (``embedded_kwargs`` go to
             :func:`make_procedural_dataset`); ``"digits"`` for scikit-learn's handwritten digits
             (:mod:`learngene_hf.data.digits`; ``image_size`` sets their side); otherwise a Hub dataset
-            id (``"uoft-cs/cifar100"``), an imagefolder or parquet folder, a parquet file or glob, or a
-            ``save_to_disk`` folder.
-        image_column / label_column: column names; the label must be integer or ``ClassLabel``.
+            id (``"uoft-cs/cifar100"``), an imagefolder or parquet folder, a parquet file or glob, a
+            ``save_to_disk`` folder, or a ``datasets.Dataset`` / ``DatasetDict`` in memory.
+        image_column / label_column: column names (the label must be integer or ``ClassLabel``);
+            ``None`` finds them from the features (:func:`detect_columns`).
         train_split / test_split: split names in the source; they become ``train`` / ``test``.
         test_fraction / split_seed: when the source has a single split (or no ``test_split``),
             a seeded per-class split with this fraction of every class in ``test``.
@@ -197,7 +273,7 @@ def load_image_dataset(
                 f"options {sorted(embedded_kwargs)} only apply to the embedded dataset, not to {source!r}; remove them."
             )
         dsd = _load_raw(source)
-        source_name = source
+        source_name = source if isinstance(source, (str, os.PathLike)) else IN_MEMORY
     if isinstance(dsd, datasets.Dataset):
         dsd = datasets.DatasetDict({train_split: dsd})
     if train_split not in dsd:
@@ -208,6 +284,7 @@ def load_image_dataset(
                 f"split {train_split!r} not found in {source_name!r}; it has splits "
                 f"{list(dsd)}. Pass train_split=... (--train-split)."
             )
+    image_column, label_column = detect_columns(dsd[train_split], image_column, label_column)
     for name in (train_split, test_split):
         if name in dsd:
             validate_columns(dsd[name], image_column, label_column, split=name)
@@ -235,18 +312,21 @@ def _class_names(ds: "datasets.Dataset", label_column: str, labels: np.ndarray) 
 
 def dataset_to_tensors(
     ds: "datasets.Dataset",  # noqa: F821
-    image_column: str = "img",
-    label_column: str = "fine_label",
+    image_column: str | None = None,
+    label_column: str | None = None,
     image_size: int | None = None,
 ) -> ImageTensors:
-    """Decode a ``datasets.Dataset`` into :class:`ImageTensors` (uint8 ``[N, 3, H, W]``, int64 labels).
+    """Decode a ``datasets.Dataset`` into :class:`ImageTensors` (uint8 ``[N, 3, H, W]``, int64 labels;
+    ``class_names`` from a ``ClassLabel`` column's names).
 
     Images are converted to RGB; with ``image_size`` every image is resized (bilinear, antialiased)
-    to ``image_size`` x ``image_size``. Without it all images must already share one size.
+    to ``image_size`` x ``image_size``. Without it all images must already share one size. The
+    columns are found from the features when not given (:func:`detect_columns`).
     """
     import datasets
     from PIL import Image as PILImage
 
+    image_column, label_column = detect_columns(ds, image_column, label_column)
     validate_columns(ds, image_column, label_column)
     labels = _labels(ds, label_column)
     names = _class_names(ds, label_column, labels)
@@ -279,7 +359,8 @@ def dataset_to_tensors(
     else:
         size = image_size or 32
         images = torch.zeros((0, 3, size, size), dtype=torch.uint8)
-    return ImageTensors(images, torch.from_numpy(labels.copy()), names)
+    columns = {"image_column": image_column, "label_column": label_column}
+    return ImageTensors(images, torch.from_numpy(labels.copy()), names, source=columns)
 
 
 def _embedded_tensors(image_size: int | None, **kwargs: Any) -> tuple[ImageTensors, ImageTensors]:
@@ -302,20 +383,24 @@ def _embedded_tensors(image_size: int | None, **kwargs: Any) -> tuple[ImageTenso
 
 
 def load_tensors(
-    source: str | None = None,
+    source: Any = None,
     *,
-    image_column: str = "img",
-    label_column: str = "fine_label",
+    image_column: str | None = None,
+    label_column: str | None = None,
     image_size: int | None = None,
     train_split: str = "train",
     test_split: str = "test",
     **kwargs: Any,
 ) -> tuple[ImageTensors, ImageTensors]:
-    """``(train, test)`` :class:`ImageTensors` of a source (see :func:`load_image_dataset`).
+    """``(train, test)`` :class:`ImageTensors` of a source (see :func:`load_image_dataset`: a Hub
+    id, a path, ``"embedded"``, ``"digits"`` or a ``datasets.Dataset`` / ``DatasetDict``).
 
-    For the embedded dataset the rendered pixels are cached on disk as safetensors, so a repeated
-    run starts in about a second; ``image_size`` then renders at that size (unless ``image_size`` is
-    also among the embedded options, in which case the rendered images are resized).
+    The image and label columns are found from the features when not given
+    (:func:`detect_columns`); ``ImageTensors.source`` records the source as a run stores it
+    (:func:`source_name`) and the columns used. For the embedded dataset the rendered pixels are
+    cached on disk as safetensors, so a repeated run starts in about a second; ``image_size`` then
+    renders at that size (unless ``image_size`` is also among the embedded options, in which case
+    the rendered images are resized).
     """
     if source is None or source == EMBEDDED:
         return _embedded_tensors(image_size, **kwargs)
@@ -329,6 +414,7 @@ def load_tensors(
         test_split=test_split,
         **kwargs,
     )
+    image_column, label_column = detect_columns(dsd["train"], image_column, label_column)
     train = dataset_to_tensors(dsd["train"], image_column, label_column, image_size)
     test = dataset_to_tensors(dsd["test"], image_column, label_column, image_size)
     if train.image_size != test.image_size:
@@ -340,6 +426,8 @@ def load_tensors(
         names = train.class_names if len(train.class_names) > len(test.class_names) else test.class_names
         train = ImageTensors(train.images, train.labels, list(names))
         test = ImageTensors(test.images, test.labels, list(names))
+    described = {"source": source_name(source), "image_column": image_column, "label_column": label_column}
+    train.source, test.source = dict(described), dict(described)
     return train, test
 
 
@@ -356,10 +444,7 @@ def load_arguments(description: dict[str, Any]) -> tuple[str | None, dict[str, A
         source = None
         kwargs.update(description.get("embedded") or {})
     else:
-        kwargs.update(
-            image_column=description.get("image_column") or "img",
-            label_column=description.get("label_column") or "fine_label",
-        )
+        kwargs.update(image_column=description.get("image_column"), label_column=description.get("label_column"))
     if description.get("image_size") is not None:
         kwargs["image_size"] = description["image_size"]
     return source, kwargs

@@ -38,11 +38,15 @@ class ImageTensors:
         images: ``torch.uint8 [N, 3, H, W]``.
         labels: ``torch.int64 [N]``, global class ids (indices into ``class_names``).
         class_names: name of every class id of the source dataset (also of classes absent here).
+        source: where the images were loaded from, as :func:`~learngene_hf.data.load_tensors`
+            found it: ``source`` (a Hub id, an absolute path or ``"in-memory"``), ``image_column``
+            and ``label_column``; empty for images made in memory.
     """
 
     images: torch.Tensor
     labels: torch.Tensor
     class_names: list[str]
+    source: dict = field(default_factory=dict, compare=False, repr=False)
     _by_class: dict[int, torch.Tensor] | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -73,6 +77,13 @@ class ImageTensors:
     def image_size(self) -> tuple[int, int]:
         """``(H, W)`` of the images."""
         return int(self.images.shape[2]), int(self.images.shape[3])
+
+    def id2label(self, classes: Iterable[int] | None = None) -> dict[int, str]:
+        """``{i: name}`` for the ``i``-th of ``classes`` (global class ids, default every class):
+        the ``id2label`` of a model whose label ``i`` is that class (e.g. a task head or an
+        episode's classifier), so that ``pipeline()`` names the classes."""
+        chosen = range(self.num_classes) if classes is None else [int(c) for c in classes]
+        return {i: str(self.class_names[c]) for i, c in enumerate(chosen)}
 
     def class_counts(self) -> dict[int, int]:
         """Number of images of every class id that occurs, ``{class_id: count}`` sorted by id."""

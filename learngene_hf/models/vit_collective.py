@@ -93,6 +93,8 @@ class ViTCollectiveConfig(PreTrainedConfig):
             raise config_error(
                 f"A linear-expansion ViT needs depth >= 2 (it learns base and increment), got {self.depth}."
             )
+        if self.task_num_labels and "id2label" not in kwargs and "num_labels" not in kwargs:
+            kwargs["num_labels"] = self.task_num_labels[-1]
         drop_timm_keys(kwargs)  # timm's section of a saved config.json
         super().__init__(**kwargs)
 
@@ -200,17 +202,25 @@ class ViTCollectiveModel(ViTCollectivePreTrainedModel):
             raise config_error("No task head yet: the unknown score needs at least one learnt task.")
         return _unknown_score(self.embed(pixel_values), [self.heads[t] for t in ids], method)
 
-    def add_task(self, num_labels: int) -> int:
+    def add_task(self, num_labels: int, id2label: dict[int, str] | None = None) -> int:
         """Add a fresh linear head with ``num_labels`` classes; returns its task id (rebuild the
-        optimizer afterwards)."""
+        optimizer afterwards). ``config.num_labels`` / ``id2label`` then describe it
+        (``id2label`` names its classes; default ``LABEL_i``)."""
         if not isinstance(num_labels, int) or num_labels <= 0:
             raise config_error(f"num_labels must be a positive integer, got {num_labels!r}.")
+        if id2label is not None and sorted(int(k) for k in id2label) != list(range(num_labels)):
+            raise config_error(f"id2label must name classes 0..{num_labels - 1}, got keys {sorted(id2label)}.")
         ref = next(self.parameters())
         head = nn.Linear(self.config.embed_dim, num_labels).to(device=ref.device, dtype=ref.dtype)
         nn.init.trunc_normal_(head.weight, std=0.02)
         nn.init.zeros_(head.bias)
         self.heads.append(head)
         self.config.task_num_labels.append(num_labels)
+        if id2label is None:
+            self.config.num_labels = num_labels
+        else:
+            self.config.id2label = {int(k): str(v) for k, v in id2label.items()}
+            self.config.label2id = {v: k for k, v in self.config.id2label.items()}
         return len(self.heads) - 1
 
     # ------------------------------------------------------------------ trainer hooks

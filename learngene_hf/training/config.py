@@ -139,10 +139,10 @@ class CollectiveTrainingConfig:
     from the end of each class's own task (where the backbone has since moved).
 
     Data: ``dataset`` (None = the embedded procedural dataset, else anything
-    ``learngene_hf.data.load_tensors`` accepts), ``image_column``, ``label_column``,
-    ``image_size``, ``embedded`` (extra keyword arguments for the embedded generator),
-    the class split (``split_seed`` and ``base`` / ``open_world`` / ``novel``: counts, class
-    lists or "0-5,8" strings; None = the 64/16/20 proportions).
+    ``learngene_hf.data.load_tensors`` accepts), ``image_column``, ``label_column`` (None: the
+    dataset's Image / ClassLabel feature), ``image_size``, ``embedded`` (extra keyword arguments
+    for the embedded generator), the class split (``split_seed`` and ``base`` / ``open_world`` /
+    ``novel``: counts, class lists or "0-5,8" strings; None = the 64/16/20 proportions).
 
     ``stop_after_task``: stop (after checkpointing) once this many tasks are finished; for tests
     and time budgets. Running again with resume continues the stream.
@@ -176,8 +176,8 @@ class CollectiveTrainingConfig:
     seed: int = 0
     mixed_precision: str = "auto"
     dataset: str | None = None
-    image_column: str = "img"
-    label_column: str = "fine_label"
+    image_column: str | None = None
+    label_column: str | None = None
     image_size: int | None = None
     embedded: dict = field(default_factory=dict)
     split_seed: int = 0

@@ -53,10 +53,11 @@ def load_data(config: CollectiveTrainingConfig, data):
             image_size=image_size,
             **(embedded if config.dataset is None else {}),
         )
+        found = train.source  # an existing local path made absolute, the columns found from the features
         description = {
-            "source": config.dataset if config.dataset is not None else "embedded:procedural",
-            "image_column": config.image_column,
-            "label_column": config.label_column,
+            "source": found.get("source", config.dataset) if config.dataset is not None else "embedded:procedural",
+            "image_column": found.get("image_column", config.image_column),
+            "label_column": found.get("label_column", config.label_column),
             "image_size": image_size,
             "embedded": embedded if config.dataset is None else None,
             "num_classes": len(train.class_names),

@@ -276,7 +276,7 @@ def _score_open_world(loop: _Loop, current: _Task) -> None:
 def _begin_task(loop: _Loop, current: _Task) -> None:
     """Add the task's head, apply its growth, and prepare a fresh optimizer and loader."""
     config, accelerator, model, t = loop.config, loop.accelerator, loop.state.model, current.index
-    head = model.add_task(len(current.data.classes))
+    head = model.add_task(len(current.data.classes), id2label=current.data.id2label)
     current.entry["growth"] = apply_growth(model, loop.state.events, t, torch.Generator().manual_seed(current.seed + 1))
     model.to(accelerator.device)
     loop.state.ewc.sync(model)
