@@ -8,16 +8,23 @@
 * :func:`config_kwargs` reads back the fields the user gave.
 * :class:`ArgumentParser` reports a bad flag value in one line (exit code 2).
 * :func:`run_script` runs a script's ``main``: a project error (:class:`LearngeneError`) becomes one
-  line ``error: ...`` on stderr and exit code 2; ``--debug`` shows the traceback instead.
+  line ``error: ...`` on stderr and exit code 2; ``--debug`` shows the traceback instead;
+  ``--quiet`` hides the stage lines.
+* :func:`make_accelerator` leaves accelerate in charge of mixed precision and warns when
+  ``accelerate launch --num_processes N`` started one process; :func:`silence_progress_bars`
+  is ``--no-progress`` for huggingface_hub, datasets and transformers.
 
-This module only imports the standard library and :mod:`learngene_hf.errors`.
+This module only imports the standard library and :mod:`learngene_hf.errors` (the rest when a
+function needs it), so a script builds its ``--help`` without torch.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib
 import json
+import logging
 import math
 import re
 import sys
@@ -31,24 +38,31 @@ __all__ = [
     "ArgumentParser",
     "add_config_arguments",
     "config_kwargs",
+    "fewer_processes_than_launched",
     "given",
     "make_accelerator",
+    "parse_class_ids",
     "parse_float_list",
     "parse_int_list",
     "parse_json",
     "run_script",
+    "silence_progress_bars",
 ]
 
 
 class ArgumentParser(argparse.ArgumentParser):
     """``argparse.ArgumentParser`` whose errors are one line: ``prog: error: ... (see --help)``, exit 2.
 
-    It also adds ``--debug`` (show tracebacks, see :func:`run_script`)."""
+    It also adds ``--debug`` (show tracebacks) and ``--quiet`` (no stage lines), see
+    :func:`run_script`."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
         super().__init__(*args, **kwargs)
         self.add_argument("--debug", action="store_true", help="show the full traceback of an error")
+        self.add_argument(
+            "--quiet", action="store_true", help="print no stage lines, only the results, warnings and errors"
+        )
 
     def error(self, message: str) -> typing.NoReturn:
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
@@ -85,6 +99,18 @@ def parse_json(text: str, example: str = '{"num_classes": 20}') -> Any:
         return json.loads(text)
     except json.JSONDecodeError as err:
         raise argparse.ArgumentTypeError(f"expected JSON such as '{example}', got {text!r} ({err.msg})") from None
+
+
+def parse_class_ids(text: str) -> list[int]:
+    """``"0-5,8"`` -> ``[0, 1, 2, 3, 4, 5, 8]`` (:func:`learngene_hf.data.parse_class_list`, imported
+    only when such a flag is given, so that ``--help`` stays light); a bad list raises an error
+    that says how to write one."""
+    from .data.splits import parse_class_list
+
+    try:
+        return parse_class_list(text)
+    except LearngeneError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def _scalar(kind: type) -> Callable[[str], Any]:
@@ -290,8 +316,40 @@ def make_accelerator(mixed_precision: str | None = None, *, default: str = "auto
     from .training.config import resolve_mixed_precision
 
     if mixed_precision is None and os.environ.get("ACCELERATE_MIXED_PRECISION"):
-        return Accelerator(**kwargs)
-    return Accelerator(mixed_precision=resolve_mixed_precision(mixed_precision or default), **kwargs)
+        accelerator = Accelerator(**kwargs)
+    else:
+        accelerator = Accelerator(mixed_precision=resolve_mixed_precision(mixed_precision or default), **kwargs)
+    if accelerator.num_processes == 1 and fewer_processes_than_launched():
+        logging.getLogger(__name__).warning(
+            "accelerate launch was asked for several processes (--num_processes) but this is the only one: with "
+            "--cpu (or no GPU) it starts one process. For N processes on a CPU run: ACCELERATE_USE_CPU=1 "
+            "accelerate launch --multi_gpu --num_processes N SCRIPT ..."
+        )
+    return accelerator
+
+
+def fewer_processes_than_launched() -> bool:
+    """Whether ``accelerate launch`` started this script alone although it was asked for several
+    processes: its single-process launcher sets ``MASTER_ADDR`` / ``MASTER_PORT`` only for
+    ``--num_processes`` > 1 (or several machines), and a real multi-process launch sets
+    ``WORLD_SIZE``."""
+    import os
+
+    launched = "ACCELERATE_MIXED_PRECISION" in os.environ and "MASTER_PORT" in os.environ
+    return launched and int(os.environ.get("WORLD_SIZE", "1")) <= 1
+
+
+def silence_progress_bars() -> None:
+    """Hide the progress bars of huggingface_hub ("Fetching N files"), datasets and transformers
+    (``--no-progress``; the library's own bars take ``progress=False``)."""
+    from huggingface_hub.utils import disable_progress_bars
+
+    disable_progress_bars()
+    for module, name in (("datasets", "disable_progress_bars"), ("transformers.utils.logging", "disable_progress_bar")):
+        try:
+            getattr(importlib.import_module(module), name)()
+        except ImportError:
+            pass
 
 
 def run_script(main: Callable[[list[str]], Any], argv: Sequence[str] | None = None) -> typing.NoReturn:
@@ -301,13 +359,13 @@ def run_script(main: Callable[[list[str]], Any], argv: Sequence[str] | None = No
     printed as one line ``error: ...`` to stderr and exits with code 2; with ``--debug`` in
     ``argv`` the traceback is shown. Other exceptions are bugs and keep their traceback.
     Ctrl-C prints ``interrupted`` and exits with code 130. The library's stage lines (INFO log
-    records) are printed to stderr.
+    records) are printed to stderr, unless ``--quiet`` is in ``argv`` (warnings still are).
     """
     from .logs import show_stage_lines
 
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
-    show_stage_lines()
+    show_stage_lines(logging.WARNING if "--quiet" in argv else logging.INFO)
     try:
         code = main(argv)
     except LearngeneError as err:

@@ -10,40 +10,45 @@ prints the library's INFO lines, one line per message, to stderr.
 
 from __future__ import annotations
 
+import functools
 import logging
 import sys
-
-from accelerate.logging import MultiProcessAdapter
-from accelerate.state import PartialState, is_initialized
 
 __all__ = ["get_logger", "show_stage_lines"]
 
 _HANDLER_NAME = "learngene_hf.stage_lines"
 
 
-class _Adapter(MultiProcessAdapter):
+@functools.cache
+def _adapter_class() -> type:
     """accelerate's adapter that falls back to plain logging before any accelerate state exists,
-    and writes accelerate's "[RANK i]" prefix only when there is more than one process."""
+    and writes accelerate's "[RANK i]" prefix only when there is more than one process (built on
+    first use: importing this module does not import accelerate, and so not torch)."""
+    from accelerate.logging import MultiProcessAdapter
+    from accelerate.state import PartialState, is_initialized
 
-    def log(self, level, msg, *args, **kwargs):  # noqa: ANN001 - logging's signature
-        if is_initialized():
-            return super().log(level, msg, *args, **kwargs)
-        kwargs.pop("main_process_only", None)
-        kwargs.pop("in_order", None)
-        if self.isEnabledFor(level):
+    class _Adapter(MultiProcessAdapter):
+        def log(self, level, msg, *args, **kwargs):  # noqa: ANN001 - logging's signature
+            if is_initialized():
+                return super().log(level, msg, *args, **kwargs)
+            kwargs.pop("main_process_only", None)
+            kwargs.pop("in_order", None)
+            if self.isEnabledFor(level):
+                kwargs.setdefault("stacklevel", 2)
+                self.logger.log(level, msg, *args, **kwargs)
+            return None
+
+        def process(self, msg, kwargs):  # noqa: ANN001
             kwargs.setdefault("stacklevel", 2)
-            self.logger.log(level, msg, *args, **kwargs)
-        return None
+            state = PartialState()
+            return (f"[RANK {state.process_index}] {msg}" if state.num_processes > 1 else msg), kwargs
 
-    def process(self, msg, kwargs):  # noqa: ANN001
-        kwargs.setdefault("stacklevel", 2)
-        state = PartialState()
-        return (f"[RANK {state.process_index}] {msg}" if state.num_processes > 1 else msg), kwargs
+    return _Adapter
 
 
 def get_logger(name: str) -> logging.LoggerAdapter:
     """A logger for module ``name`` that is safe with and without ``accelerate`` processes."""
-    return _Adapter(logging.getLogger(name), {})
+    return _adapter_class()(logging.getLogger(name), {})
 
 
 def show_stage_lines(level: int = logging.INFO, stream=None) -> None:
