@@ -60,6 +60,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    from learngene_hf.io import writable_folder
+
+    writable_folder(args.output_dir, "the output folder (--output-dir)")  # before the selection's probes
     cfg = SelectionConfig(**config_kwargs(args, SelectionConfig))
     inheritor = Inheritor.from_run(
         args.run_dir, load_probe_data=cfg.strategy == "validated" and cfg.layers is None, probe=learngene_probe

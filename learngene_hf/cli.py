@@ -7,8 +7,9 @@
   the library's defaults and cannot drift; a field added to the dataclass becomes a flag.
 * :func:`config_kwargs` reads back the fields the user gave.
 * :class:`ArgumentParser` reports a bad flag value in one line (exit code 2).
-* :func:`run_script` runs a script's ``main``: a project error (:class:`LearngeneError`) becomes one
-  line ``error: ...`` on stderr and exit code 2; ``--debug`` shows the traceback instead;
+* :func:`run_script` runs a script's ``main``: a project error (:class:`LearngeneError`), a full or
+  read-only disk, memory exhausted or a Hub / network failure (:func:`environment_error`) becomes
+  one line ``error: ...`` on stderr and exit code 2; ``--debug`` shows the traceback instead;
   ``--quiet`` hides the stage lines.
 * :func:`make_accelerator` leaves accelerate in charge of mixed precision and warns when
   ``accelerate launch --num_processes N`` started one process; :func:`silence_progress_bars`
@@ -38,6 +39,7 @@ __all__ = [
     "ArgumentParser",
     "add_config_arguments",
     "config_kwargs",
+    "environment_error",
     "fewer_processes_than_launched",
     "given",
     "make_accelerator",
@@ -356,8 +358,10 @@ def run_script(main: Callable[[list[str]], Any], argv: Sequence[str] | None = No
     """Run ``main(argv)`` and exit with its return value (``None``: 0).
 
     A :class:`~learngene_hf.errors.LearngeneError` (bad input that the library recognised) is
-    printed as one line ``error: ...`` to stderr and exits with code 2; with ``--debug`` in
-    ``argv`` the traceback is shown. Other exceptions are bugs and keep their traceback.
+    printed as one line ``error: ...`` to stderr and exits with code 2, and so is a failure of the
+    machine or the network (:func:`environment_error`: disk full, read-only folder, no permission,
+    out of memory, a Hub or network error); with ``--debug`` in ``argv`` the traceback is shown.
+    Other exceptions are bugs and keep their traceback.
     Ctrl-C prints ``interrupted`` and exits with code 130. The library's stage lines (INFO log
     records) are printed to stderr, unless ``--quiet`` is in ``argv`` (warnings still are).
     """
@@ -379,4 +383,40 @@ def run_script(main: Callable[[list[str]], Any], argv: Sequence[str] | None = No
             raise
         print("interrupted", file=sys.stderr, flush=True)
         sys.exit(130)
+    except Exception as err:  # noqa: BLE001 - the machine's and the network's failures, in one line
+        message = environment_error(err)
+        if debug or message is None:
+            raise
+        print(f"error: {message} (--debug shows the traceback)", file=sys.stderr, flush=True)
+        sys.exit(2)
     sys.exit(int(code or 0))
+
+
+#: Modules whose exceptions are the Hub's or the network's, not the library's.
+_NETWORK_MODULES = ("huggingface_hub", "httpx", "httpcore", "requests", "urllib3")
+
+
+def environment_error(err: BaseException) -> str | None:
+    """One line for a failure of the machine or the network that reached a script: a full or
+    read-only disk, a missing permission, a file where a folder should be (``OSError``), memory
+    exhausted (``MemoryError``, CUDA out of memory), a Hub or network error; ``None`` for anything
+    else (a bug, which keeps its traceback)."""
+    from .errors import os_error_message
+
+    first_line = (str(err).strip().splitlines() or [type(err).__name__])[0]
+    module = type(err).__module__ or ""
+    if module.startswith(_NETWORK_MODULES) or isinstance(err, ConnectionError):
+        return (
+            f"the Hub request failed ({type(err).__name__}: {first_line}); check the endpoint (--hub-endpoint, "
+            "HF_ENDPOINT), the repo id, the token and the network"
+        )
+    if isinstance(err, MemoryError) or type(err).__name__ == "OutOfMemoryError":
+        where = "the GPU's" if type(err).__name__ == "OutOfMemoryError" else "this machine's"
+        return (
+            f"out of memory ({type(err).__name__}: {first_line[:200]}): the sizes asked for do not fit in {where} "
+            "memory; use fewer or smaller images (--images-per-class, --image-size), a smaller --batch-size or a "
+            "smaller --preset"
+        )
+    if isinstance(err, OSError) and err.errno is not None:
+        return f"{os_error_message(err)}; free disk space, fix the permissions or choose another path"
+    return None

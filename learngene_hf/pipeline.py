@@ -170,18 +170,120 @@ class PipelineConfig:
         return asdict(self)
 
 
-def _train(cfg: PipelineConfig, out: Path, accelerator, progress: bool):
+def training_config(cfg: PipelineConfig) -> Any:
+    """The :class:`~learngene_hf.training.config.CollectiveTrainingConfig` of the pipeline's first stage."""
     from .training.config import CollectiveTrainingConfig
-    from .training.trainer import train_collective
 
     same = ("dataset", "image_column", "label_column", "image_size", "num_tasks", "epochs_per_task", "seed")
-    config = CollectiveTrainingConfig.for_preset(
+    return CollectiveTrainingConfig.for_preset(
         cfg.preset,
         train_per_class=cfg.images_per_class,
         embedded=dict(cfg.embedded),
         **{k: getattr(cfg, k) for k in same},
     )
+
+
+def _train(cfg: PipelineConfig, out: Path, accelerator, progress: bool):
+    from .training.trainer import train_collective
+
+    config = training_config(cfg)
     return train_collective(config, out / "collective", accelerator=accelerator, resume=True, progress=progress)
+
+
+# ---------------------------------------------------------------------- the checks before stage 1
+def check_before_training(cfg: PipelineConfig) -> None:
+    """Refuse, in one line and before stage 1, what would make a later stage fail: an output folder
+    that cannot be written, training or selection settings out of range, more ways or shots than
+    the class split and the images allow (known before loading for the embedded and built-in
+    datasets), a repo id the Hub refuses, and a ``hub_endpoint`` that is not a URL, does not
+    answer or refuses the token."""
+    from .io import writable_folder
+    from .selection.config import DEFAULT_CRITERION
+
+    writable_folder(cfg.output_dir, "the output folder (--output-dir)")
+    training = training_config(cfg)
+    training.validate()
+    SelectionConfig(
+        strategy=cfg.strategy if cfg.layers is None else "layers",
+        k=cfg.k,
+        criterion=cfg.criterion or DEFAULT_CRITERION,
+        layers=cfg.layers,
+        probe_episodes=cfg.probe_episodes,
+    )
+    _check_classes(cfg, training)
+    _check_hub(cfg)
+
+
+def _check_classes(cfg: PipelineConfig, training: Any) -> None:
+    from .data import builtin_split, split_classes
+    from .training.loading import class_arg
+
+    per_class = None
+    if training.dataset is None:
+        embedded = dict(training.embedded)
+        per_class = int(embedded.get("train_per_class", training.train_per_class or 600))
+        split = split_classes(
+            int(embedded.get("num_classes", 100)),
+            seed=training.split_seed,
+            base=class_arg(training.base),
+            open_world=class_arg(training.open_world),
+            novel=class_arg(training.novel),
+        )
+    elif builtin_split(training.dataset) is not None:
+        split = builtin_split(training.dataset)
+    else:
+        return  # a named dataset: its classes are known once stage 1 has loaded it
+    if cfg.ways > len(split.novel):
+        raise ConfigError(
+            f"ways={cfg.ways} (--ways) is more than the {len(split.novel)} novel classes of the split "
+            f"({list(split.novel)}); use --ways {len(split.novel)} or fewer, or a dataset with more classes."
+        )
+    needs_open_world = cfg.tune_lr or (cfg.strategy == "validated" and cfg.layers is None)
+    if needs_open_world and len(split.open_world) < 2:
+        raise ConfigError(
+            f"the split has {len(split.open_world)} open-world classes ({list(split.open_world)}); tuning (--tune-lr) "
+            "and the validated selection need at least 2: use more classes, or --no-tune-lr and --strategy criterion."
+        )
+    if per_class is not None and max(cfg.shots) + cfg.queries > per_class:
+        raise ConfigError(
+            f"{max(cfg.shots)} shots + {cfg.queries} queries per class (--shots, --queries) need more than the "
+            f"{per_class} images per class of the dataset; lower them or raise --images-per-class."
+        )
+
+
+def _check_hub(cfg: PipelineConfig) -> None:
+    from huggingface_hub import HfApi
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(cfg.repo_id)
+    except HFValidationError as err:
+        raise ConfigError(f"repo_id {cfg.repo_id!r} (--repo-id) is not a Hub repo id ({err}).") from None
+    if cfg.repo_id.count("/") != 1:
+        raise ConfigError(f"repo_id {cfg.repo_id!r} (--repo-id) needs a namespace: write it as 'namespace/name'.")
+    if not cfg.hub_endpoint:
+        return  # the pipeline's own local Hub
+    if not cfg.hub_endpoint.startswith(("http://", "https://")):
+        raise ConfigError(
+            f"hub_endpoint {cfg.hub_endpoint!r} (--hub-endpoint) is not a URL like http://127.0.0.1:8080."
+        )
+    from .artifact.save_and_load import does_not_answer
+
+    api = HfApi(endpoint=cfg.hub_endpoint, token=cfg.token)
+    try:
+        api.repo_exists(cfg.repo_id)
+    except Exception as err:  # noqa: BLE001 - said in one line
+        if does_not_answer(err):
+            raise ConfigError(
+                f"The Hub at {cfg.hub_endpoint} (--hub-endpoint) does not answer ({type(err).__name__}: {err}); start "
+                "it or correct the URL before training."
+            ) from err
+        status = getattr(getattr(err, "response", None), "status_code", None)
+        if status == 401:
+            raise ConfigError(
+                f"The Hub at {cfg.hub_endpoint} refuses the token (HTTP 401); pass a token it knows (--token, "
+                "HF_TOKEN)."
+            ) from err
 
 
 def _select_and_save(cfg: PipelineConfig, out: Path, device: str) -> tuple[Any, Any]:
@@ -352,6 +454,7 @@ def run_pipeline(
     from .training.config import resolve_mixed_precision
 
     cfg = cfg or PipelineConfig()
+    check_before_training(cfg)  # every stage's options, before stage 1
     out = Path(cfg.output_dir)
     if accelerator is None:
         accelerator = Accelerator(mixed_precision=resolve_mixed_precision("auto"))

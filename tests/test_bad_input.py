@@ -752,3 +752,141 @@ def test_a_stopped_comparison_keeps_what_it_measured_and_resumes_only_the_rest(d
     with journal.record_episodes(path, {"learngene": "another"}) as other:  # another setting: nothing reused
         compare_methods(lg, episodes[:1], cfg, progress=False)
     assert other.reused == 0
+
+
+# ------------------------------------------------------------------------------- every failure in one line
+def _fails_with(exc: BaseException):
+    def main(argv):
+        raise exc
+
+    return main
+
+
+@pytest.mark.parametrize(
+    "exc, text",
+    [
+        (OSError(28, "No space left on device", "/data/out/results.json"), "the disk is full: /data/out/results.json"),
+        (OSError(30, "Read-only file system", "/ro/run"), "read-only file system: /ro/run"),
+        (PermissionError(13, "Permission denied", "/root/x"), "permission denied: /root/x"),
+        (NotADirectoryError(20, "Not a directory", "out/file/x"), "a file is in the way of a folder: out/file/x"),
+        (MemoryError("Unable to allocate 745. GiB"), "out of memory (MemoryError: Unable to allocate 745. GiB)"),
+        (ConnectionRefusedError(111, "Connection refused"), "the Hub request failed (ConnectionRefusedError"),
+    ],
+)
+def test_machine_failures_reach_the_user_as_one_line(exc, text, capsys):
+    with pytest.raises(SystemExit) as info:
+        run_script(_fails_with(exc), [])
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and err.startswith("error: ") and text in err and len(err.strip().splitlines()) == 1
+    with pytest.raises(type(exc)):  # --debug: the traceback
+        run_script(_fails_with(exc), ["--debug"])
+    with pytest.raises(ZeroDivisionError):  # a bug keeps its traceback
+        run_script(_fails_with(ZeroDivisionError("bug")), [])
+
+
+def _client_error(call) -> Exception:
+    try:
+        call()
+    except Exception as err:  # noqa: BLE001 - the error the Hub client raises
+        return err
+    raise AssertionError("the call did not fail")
+
+
+def test_hub_client_errors_become_one_line(capsys, _quiet_hub_clients):
+    from huggingface_hub import HfApi
+
+    dead = HfApi(endpoint="http://127.0.0.1:9", token=False)
+    for exc in (_client_error(lambda: dead.model_info("me/lg")), _client_error(lambda: dead.model_info("bad id!"))):
+        with pytest.raises(SystemExit) as info:
+            run_script(_fails_with(exc), [])
+        err = capsys.readouterr().err
+        assert info.value.code == 2 and "the Hub request failed" in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    "endpoint, repo_id, message",
+    [
+        ("http://127.0.0.1:9", "me/lg", r"The Hub at http://127.0.0.1:9 does not answer \(ConnectError"),
+        ("not-a-url", "me/lg", r"The Hub endpoint 'not-a-url' is not a URL"),
+        (None, "bad id!", r"'bad id!' is not a valid Hub repo id"),
+    ],
+)
+def test_hub_failures_of_a_push_and_a_pull_are_hub_errors(endpoint, repo_id, message, _quiet_hub_clients, monkeypatch):
+    from learngene_hf.errors import HubError
+
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    with pytest.raises(HubError, match=message):
+        tiny_learngene().push_to_hub(repo_id, endpoint=endpoint or "http://127.0.0.1:9", token="hf_x")
+    with pytest.raises(HubError, match=message):
+        Learngene.from_pretrained(repo_id, endpoint=endpoint)
+
+
+def test_a_push_that_fails_after_creating_the_repo_deletes_it_or_says_how(hub, monkeypatch):
+    from huggingface_hub import HfApi
+
+    from learngene_hf.errors import HubError
+
+    reset = _client_error(lambda: HfApi(endpoint="http://127.0.0.1:9").model_info("me/lg"))  # a ConnectError
+
+    def dies(*args, **kwargs):
+        raise reset
+
+    monkeypatch.setattr(HfApi, "upload_folder", dies)  # the network dies in the middle of the push
+    with pytest.raises(
+        HubError, match=r"does not answer .* The empty repo me/half that the push had created was deleted"
+    ):
+        tiny_learngene().push_to_hub("me/half")
+    assert not HfApi().repo_exists("me/half")
+    monkeypatch.setattr(HfApi, "delete_repo", dies)
+    with pytest.raises(HubError, match=r"left empty: delete it with HfApi\(endpoint=.*\)\.delete_repo\('me/half'\)"):
+        tiny_learngene().push_to_hub("me/half")
+    HfApi().create_repo("me/kept")
+    with pytest.raises(HubError) as info:  # a repo that existed before is never deleted
+        tiny_learngene().push_to_hub("me/kept")
+    assert "deleted" not in str(info.value) and "delete it" not in str(info.value)
+
+
+def test_run_pipeline_refuses_every_stages_bad_options_before_stage_1(tmp_path, capsys):
+    base = [
+        "--preset",
+        "tiny",
+        "--output-dir",
+        str(tmp_path / "out"),
+        "--embedded",
+        '{"num_classes": 20}',
+        "--ways",
+        "3",
+    ]
+    for extra, message in [
+        (["--ways", "25"], "ways=25 (--ways) is more than the 4 novel classes"),
+        (["--repo-id", "../../etc"], "repo_id '../../etc' (--repo-id) is not a Hub repo id"),
+        (["--repo-id", "no-namespace"], "needs a namespace"),
+        (["--hub-endpoint", "http://127.0.0.1:9"], "does not answer (ConnectError"),
+        (["--hub-endpoint", "not-a-url"], "is not a URL like http://127.0.0.1:8080"),
+        (["--shots", "30"], "30 shots + 15 queries per class"),
+        (["--num-tasks", "0"], "num_tasks must be a positive integer"),
+    ]:
+        code, err = run_example("run_pipeline", [*base, *extra], capsys)
+        assert code == 2 and message in err and len(err.strip().splitlines()) == 1, (extra, err)
+    assert not (tmp_path / "out" / "collective").exists()  # stage 1 never started
+
+
+def test_other_silently_ignored_options_are_refused(learngene_dir, stopped_run, tmp_path, capsys):
+    with pytest.raises(ConfigError, match=r"revision='v1' names a version of a Hub repo, but .* is a local folder"):
+        Learngene.from_pretrained(learngene_dir, revision="v1")
+    code, err = run_example(
+        "extract_learngene", [str(stopped_run), "--max-fraction=-1", "--output-dir", str(tmp_path)], capsys
+    )
+    assert code == 2 and "max_fraction must be a share between 0 and 1" in err
+    (tmp_path / "file").write_text("x")
+    code, err = run_example("extract_learngene", [str(stopped_run), "--output-dir", str(tmp_path / "file")], capsys)
+    assert code == 2 and "is a file, not a folder" in err and len(err.strip().splitlines()) == 1
+
+
+def test_an_absurd_dataset_size_is_refused_before_any_memory_is_taken(tmp_path):
+    with pytest.raises(ConfigError, match=r"would take \d+\.\d GiB, more than this machine's .* GiB of memory"):
+        load_tensors(None, num_classes=10, train_per_class=10**9, test_per_class=1, image_size=16)
+    with pytest.raises(ConfigError, match="--images-per-class"):
+        train_collective(
+            tiny_config(embedded={"num_classes": 10, "train_per_class": 10**9}), tmp_path / "run", progress=False
+        )

@@ -281,6 +281,11 @@ class Learngene:
         """
         path = Path(repo_id_or_dir)
         if path.is_dir():
+            if revision is not None:
+                raise ConfigError(
+                    f"revision={revision!r} names a version of a Hub repo, but {path} is a local folder, which has "
+                    "one version; drop the revision (--revision), or give the Hub repo id."
+                )
             return cls(*save_and_load.load_folder(path, str(path)))
         text = str(repo_id_or_dir)
         if path.exists() or text.startswith((".", "/", "~")) or text.count("/") > 1:

@@ -142,12 +142,15 @@ def push(learngene: Any, repo_id: str, **options: Any) -> Any:
     revision, private = options.get("revision"), bool(options.get("private", False))
     commit_message = options.get("commit_message") or "Upload learngene"
     api = HfApi(endpoint=options.get("endpoint"), token=options.get("token"))
-    try:
-        api.create_repo(repo_id, private=private, exist_ok=True)
-        if revision not in (None, "main"):
-            api.create_branch(repo_id, branch=revision, exist_ok=True)
-        with tempfile.TemporaryDirectory(prefix="learngene-push-") as folder:
-            save_folder(learngene, folder, repo_id=repo_id, portable=True)
+    with tempfile.TemporaryDirectory(prefix="learngene-push-") as folder:
+        save_folder(learngene, folder, repo_id=repo_id, portable=True)  # validated before anything reaches the Hub
+        created = False
+        try:
+            existed = api.repo_exists(repo_id)
+            api.create_repo(repo_id, private=private, exist_ok=True)
+            created = not existed
+            if revision not in (None, "main"):
+                api.create_branch(repo_id, branch=revision, exist_ok=True)
             return api.upload_folder(
                 repo_id=repo_id,
                 folder_path=folder,
@@ -155,8 +158,23 @@ def push(learngene: Any, repo_id: str, **options: Any) -> Any:
                 commit_message=commit_message,
                 create_pr=bool(options.get("create_pr", False)),
             )
-    except Exception as err:  # noqa: BLE001 - translated below, others re-raised
-        raise hub_error(err, repo_id, revision, pushing=True) from err
+        except Exception as err:  # noqa: BLE001 - translated below, others re-raised
+            error = hub_error(err, repo_id, revision, pushing=True, endpoint=options.get("endpoint"))
+            if created and isinstance(error, HubError):
+                error = HubError(f"{error} {_remove_created_repo(api, repo_id)}")
+            raise error from err
+
+
+def _remove_created_repo(api: Any, repo_id: str) -> str:
+    """Delete the repo a failed push created (it holds nothing of the learngene); say what happened."""
+    try:
+        api.delete_repo(repo_id)
+    except Exception:  # noqa: BLE001 - the Hub may be gone by now: say how to remove it
+        return (
+            f"The push had created the repo {repo_id}, which is left empty: delete it with "
+            f"HfApi(endpoint={api.endpoint!r}).delete_repo({repo_id!r}) (or `hf repo delete {repo_id}`)."
+        )
+    return f"The empty repo {repo_id} that the push had created was deleted again."
 
 
 def download(repo_id: str, revision: str | None = None, **options: Any) -> Path:
@@ -184,8 +202,8 @@ def download(repo_id: str, revision: str | None = None, **options: Any) -> Path:
 
             if isinstance(err, OfflineModeIsEnabled):  # HF_HUB_OFFLINE: the user chose the cache
                 local_files_only = True
-            elif not does_not_answer(err):
-                raise hub_error(err, repo_id, revision) from err
+            elif is_bad_url(err) or not does_not_answer(err):
+                raise hub_error(err, repo_id, revision, endpoint=endpoint) from err
             elif endpoint is not None:
                 raise HubError(
                     f"The Hub at {endpoint} does not answer ({type(err).__name__}: {err}); start it or correct the "
@@ -327,6 +345,11 @@ def is_commit_sha(revision: str | None) -> bool:
     return revision is not None and len(revision) == 40 and all(c in "0123456789abcdef" for c in revision)
 
 
+def is_bad_url(err: Exception) -> bool:
+    """Whether a Hub client error means the endpoint is not a usable URL (no http:// or https://...)."""
+    return bool({cls.__name__ for cls in type(err).__mro__} & {"UnsupportedProtocol", "InvalidURL"})
+
+
 def does_not_answer(err: Exception) -> bool:
     """Whether a Hub client error means the server did not answer (no connection, timeout, 5xx)."""
     from huggingface_hub import errors as hub_errors
@@ -338,13 +361,26 @@ def does_not_answer(err: Exception) -> bool:
     return isinstance(err, hub_errors.HfHubHTTPError) and isinstance(status, int) and status >= 500
 
 
-def hub_error(err: Exception, repo_id: str, revision: str | None, pushing: bool = False) -> Exception:
-    """Translate a huggingface_hub exception into a :class:`HubError` that says what to do."""
+def hub_error(
+    err: Exception, repo_id: str, revision: str | None, pushing: bool = False, endpoint: str | None = None
+) -> Exception:
+    """Translate a huggingface_hub or network exception into a :class:`HubError` that says what to
+    do (``endpoint``: the Hub's URL as given, ``None`` for the default)."""
     from huggingface_hub import errors as hub_errors
 
-    if isinstance(err, (ArtifactError, ConfigError)):
+    if isinstance(err, (ArtifactError, ConfigError, HubError)):
         return err
     rev = revision or "main"
+    where = f"the Hub at {endpoint}" if endpoint else "the Hub (HF_ENDPOINT)"
+    if isinstance(err, hub_errors.HFValidationError):
+        return HubError(f"{repo_id!r} is not a valid Hub repo id ({err}); use 'namespace/name'.")
+    if is_bad_url(err):
+        return HubError(f"The Hub endpoint {endpoint!r} is not a URL ({err}); give one like http://127.0.0.1:8080.")
+    if does_not_answer(err):
+        return HubError(
+            f"{where[0].upper()}{where[1:]} does not answer ({type(err).__name__}: {err}); start it or correct the "
+            "endpoint (--hub-endpoint, HF_ENDPOINT), and check the network."
+        )
     if isinstance(err, hub_errors.GatedRepoError):
         return HubError(
             f"{repo_id} is a gated repo: accept its conditions on the Hub page, then pass token=... "
@@ -381,5 +417,10 @@ def hub_error(err: Exception, repo_id: str, revision: str | None, pushing: bool 
             )
         return HubError(
             f"The Hub request for {repo_id}@{rev} failed ({err}); check the repo id, the token and the endpoint."
+        )
+    if type(err).__module__.startswith(("huggingface_hub", "httpx", "httpcore")):
+        return HubError(
+            f"The Hub request for {repo_id}@{rev} at {where} failed ({type(err).__name__}: {err}); check the "
+            "endpoint, the repo id and the token."
         )
     return err

@@ -311,6 +311,22 @@ def _validate_generation_args(num_classes: int, train_per_class: int, test_per_c
             f"num_classes={num_classes} is too large: the procedural dataset has at most "
             f"{_MAX_CLASSES} distinct classes."
         )
+    needed = num_classes * (train_per_class + test_per_class) * image_size * image_size * 3  # uint8 pixels
+    memory = _physical_memory()
+    if memory and needed > 0.8 * memory:
+        raise ConfigError(
+            f"{num_classes} classes of {train_per_class} + {test_per_class} images of {image_size}x{image_size} "
+            f"would take {needed / 2**30:.1f} GiB, more than this machine's {memory / 2**30:.1f} GiB of memory can "
+            "hold; use fewer images per class (--images-per-class, --test-per-class) or a smaller image size."
+        )
+
+
+def _physical_memory() -> int | None:
+    """Bytes of physical memory of this machine (``None`` where the OS does not say)."""
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
+    except (AttributeError, ValueError, OSError):
+        return None
 
 
 def generate_arrays(

@@ -11,6 +11,7 @@ their ``--help`` before any heavy import.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from typing import Any, Sequence
 
@@ -73,6 +74,35 @@ class SelectionConfig:
     probe_lrs: tuple[float, ...] = DEFAULT_PROBE_LRS
     max_fraction: float | None = DEFAULT_MAX_FRACTION
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        """Refuse settings that would be ignored or fail late (one line naming the flag)."""
+        if self.strategy not in STRATEGIES:
+            raise ConfigError(f"strategy {self.strategy!r} is not one of {list(STRATEGIES)} (--strategy).")
+        if self.criterion not in CRITERIA:
+            raise ConfigError(f"criterion {self.criterion!r} is not one of {list(CRITERIA)} (--criterion).")
+        for name in ("k", "top", "probe_episodes", "probe_epochs", "probe_ways", "probe_shots", "probe_queries"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"{name} must be a positive integer (--{name.replace('_', '-')}), got {value!r}.")
+        if self.probe_ways < 2:
+            raise ConfigError(
+                f"probe_ways must be at least 2 (--probe-ways): 1-way probes score 100%, got {self.probe_ways}."
+            )
+        if not self.probe_lrs or not all(
+            isinstance(v, (int, float)) and math.isfinite(v) and v > 0 for v in self.probe_lrs
+        ):
+            raise ConfigError(f"probe_lrs must be positive finite numbers (--probe-lrs), got {self.probe_lrs!r}.")
+        if self.max_fraction is not None and not (
+            isinstance(self.max_fraction, (int, float)) and 0 <= self.max_fraction <= 1
+        ):
+            raise ConfigError(
+                f"max_fraction must be a share between 0 and 1 (0: no cap) (--max-fraction), got {self.max_fraction!r}."
+            )
+        if self.threshold is not None and not (math.isfinite(self.threshold) and self.threshold > 0):
+            raise ConfigError(f"threshold must be a positive number (--threshold), got {self.threshold!r}.")
+        if self.from_task is not None and self.from_task < 0:
+            raise ConfigError(f"from_task must be 0 or more (--from-task), got {self.from_task!r}.")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
