@@ -11,11 +11,15 @@ Prints the layer ranking, the probed candidates, the chosen layers and why, and 
 from __future__ import annotations
 
 import argparse
+import os
 
-from learngene_hf.cli import ArgumentParser, add_config_arguments, config_kwargs, run_script
-from learngene_hf.fewshot.runner import learngene_probe
-from learngene_hf.selection.config import CRITERIA, STRATEGIES, SelectionConfig, parse_layers
-from learngene_hf.selection.inheritor import Inheritor
+# Only light modules (the standard library, the config dataclasses) are imported before the
+# arguments are parsed, so --help answers at once; torch and the models come in main().
+os.environ.setdefault("LEARNGENE_HF_DEFER_MODELS", "1")
+
+from learngene_hf.cli import ArgumentParser, add_config_arguments, config_kwargs, run_script  # noqa: E402
+from learngene_hf.errors import ConfigError  # noqa: E402
+from learngene_hf.selection.config import CRITERIA, STRATEGIES, SelectionConfig, parse_layers  # noqa: E402
 
 
 def _layers(text: str) -> list[int]:
@@ -40,14 +44,32 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         choices={"strategy": [s for s in STRATEGIES if s != "layers"], "criterion": list(CRITERIA)},
         parsers={"layers": _layers},
         help={
+            "strategy": "validated (open-world probes of candidate blocks), criterion (the best block by the "
+            "criterion) or paper (the last k layers); --layers gives an explicit list instead",
+            "threshold": "absolute gradient threshold of the 'paper' criterion",
+            "from_task": "rank on the tasks with this id or later only",
             "layers": "explicit layers, e.g. '0-2' or '10,11,12' (overrides --strategy)",
             "max_fraction": "skip candidates holding more than this share of the collective model's parameters (0: no "
             "cap)",
         },
+        default_text={"threshold": "5e-10", "from_task": "every task", "layers": "none: --strategy chooses"},
+    )
+    selection.add_argument(
+        "--no-probe-data",
+        dest="load_probe_data",
+        action="store_false",
+        help="do not reload the run's dataset for the probes: the validated strategy then falls back to the criterion",
     )
     hub = parser.add_argument_group("hub")
     hub.add_argument(
         "--push-to-hub", metavar="ORG/NAME", default=None, help="push the learngene (only it) to this repo"
+    )
+    hub.add_argument(
+        "--push-collective-to-hub",
+        metavar="ORG/NAME",
+        default=None,
+        help="also push the whole collective model to this repo (first; it reads HF_ENDPOINT, as every transformers "
+        "push does), so the learngene's card names it as its base_model",
     )
     hub.add_argument("--revision", default=None, help="branch to push to (default main)")
     hub.add_argument("--private", action="store_true", help="create the repo as private")
@@ -63,10 +85,24 @@ def main(argv: list[str] | None = None) -> int:
     from learngene_hf.io import writable_folder
 
     writable_folder(args.output_dir, "the output folder (--output-dir)")  # before the selection's probes
+    import learngene_hf  # the heavy part: torch, transformers, timm and the selection
+    from learngene_hf.fewshot.runner import learngene_probe
+    from learngene_hf.selection.inheritor import Inheritor
+
+    learngene_hf.import_models()
     cfg = SelectionConfig(**config_kwargs(args, SelectionConfig))
-    inheritor = Inheritor.from_run(
-        args.run_dir, load_probe_data=cfg.strategy == "validated" and cfg.layers is None, probe=learngene_probe
-    )
+    if args.push_collective_to_hub and args.hub_endpoint:
+        raise ConfigError(
+            "--push-collective-to-hub goes through transformers' push_to_hub, which reads HF_ENDPOINT: set "
+            f"HF_ENDPOINT={args.hub_endpoint} instead of --hub-endpoint."
+        )
+    probe_data = args.load_probe_data and cfg.strategy == "validated" and cfg.layers is None
+    inheritor = Inheritor.from_run(args.run_dir, load_probe_data=probe_data, probe=learngene_probe)
+    if args.push_collective_to_hub:
+        commit = inheritor.push_collective_to_hub(
+            args.push_collective_to_hub, revision=args.revision, private=args.private, token=args.token
+        )
+        print(f"Pushed the collective model to {args.push_collective_to_hub} at commit {commit.oid}")
     if inheritor.is_linear_expansion:
         learngene = inheritor.extract()  # a linear-expansion ViT: the whole base/increment pair, nothing to select
         sizes = learngene.config.sizes
@@ -74,8 +110,7 @@ def main(argv: list[str] | None = None) -> int:
             f"Linear-expansion learngene (rule {learngene.config.expansion['rule']}): "
             f"{sizes['learngene_parameters']:,} parameters "
             f"({sizes['learngene_bytes'] / 1e6:.2f} MB) of the collective ViT's {sizes['collective_parameters']:,}; "
-            "descendants "
-            "of any depth: IndividualModel.from_learngene(..., num_blocks=L)."
+            "descendants of any depth: learngene_hf.from_learngene(..., num_blocks=L)."
         )
     else:
         settings = cfg.to_dict()

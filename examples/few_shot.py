@@ -37,33 +37,27 @@ from __future__ import annotations
 import argparse
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from learngene_hf.artifact.learngene import Learngene
-from learngene_hf.artifact.save_and_load import file_sha256
-from learngene_hf.cli import ArgumentParser, add_config_arguments, config_kwargs, make_accelerator, run_script
-from learngene_hf.data import parse_class_list, sample_episodes
-from learngene_hf.errors import ArtifactError, os_error_message
-from learngene_hf.fewshot.compare import (
-    compare_methods,
-    compare_sizes,
-    format_sizes_table,
-    format_table,
-    write_results,
-    write_sizes,
+# Only light modules (the standard library, the config dataclasses) are imported before the
+# arguments are parsed, so --help answers at once; torch and the models come in main().
+os.environ.setdefault("LEARNGENE_HF_DEFER_MODELS", "1")
+
+from learngene_hf.cli import (  # noqa: E402
+    ArgumentParser,
+    add_config_arguments,
+    config_kwargs,
+    make_accelerator,
+    parse_class_ids,
+    run_script,
+    silence_progress_bars,
 )
-from learngene_hf.fewshot.config import ComparisonConfig, FewShotConfig
-from learngene_hf.fewshot.journal import fingerprint, record_episodes
-from learngene_hf.fewshot.loading import collective_model_of, collective_run_dir, load_fewshot_data
-from learngene_hf.fewshot.methods import comparison_methods
-from learngene_hf.fewshot.tuning import tuning_episodes
-from learngene_hf.io import writable_folder
+from learngene_hf.errors import ArtifactError  # noqa: E402
+from learngene_hf.fewshot.config import DEFAULT_STEPS, ComparisonConfig, FewShotConfig  # noqa: E402
+from learngene_hf.io import writable_folder  # noqa: E402
 
-
-def _class_list(text: str) -> list[int]:
-    try:
-        return parse_class_list(text)
-    except ValueError as err:
-        raise argparse.ArgumentTypeError(str(err)) from None
+if TYPE_CHECKING:
+    from learngene_hf.artifact.learngene import Learngene
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -84,7 +78,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     data.add_argument("--image-size", type=int, default=None, help="resize images to this side")
     data.add_argument(
         "--novel-classes",
-        type=_class_list,
+        type=parse_class_ids,
         default=None,
         metavar="IDS",
         help="class ids, e.g. '80-99' (default: the learngene's novel classes)",
@@ -96,7 +90,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     data.add_argument(
         "--open-world-classes",
-        type=_class_list,
+        type=parse_class_ids,
         default=None,
         metavar="IDS",
         help="class ids for --tune-lr (default: the learngene's open-world classes)",
@@ -112,7 +106,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "training recipe (learngene_hf.fewshot.config.FewShotConfig; --recipe picks the "
         "named values, the other flags change single ones)"
     )
-    add_config_arguments(schedule, FewShotConfig, exclude={"device"}, negations={"bn_reestimate": ["--keep-bn-stats"]})
+    add_config_arguments(
+        schedule,
+        FewShotConfig,
+        exclude={"device"},
+        negations={"bn_reestimate": ["--keep-bn-stats"]},
+        help={
+            "steps": "optimisation steps; each trains on min(batch_size, N) support images drawn without replacement",
+            "epochs": "count passes over the support set instead of steps (how --recipe paper counts)",
+        },
+        default_text={"steps": f"{DEFAULT_STEPS}, the default recipe's", "epochs": "none: steps are counted"},
+    )
     schedule.add_argument(
         "--mixed-precision",
         default=None,
@@ -120,9 +124,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="wins over accelerate's setting when given (default: accelerate launch's choice, else no)",
     )
     out = parser.add_argument_group("output")
-    out.add_argument("--output-dir", default="runs/few_shot")
-    out.add_argument("--no-plot", action="store_true")
-    out.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    out.add_argument(
+        "--output-dir", default="runs/few_shot", help="results.json, results.md, accuracy.png (default: runs/few_shot)"
+    )
+    out.add_argument("--no-plot", action="store_true", help="write no accuracy.png / sizes.png")
+    out.add_argument("--no-progress", action="store_true", help="hide the progress bars (the library's and the Hub's)")
     return parser.parse_args(argv)
 
 
@@ -134,6 +140,8 @@ def fewshot_config(args: argparse.Namespace, device: str | None = None) -> FewSh
 
 
 def load_learngene(ref: str, revision: str | None, endpoint: str | None = None) -> Learngene:
+    from learngene_hf.artifact.learngene import Learngene
+
     looks_local = ref.startswith((".", "/", "~")) or ref.count("/") != 1 or os.path.exists(ref)
     if looks_local and not os.path.isdir(ref):
         raise ArtifactError(
@@ -147,6 +155,10 @@ def load_learngene(ref: str, revision: str | None, endpoint: str | None = None) 
 def journal_setting(learngene: Learngene, run: ComparisonConfig, collective_run: str | None) -> dict:
     """What defines a result besides its method and episode (episodes.jsonl): the learngene (its
     tensors and config) and, for --compare / --sizes, the collective model's weights file."""
+    from learngene_hf.artifact.save_and_load import file_sha256
+    from learngene_hf.fewshot.journal import fingerprint
+    from learngene_hf.fewshot.loading import collective_run_dir
+
     config = learngene.config.to_dict()
     config["source"] = {k: v for k, v in config["source"].items() if k != "pulled"}
     config.pop("checksums", None)
@@ -159,6 +171,25 @@ def journal_setting(learngene: Learngene, run: ComparisonConfig, collective_run:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    import learngene_hf  # the heavy part: torch, transformers, timm and the library's stages
+    from learngene_hf.data import sample_episodes
+    from learngene_hf.errors import os_error_message
+    from learngene_hf.fewshot.compare import (
+        compare_methods,
+        compare_sizes,
+        format_sizes_table,
+        format_table,
+        write_results,
+        write_sizes,
+    )
+    from learngene_hf.fewshot.journal import record_episodes
+    from learngene_hf.fewshot.loading import collective_model_of, load_fewshot_data
+    from learngene_hf.fewshot.methods import comparison_methods
+    from learngene_hf.fewshot.tuning import tuning_episodes
+
+    learngene_hf.import_models()
+    if args.no_progress:
+        silence_progress_bars()
     run = ComparisonConfig(**config_kwargs(args, ComparisonConfig))
     out = writable_folder(args.output_dir, "the output folder (--output-dir)")  # before any training
     accelerator = make_accelerator(args.mixed_precision, default="no")

@@ -18,11 +18,27 @@ Rerunning the same command resumes the collective training.
 from __future__ import annotations
 
 import argparse
+import os
 
-from learngene_hf.cli import ArgumentParser, add_config_arguments, config_kwargs, make_accelerator, run_script
-from learngene_hf.pipeline import PipelineConfig, run_pipeline
-from learngene_hf.selection.config import CRITERIA, parse_layers
-from learngene_hf.training.config import PRESET_TRAINING_DEFAULTS
+# Only light modules (the standard library, the config dataclasses) are imported before the
+# arguments are parsed, so --help answers at once; torch and the models come in main().
+os.environ.setdefault("LEARNGENE_HF_DEFER_MODELS", "1")
+
+from learngene_hf.cli import (  # noqa: E402
+    ArgumentParser,
+    add_config_arguments,
+    config_kwargs,
+    make_accelerator,
+    run_script,
+    silence_progress_bars,
+)
+from learngene_hf.fewshot.config import DEFAULT_STEPS, FewShotConfig  # noqa: E402
+from learngene_hf.pipeline import PipelineConfig  # noqa: E402
+from learngene_hf.selection.config import CRITERIA, parse_layers  # noqa: E402
+from learngene_hf.training.config import PRESET_TRAINING_DEFAULTS  # noqa: E402
+
+#: The default few-shot recipe, whose values PipelineConfig's None fields leave in charge.
+RECIPE = FewShotConfig()
 
 
 def _layers(text: str) -> list[int]:
@@ -51,6 +67,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             "criterion": "stability",
             "dataset": "the embedded dataset",
             "hub_endpoint": "a local Hub server under OUTPUT_DIR/hub",
+            "image_column": "the dataset's Image feature",
+            "label_column": "the dataset's ClassLabel feature",
+            "image_size": "the images' own size",
+            "steps": f"{DEFAULT_STEPS}, the recipe's",
+            "epochs": "none: steps are counted",
+            "lr": f"{RECIPE.lr:g}, the recipe's",
+            "batch_size": f"{RECIPE.batch_size}, the recipe's",
+            "token": "the logged-in one / HF_TOKEN",
         },
     )
     run = parser.add_argument_group("run")
@@ -60,16 +84,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         choices=["auto", "no", "fp16", "bf16"],
         help="wins over accelerate's setting when given (default: accelerate launch's choice, else auto)",
     )
-    run.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    run.add_argument("--no-progress", action="store_true", help="hide the progress bars (the library's and the Hub's)")
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    import learngene_hf  # the heavy part: torch, transformers, timm and every stage
+    from learngene_hf.pipeline import run_pipeline
+
+    learngene_hf.import_models()
+    if args.no_progress:
+        silence_progress_bars()
     cfg = PipelineConfig(**config_kwargs(args, PipelineConfig))
     accelerator = make_accelerator(args.mixed_precision)
     try:
-        run_pipeline(cfg, accelerator=accelerator, progress=not args.no_progress, log=print)
+        run_pipeline(cfg, accelerator=accelerator, progress=not args.no_progress, log=None if args.quiet else print)
     finally:
         accelerator.end_training()
 

@@ -14,16 +14,27 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 
-from learngene_hf.cli import ArgumentParser, add_config_arguments, config_kwargs, make_accelerator, run_script
-from learngene_hf.data import parse_class_list
-from learngene_hf.training.config import (
+# Only light modules (the standard library, the config dataclasses) are imported before the
+# arguments are parsed, so --help answers at once; torch and the models come in main().
+os.environ.setdefault("LEARNGENE_HF_DEFER_MODELS", "1")
+
+from learngene_hf.cli import (  # noqa: E402
+    ArgumentParser,
+    add_config_arguments,
+    config_kwargs,
+    make_accelerator,
+    parse_class_ids,
+    run_script,
+    silence_progress_bars,
+)
+from learngene_hf.training.config import (  # noqa: E402
     OPEN_WORLD_SCORES,
     PRESET_TRAINING_DEFAULTS,
     REPLAY_SELECTIONS,
     CollectiveTrainingConfig,
 )
-from learngene_hf.training.trainer import train_collective
 
 GROWTH_EXAMPLE = '[{"task": 1, "op": "deepen", "layer": "conv5"}]'
 
@@ -40,13 +51,6 @@ def _growth(text: str) -> str | list:
             f"expected 'paper', 'none' or a JSON list of events such as '{GROWTH_EXAMPLE}', got {text!r}"
         )
     return events
-
-
-def _class_list(text: str) -> list[int]:
-    try:
-        return parse_class_list(text)
-    except ValueError as err:
-        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def _preset_default(name: str) -> str:
@@ -72,7 +76,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             "open_world": ["--open-world-classes"],
             "novel": ["--novel-classes"],
         },
-        parsers={"growth": _growth, "base": _class_list, "open_world": _class_list, "novel": _class_list},
+        parsers={"growth": _growth, "base": parse_class_ids, "open_world": parse_class_ids, "novel": parse_class_ids},
         choices={
             "preset": sorted(PRESET_TRAINING_DEFAULTS),
             "mixed_precision": ["auto", "no", "fp16", "bf16"],
@@ -82,6 +86,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         },
         defaults={"preset": "small"},
         default_text={
+            "image_column": "the dataset's Image feature",
+            "label_column": "the dataset's ClassLabel feature",
+            "image_size": "the images' own size",
             **{name: _preset_default(name) for name in preset_fields},
             "mixed_precision": "accelerate launch's choice, else auto",
             "base": "64% of the classes",
@@ -89,13 +96,40 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             "novel": "20%",
         },
         help={
+            "preset": "model size with its training defaults: VGG-BN paper / small / tiny, ViT vit-paper / "
+            "vit-small / vit-tiny",
             "num_tasks": "tasks in the stream",
             "ways": "classes per task",
             "epochs_per_task": "epochs per task",
             "train_per_class": "training images per class and task",
             "test_per_class": "test images per class and task",
             "batch_size": "batch size",
-            "lr": "SGD learning rate",
+            "lr": "peak learning rate of the optimizer (SGD; AdamW for the ViT presets)",
+            "lr_schedule": "learning rate within every task: constant (the paper's) or cosine (decay to 0 at the "
+            "task's last step)",
+            "warmup_epochs": "linear warm-up of the learning rate at the start of every task, in epochs",
+            "momentum": "SGD momentum (ignored by AdamW)",
+            "weight_decay": "weight decay of the optimizer",
+            "optimizer": "sgd or adamw",
+            "growth_until": "the 'paper' growth widens one layer per task up to this task",
+            "growth_layers": "the 'paper' growth widens the last this many conv layers, round robin",
+            "growth_factor": "the 'paper' growth ends with those layers this many times as wide",
+            "ewc_batches": "batches of a task's training images the EWC Fisher is estimated on",
+            "bn_freeze_after": "from this task on every BatchNorm layer keeps its running statistics (0: never)",
+            "replay_per_class": "exemplars kept per class of every finished task and replayed (0: off)",
+            "replay_selection": "how the exemplars are picked: herding (iCaRL) or random",
+            "replay_batch_size": "replayed images added to every training step",
+            "outlier_exposure": "weight of a loss that makes heads unsure on other tasks' replayed images (0: off; "
+            "needs replay)",
+            "outlier_exposure_heads": "which heads that loss trains: current or all",
+            "record_gradients": "record the gradient statistics the selection criteria read",
+            "seed": "seed of the task stream, the model's initial weights and the data order",
+            "image_column": "image column of --dataset",
+            "label_column": "label column of --dataset",
+            "image_size": "resize every image to this side",
+            "open_world_method": "the score reported as open_world_auroc (all are measured)",
+            "open_world_known": "held-out images of the known classes each open-world AUROC compares against",
+            "eval_batch_size": "images per forward pass when evaluating",
             "ewc_weight": "EWC penalty weight (0: off)",
             "ewc_cap": "cap each parameter's EWC curvature at half of SGD's stability limit, (1 + momentum) / lr, "
             "so long streams cannot diverge",
@@ -118,19 +152,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         },
     )
     run = parser.add_argument_group("run")
-    run.add_argument("--output-dir", default="runs/collective")
+    run.add_argument("--output-dir", default="runs/collective", help="the run folder (default: runs/collective)")
     run.add_argument(
         "--resume",
         action=argparse.BooleanOptionalAction,
         default=True,
         help="continue from the output folder's checkpoint (default: on)",
     )
-    run.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    run.add_argument("--no-progress", action="store_true", help="hide the progress bars (the library's and the Hub's)")
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    import learngene_hf  # the heavy part: torch, transformers, timm and the trainer
+    from learngene_hf.training.trainer import train_collective
+
+    learngene_hf.import_models()
+    if args.no_progress:
+        silence_progress_bars()
     values = config_kwargs(args, CollectiveTrainingConfig)
     config = CollectiveTrainingConfig.for_preset(values.pop("preset"), **values)
     accelerator = make_accelerator(values.get("mixed_precision"), default=config.mixed_precision)

@@ -187,6 +187,12 @@ def _doc_help(cls: type) -> dict[str, str]:
     return out
 
 
+def _plain(text: str) -> str:
+    """Docstring markup as plain help text: ``:mod:`~a.b.c``` -> ``c``, ````x```` -> ``x``."""
+    text = re.sub(r":\w+:`(~?)([^`]+)`", lambda m: m.group(2).rsplit(".", 1)[-1] if m.group(1) else m.group(2), text)
+    return text.replace("``", "")
+
+
 def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
@@ -261,7 +267,7 @@ def add_config_arguments(
             default = f.default_factory()  # type: ignore[misc]
         else:
             default = None
-        text = (help.get(f.name) or meta.get("help") or doc.get(f.name) or "").replace("``", "").replace(":func:", "")
+        text = _plain(help.get(f.name) or meta.get("help") or doc.get(f.name) or "")
         shown = default_text.get(f.name) or _show(default)
         text = f"{text.rstrip('.')} (default: {shown})" if text else f"default: {shown}"
         text = text.replace("%", "%%")

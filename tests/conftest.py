@@ -149,3 +149,18 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+# ==================================================================================================
+# Example scripts: they set LEARNGENE_HF_DEFER_MODELS (to answer --help before torch) when a test
+# loads them in-process; the variable is removed after every test, so later subprocesses that
+# ``import learngene_hf`` register the model families as usual.
+# ==================================================================================================
+
+
+@pytest.fixture(autouse=True)
+def _undo_deferred_models() -> Iterator[None]:
+    was_set = "LEARNGENE_HF_DEFER_MODELS" in os.environ
+    yield
+    if not was_set:
+        os.environ.pop("LEARNGENE_HF_DEFER_MODELS", None)

@@ -28,7 +28,7 @@ def _script(name: str, monkeypatch: pytest.MonkeyPatch):
 def _imagefolder(root: Path) -> Path:
     """``root/images/{train,test}/<class>/*.png``: one flat colour per class plus noise, 16x16."""
     rng = np.random.default_rng(0)
-    for c, name in enumerate(NAMES):
+    for name in NAMES:
         colour = rng.integers(0, 200, size=3)
         for split, count in (("train", 16), ("test", 6)):
             (root / "images" / split / name).mkdir(parents=True)

@@ -409,6 +409,7 @@ def _reload_probe_data(dataset: dict[str, Any], run_dir: Path):
     except Exception as err:  # noqa: BLE001 - any loader failure becomes a clear DataError
         raise DataError(
             f"Could not reload the dataset of the run {run_dir} ({dataset.get('source')}): {err}. Make it available "
-            "again, or pass load_probe_data=False (the selection then falls back to the criterion)."
+            "again, or pass load_probe_data=False (extract_learngene.py --no-probe-data; the selection then falls back "
+            "to the criterion)."
         ) from err
     return train
