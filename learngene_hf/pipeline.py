@@ -451,6 +451,7 @@ def run_pipeline(
     from .artifact.learngene import Learngene
     from .io import write_json_atomic, write_text_atomic
     from .logs import get_logger
+    from .machine import machine_record
     from .training.config import resolve_mixed_precision
 
     cfg = cfg or PipelineConfig()
@@ -493,6 +494,7 @@ def run_pipeline(
         "config": cfg.to_dict(),
         "processes": accelerator.num_processes,
         "device": str(accelerator.device),
+        "machine": machine_record(accelerator),
         "collective": {
             "preset": cfg.preset,
             "num_tasks": report.get("finished_tasks"),

@@ -27,6 +27,7 @@ from torch import nn
 from ..errors import ConfigError
 from ..io import write_json_atomic, write_text_atomic
 from ..logs import get_logger
+from ..machine import machine_record
 from ..stats import mean_ci, paired_difference
 from .baselines import inheritance
 from .config import DEFAULT_LR_GRID, DEFAULT_VIT_LR_GRID, FewShotConfig
@@ -253,6 +254,7 @@ def compare_methods(
             "tune_grid": ((dict(tune_grid) if tune_grid else {"lr": list(lr_grid)}) if tune_lr_episodes else None),
         },
         "config": cfg.to_dict(),
+        "machine": machine_record(accelerator, device=cfg.resolved_device()),
         "learngene": {
             "layers": lg.layer_names,
             "position": lg.position,

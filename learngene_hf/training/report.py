@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ..io import follow_umask, write_json_atomic, write_text_atomic
+from ..machine import machine_record
 from ..models.collective import CollectiveModel
 from .config import RUN_FORMAT, RUN_VERSION, CollectiveTrainingConfig
 from .openworld import ClassGaussians, FeatureBank
@@ -73,6 +74,7 @@ def build_report(
         "num_processes": accelerator.num_processes,
         "device": str(accelerator.device),
         "mixed_precision": str(accelerator.mixed_precision),
+        "machine": machine_record(accelerator),
     }
     summarise(report)
     return report
