@@ -525,5 +525,5 @@ def write_sizes(results: dict[str, Any], output_dir: str, plot: bool = True) -> 
     if plot:
         from ..plots.sizes import plot_descendant_sizes
 
-        paths["plot"] = plot_descendant_sizes(results["sizes"], out / "sizes.png", title=title)
+        paths["plot"] = plot_descendant_sizes(results["sizes"], out / "sizes.png", title=title, ways=s["ways"])
     return paths
