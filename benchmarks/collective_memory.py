@@ -9,7 +9,7 @@ BatchNorm point with every replay size). Writes ``benchmarks/results/collective_
 
 The tuning also picks the **tuned choice**: the variant with the lowest mean forgetting among those
 whose mean accuracy right after learning stays within 0.05 of no control and whose wall time is
-at most 1.3x no control's (the issue's time budget); no control when none qualifies.
+at most 1.3x no control's (the time budget); no control when none qualifies.
 
 ``--stage compare`` runs the stream on the base classes (by default the preset's 15 tasks; the
 stream options shorten it) once per variant - no control, BatchNorm frozen + replay, BatchNorm

@@ -7,7 +7,7 @@ settings) and writes benchmarks/results/pipeline.{json,md}:
   recipe), scratch (the same recipe), the --compare blocks and baselines at every K, with the
   paired differences to scratch and to the strongest method that inherits nothing (every
   method's recipe values tuned on open-world classes; values at the edge of their grid flagged);
-* a reading against the targets of issue 11 (+10 points over the strongest method that inherits
+* a reading against the project's targets (+10 points over the strongest method that inherits
   nothing, CI above zero; the linear classifier on the whole collective model's features);
 * learngene size: parameters and bytes vs the collective model and vs an individual model;
 * collective training throughput (images/s) and few-shot wall time per episode and method;
@@ -118,11 +118,11 @@ def _pm(diff: dict) -> str:
 
 
 def target_lines(summary: dict) -> list[str]:
-    """The results read against issue 11's targets, one line per shot setting and target."""
+    """The results read against the project's targets, one line per shot setting and target."""
     from learngene_hf.stats import paired_difference
 
     sizes = summary["learngene"]["sizes"]
-    lines = ["Against the targets (issue 11):", ""]
+    lines = ["Against the targets:", ""]
     for shots, result in summary["few_shot"].items():
         methods = result["methods"]
         lg = methods.get("learngene")
