@@ -13,7 +13,7 @@ from transformers.utils import logging as tf_logging
 import learngene_hf  # noqa: F401 - registers the Auto classes
 from learngene_hf.artifact.learngene import Learngene
 from learngene_hf.auto import from_learngene
-from learngene_hf.errors import IncompatibleLearngeneError
+from learngene_hf.errors import ConfigError, IncompatibleLearngeneError
 from learngene_hf.fewshot.config import FewShotConfig
 from learngene_hf.fewshot.train import train_individual
 from learngene_hf.models.collective import CollectiveConfig, CollectiveModel
@@ -188,3 +188,23 @@ def test_push_to_hub_and_load_with_auto(hub):
     from transformers import AutoImageProcessor
 
     assert AutoImageProcessor.from_pretrained("org/individual").size["height"] == 32
+
+
+def test_named_sizes_shorten_and_narrow_the_fresh_tail_and_head():
+    grown = {"widths": [32, 32, 64, 128, 256, 256], "pool": [False, True, False, True, False, True]}
+    collective = CollectiveModel(CollectiveConfig(preset="small", task_num_labels=[5], **grown))  # as after growth
+    lg = Learngene.from_collective(collective, [0, 1, 2])
+    configs = {size: IndividualConfig.for_learngene(lg, 5, size=size) for size in ("tiny", "small", "medium", "full")}
+    assert configs["tiny"].widths == [32, 32, 64] and configs["tiny"].head_hidden == []
+    assert configs["tiny"].feature_pool_size == 2  # a linear head on 2x2-pooled features
+    assert configs["small"].widths == [32, 32, 64, 64] and configs["small"].pool[-1] is True
+    assert configs["medium"].widths == [32, 32, 64, 64, 128, 128] and configs["medium"].head_hidden == [128]
+    assert configs["full"].to_dict()["widths"] == IndividualConfig.for_learngene(lg, 5).widths
+    parameters = [sum(p.numel() for p in IndividualModel(c).parameters()) for c in configs.values()]
+    assert parameters == sorted(parameters) and parameters[0] < 0.05 * sum(p.numel() for p in collective.parameters())
+    explicit = IndividualConfig.for_learngene(lg, 5, size="tiny", head_hidden=[16])  # an explicit field wins
+    assert explicit.head_hidden == [16]
+    model = IndividualModel.from_learngene(lg, 5, size="small")
+    assert model.num_inherited_parameters() == lg.num_parameters()
+    with pytest.raises(ConfigError, match="Unknown descendant size"):
+        IndividualConfig.for_learngene(lg, 5, size="huge")

@@ -34,7 +34,7 @@ from .modeling_utils import (
     descendant_config_kwargs,
     register_auto_classes,
 )
-from .presets import VGG_BN_ARCHS, VGG_BN_MEAN, VGG_BN_STD
+from .presets import VGG_BN_ARCHS, VGG_BN_MEAN, VGG_BN_STD, VGG_DESCENDANT_SIZES
 from .timm_hub import drop_timm_keys
 from .vgg import check_vgg_shape
 
@@ -151,7 +151,9 @@ class IndividualConfig(PreTrainedConfig):
         return len(self.widths)
 
     @classmethod
-    def for_learngene(cls, learngene: Any, num_labels: int, **overrides: Any) -> "IndividualConfig":
+    def for_learngene(
+        cls, learngene: Any, num_labels: int, size: str | None = None, **overrides: Any
+    ) -> "IndividualConfig":
         """The architecture a learngene calls for (no weights loaded: also the scratch baseline).
 
         ``learngene`` is a :class:`learngene_hf.artifact.learngene.Learngene` (or anything with a
@@ -160,9 +162,13 @@ class IndividualConfig(PreTrainedConfig):
         learngene gets no stem. A learngene at the output end of the paper preset gets the paper's
         stem 64-128-256-512 (a pool after each) and head [1024, 1024] on 2x2 pooled features.
 
-        Overrides: ``stem_widths``, ``stem_pool``, ``tail_widths``, ``tail_pool``,
-        ``head_hidden``, ``feature_pool_size``, ``dropout``, ``image_size``, ``freeze_learngene``
-        and any other :class:`IndividualConfig` argument (``id2label``...).
+        ``size``: a name of :data:`~learngene_hf.models.presets.VGG_DESCENDANT_SIZES` ("tiny": the
+        learngene and a linear head, "small", "medium", "full": the collective's size; ``None``:
+        "full"), which shortens and narrows the fresh tail and the head.
+
+        Overrides (they win over the size): ``stem_widths``, ``stem_pool``, ``tail_widths``,
+        ``tail_pool``, ``head_hidden``, ``feature_pool_size``, ``dropout``, ``image_size``,
+        ``freeze_learngene`` and any other :class:`IndividualConfig` argument (``id2label``...).
         """
         if not isinstance(num_labels, int) or isinstance(num_labels, bool) or num_labels <= 0:
             raise _config_error(f"num_labels must be a positive integer, got {num_labels!r}.")
@@ -170,49 +176,14 @@ class IndividualConfig(PreTrainedConfig):
         layers = list(lg.layers)
         if not layers:
             raise _incompatible("The learngene has no layers; extract it again with at least one layer.")
-        source = dict(lg.source or {})
-        src_widths = [int(w) for w in source.get("widths", [])]
-        src_pool = [bool(p) for p in source.get("pool", [False] * len(src_widths))]
-        start = int(layers[0].get("source_index", 0))
-        end = int(layers[-1].get("source_index", start + len(layers) - 1)) + 1
-        preset = source.get("preset")
-        position = lg.position
-
-        if position in ("input", "whole"):
-            stem_w, stem_p = [], []
-        elif preset == "paper" and position == "output" and int(lg.in_channels) == PAPER_STEM_WIDTHS[-1]:
-            stem_w, stem_p = list(PAPER_STEM_WIDTHS), [True] * len(PAPER_STEM_WIDTHS)
-        elif src_widths:
-            stem_w, stem_p = src_widths[:start], src_pool[:start]
-        else:
-            raise _incompatible(
-                "The learngene does not record its source model's widths (config.source['widths']), so the fresh "
-                "layers before it cannot be mirrored; pass stem_widths=[...] and stem_pool=[...]."
-            )
-        if position in ("output", "whole"):
-            tail_w, tail_p = [], []
-        else:
-            tail_w, tail_p = src_widths[end:], src_pool[end:]
-
-        paper_head = preset == "paper" and position == "output"
-        head_hidden = source.get("head_hidden")
-        dropout = source.get("dropout")
-        if head_hidden is None or dropout is None:
-            base = VGG_BN_ARCHS.get(preset, {})
-            head_hidden = base.get("head_hidden", PAPER_HEAD_HIDDEN) if head_hidden is None else head_hidden
-            dropout = base.get("dropout", 0.0) if dropout is None else dropout
-        if paper_head:
-            head_hidden, dropout = PAPER_HEAD_HIDDEN, PAPER_DROPOUT
-        feature_pool_size = PAPER_FEATURE_POOL_SIZE if paper_head else int(source.get("feature_pool_size", 1))
-
-        stem_w = [int(w) for w in overrides.pop("stem_widths", stem_w)]
-        stem_p = [
-            bool(p) for p in overrides.pop("stem_pool", stem_p if len(stem_p) == len(stem_w) else [True] * len(stem_w))
-        ]
-        tail_w = [int(w) for w in overrides.pop("tail_widths", tail_w)]
-        tail_p = [
-            bool(p) for p in overrides.pop("tail_pool", tail_p if len(tail_p) == len(tail_w) else [False] * len(tail_w))
-        ]
+        arch = _source_architecture(lg)
+        arch.update(descendant_size(arch, size))
+        stem_w = [int(w) for w in overrides.pop("stem_widths", arch["stem_widths"])]
+        stem_p = overrides.pop("stem_pool", arch["stem_pool"] if len(arch["stem_pool"]) == len(stem_w) else None)
+        stem_p = [bool(p) for p in (stem_p if stem_p is not None else [True] * len(stem_w))]
+        tail_w = [int(w) for w in overrides.pop("tail_widths", arch["tail_widths"])]
+        tail_p = overrides.pop("tail_pool", arch["tail_pool"] if len(arch["tail_pool"]) == len(tail_w) else None)
+        tail_p = [bool(p) for p in (tail_p if tail_p is not None else [False] * len(tail_w))]
         if len(stem_p) != len(stem_w) or len(tail_p) != len(tail_w):
             raise _config_error(
                 f"stem_pool/tail_pool need one flag per layer: stem {len(stem_w)} widths vs {len(stem_p)} flags, "
@@ -226,8 +197,6 @@ class IndividualConfig(PreTrainedConfig):
                 f"The learngene's first layer expects {lg.in_channels} input channels but {what} feeds it; "
                 f"set stem_widths so that its last width is {lg.in_channels}."
             )
-        block_widths = [int(layer["out_channels"]) for layer in layers]
-        block_pool = [bool(layer.get("pool", False)) for layer in layers]
         kernels = {int(layer.get("kernel_size", 3)) for layer in layers}
         if len(kernels) != 1:
             raise _incompatible(
@@ -235,17 +204,83 @@ class IndividualConfig(PreTrainedConfig):
             )
         preprocessing = dict(lg.preprocessing or {})
         kwargs: dict[str, Any] = {
-            "widths": stem_w + block_widths + tail_w,
-            "pool": stem_p + block_pool + tail_p,
+            "widths": stem_w + [int(layer["out_channels"]) for layer in layers] + tail_w,
+            "pool": stem_p + [bool(layer.get("pool", False)) for layer in layers] + tail_p,
             "inherited": [len(stem_w), len(stem_w) + len(layers)],
-            "head_hidden": overrides.pop("head_hidden", head_hidden),
-            "feature_pool_size": overrides.pop("feature_pool_size", feature_pool_size),
-            "dropout": overrides.pop("dropout", dropout),
+            "head_hidden": overrides.pop("head_hidden", arch["head_hidden"]),
+            "feature_pool_size": overrides.pop("feature_pool_size", arch["feature_pool_size"]),
+            "dropout": overrides.pop("dropout", arch["dropout"]),
             "kernel_size": kernels.pop(),
             "in_channels": in_channels,
             "image_size": overrides.pop("image_size", preprocessing.get("image_size", 32)),
         }
         return cls(**descendant_config_kwargs(kwargs, preprocessing, num_labels, overrides))
+
+
+def _source_architecture(lg: Any) -> dict[str, Any]:
+    """The fresh layers that mirror a layer learngene's source collective model around it:
+    ``stem_widths`` / ``stem_pool`` (before it), ``tail_widths`` / ``tail_pool`` (after it),
+    ``head_hidden``, ``dropout`` and ``feature_pool_size`` (the paper's head for a learngene at
+    the output end of the paper preset)."""
+    layers = list(lg.layers)
+    source = dict(lg.source or {})
+    src_widths = [int(w) for w in source.get("widths", [])]
+    src_pool = [bool(p) for p in source.get("pool", [False] * len(src_widths))]
+    start = int(layers[0].get("source_index", 0))
+    end = int(layers[-1].get("source_index", start + len(layers) - 1)) + 1
+    preset, position = source.get("preset"), lg.position
+    if position in ("input", "whole"):
+        stem_w, stem_p = [], []
+    elif preset == "paper" and position == "output" and int(lg.in_channels) == PAPER_STEM_WIDTHS[-1]:
+        stem_w, stem_p = list(PAPER_STEM_WIDTHS), [True] * len(PAPER_STEM_WIDTHS)
+    elif src_widths:
+        stem_w, stem_p = src_widths[:start], src_pool[:start]
+    else:
+        raise _incompatible(
+            "The learngene does not record its source model's widths (config.source['widths']), so the fresh "
+            "layers before it cannot be mirrored; pass stem_widths=[...] and stem_pool=[...]."
+        )
+    tail_w, tail_p = ([], []) if position in ("output", "whole") else (src_widths[end:], src_pool[end:])
+    paper_head = preset == "paper" and position == "output"
+    head_hidden, dropout = source.get("head_hidden"), source.get("dropout")
+    if head_hidden is None or dropout is None:
+        base = VGG_BN_ARCHS.get(preset, {})
+        head_hidden = base.get("head_hidden", PAPER_HEAD_HIDDEN) if head_hidden is None else head_hidden
+        dropout = base.get("dropout", 0.0) if dropout is None else dropout
+    if paper_head:
+        head_hidden, dropout = PAPER_HEAD_HIDDEN, PAPER_DROPOUT
+    pool_size = PAPER_FEATURE_POOL_SIZE if paper_head else int(source.get("feature_pool_size", 1))
+    arch = {"stem_widths": stem_w, "stem_pool": stem_p, "tail_widths": tail_w, "tail_pool": tail_p}
+    arch.update(head_hidden=[int(w) for w in head_hidden], dropout=float(dropout), feature_pool_size=pool_size)
+    return arch
+
+
+def descendant_size(arch: dict[str, Any], size: str | None) -> dict[str, Any]:
+    """The tail and head of the named descendant ``size`` (:data:`VGG_DESCENDANT_SIZES`) of the
+    full-size architecture ``arch`` (``tail_widths``, ``tail_pool``, ``head_hidden``,
+    ``feature_pool_size``): the first ``tail_blocks`` tail blocks, ``width`` times as wide (at
+    least 1 channel), the head as the size says. ``None`` and "full" change nothing."""
+    if size is None:
+        return {}
+    if size not in VGG_DESCENDANT_SIZES:
+        raise _config_error(
+            f"Unknown descendant size {size!r}; choose one of {list(VGG_DESCENDANT_SIZES)} or give tail_widths=[...], "
+            "head_hidden=[...] yourself."
+        )
+    spec = VGG_DESCENDANT_SIZES[size]
+    count = (
+        len(arch["tail_widths"]) if spec["tail_blocks"] is None else min(spec["tail_blocks"], len(arch["tail_widths"]))
+    )
+    scale = float(spec["width"])
+    out = {"tail_widths": [max(1, int(round(w * scale))) for w in arch["tail_widths"][:count]],
+           "tail_pool": list(arch["tail_pool"][:count])}  # fmt: skip
+    hidden = spec["head_hidden"]
+    out["head_hidden"] = (
+        [max(1, int(round(w * scale))) for w in arch["head_hidden"]] if hidden is None else list(hidden)
+    )
+    if spec["feature_pool_size"] is not None:
+        out["feature_pool_size"] = int(spec["feature_pool_size"])
+    return out
 
 
 class IndividualPreTrainedModel(VGGPreTrainedMixin, PreTrainedModel):

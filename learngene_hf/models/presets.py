@@ -7,6 +7,9 @@ them to build their ``--help`` before any heavy import).
 * :data:`VIT_PRESETS`: the ViT collective model sizes. "vit-tiny" is for tests, "vit-small" for
   CPUs (width 96, 6 blocks, patch 4 on 32x32 images), "vit-paper" the DeiT-Tiny scale of TLEG's
   experiments (width 192, 12 blocks, 3 heads, MLP ratio 4) on 32x32 images with patch 4.
+* :data:`VGG_DESCENDANT_SIZES` / :data:`VIT_DESCENDANT_SIZES`: the named sizes of the individual
+  models a learngene starts (``from_learngene(..., size="small")``), from the learngene and a linear
+  head up to the collective model's size.
 * :data:`IMAGE_MEAN` / :data:`IMAGE_STD`: the per-channel normalization the library trains with
   (``x/255`` then ``(x - mean) / std``).
 """
@@ -15,7 +18,16 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["IMAGE_MEAN", "IMAGE_STD", "VGG_BN_ARCHS", "VGG_BN_MEAN", "VGG_BN_STD", "VIT_PRESETS"]
+__all__ = [
+    "IMAGE_MEAN",
+    "IMAGE_STD",
+    "VGG_BN_ARCHS",
+    "VGG_BN_MEAN",
+    "VGG_BN_STD",
+    "VGG_DESCENDANT_SIZES",
+    "VIT_DESCENDANT_SIZES",
+    "VIT_PRESETS",
+]
 
 VGG_BN_ARCHS: dict[str, dict[str, Any]] = {
     "paper": {
@@ -43,3 +55,26 @@ IMAGE_MEAN = (0.5, 0.5, 0.5)
 IMAGE_STD = (0.5, 0.5, 0.5)
 VGG_BN_MEAN = IMAGE_MEAN
 VGG_BN_STD = IMAGE_STD
+
+#: Descendant sizes of a layer learngene (VGG-BN); "tiny" is the learngene and a linear head
+#: (nothing fresh but the classifier), "full" the collective model's size. The fresh tail after
+#: the learngene mirrors the source collective model's layers after it: ``tail_blocks`` of them (``None``: all), each
+#: ``width`` times as wide; ``head_hidden``: the MLP between the pooled features and the classifier
+#: (``None``: the collective's, scaled by ``width``; ``[]``: a linear classifier);
+#: ``feature_pool_size``: the side of the average pool before it (``None``: the collective's).
+#: A learngene at the output end of its collective has no tail: every size is then its head only.
+VGG_DESCENDANT_SIZES: dict[str, dict[str, Any]] = {
+    "tiny": {"tail_blocks": 0, "width": 1.0, "head_hidden": [], "feature_pool_size": 2},
+    "small": {"tail_blocks": 1, "width": 0.5, "head_hidden": [], "feature_pool_size": 2},
+    "medium": {"tail_blocks": None, "width": 0.5, "head_hidden": None, "feature_pool_size": None},
+    "full": {"tail_blocks": None, "width": 1.0, "head_hidden": None, "feature_pool_size": None},
+}
+
+#: Descendant sizes of a linear-expansion (ViT) learngene: ``depth`` blocks (``None``: the
+#: collective's), ``width`` times the learngene's embedding width (rounded to the heads).
+VIT_DESCENDANT_SIZES: dict[str, dict[str, Any]] = {
+    "tiny": {"depth": 2, "width": 0.5},
+    "small": {"depth": 4, "width": 0.5},
+    "medium": {"depth": None, "width": 0.5},
+    "full": {"depth": None, "width": 1.0},
+}

@@ -16,6 +16,7 @@ from transformers import PreTrainedConfig, PreTrainedModel
 from transformers.modeling_outputs import ImageClassifierOutput
 
 from .modeling_utils import ImageModelMixin, descendant_config_kwargs, register_auto_classes
+from .presets import VIT_DESCENDANT_SIZES
 from .timm_hub import drop_timm_keys
 from .vit import (
     BLOCK_PARAMETER_NAMES,
@@ -81,18 +82,25 @@ class ViTIndividualConfig(PreTrainedConfig):
         num_labels: int,
         num_blocks: int | None = None,
         embed_dim: int | None = None,
+        size: str | None = None,
         **overrides: Any,
     ) -> "ViTIndividualConfig":
         """The descendant architecture of a linear-expansion learngene (no weights loaded: also
         the scratch baseline). ``num_blocks`` defaults to the collective model's depth,
         ``embed_dim`` to its width (a smaller width divisible by the heads is allowed: the
-        tensors are then reduced by evenly spaced selection)."""
+        tensors are then reduced by evenly spaced selection). ``size``: a name of
+        :data:`~learngene_hf.models.presets.VIT_DESCENDANT_SIZES` that sets both (explicit
+        ``num_blocks`` / ``embed_dim`` win)."""
         arch = dict(getattr(learngene.config, "expansion", None) or {})
         if not arch:
             raise incompatible(
                 "This learngene is not a linear-expansion learngene (its config has no 'expansion' section); layer "
                 "learngenes build VGG individual models with IndividualModel.from_learngene."
             )
+        if size is not None:
+            depth, width = vit_descendant_size(arch, size)
+            num_blocks = depth if num_blocks is None else num_blocks
+            embed_dim = width if embed_dim is None else embed_dim
         return cls._for_architecture(
             arch, num_labels, num_blocks, embed_dim, learngene.config.preprocessing or {}, **overrides
         )
@@ -128,6 +136,18 @@ class ViTIndividualConfig(PreTrainedConfig):
             "in_channels": int(arch.get("in_channels", 3)),
         }
         return cls(**descendant_config_kwargs(kwargs, preprocessing, num_labels, overrides))
+
+
+def vit_descendant_size(arch: dict[str, Any], size: str) -> tuple[int, int]:
+    """``(depth, embed_dim)`` of the named descendant ``size`` (:data:`VIT_DESCENDANT_SIZES`) of a
+    linear-expansion learngene's architecture ``arch``: the width rounded down to a multiple of the
+    heads (at least one per head)."""
+    if size not in VIT_DESCENDANT_SIZES:
+        raise config_error(f"Unknown descendant size {size!r}; choose one of {list(VIT_DESCENDANT_SIZES)}.")
+    spec, heads = VIT_DESCENDANT_SIZES[size], int(arch["num_heads"])
+    depth = int(arch["depth"]) if spec["depth"] is None else int(spec["depth"])
+    width = max(heads, int(int(arch["embed_dim"]) * float(spec["width"])) // heads * heads)
+    return depth, width
 
 
 class ViTIndividualPreTrainedModel(ImageModelMixin, PreTrainedModel):
