@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from functools import partial
 
 import helpers
@@ -71,10 +72,19 @@ def one_at_a_time(method: Method, episode, cfg: FewShotConfig):
     return evaluate(model, episode.query_images, episode.query_labels, run_cfg), model.state_dict()
 
 
+#: The same with the classifier fitted first (every BatchNorm re-estimated, logistic regression)
+#: and the inherited blocks at a third of the lr.
+LP_INIT = RECIPE.replace(lp_init=True, lp_steps=0, inherited_lr_scale=0.3, lr=0.02)
+
+
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-def test_stacked_descendants_match_one_at_a_time_training(episodes, dtype):
-    cfg = RECIPE
-    jobs = [(m, ep) for m in methods(dtype)[:3] for ep in episodes]
+@pytest.mark.parametrize("recipe", ["lp-ft", "lp-init"])
+def test_stacked_descendants_match_one_at_a_time_training(episodes, dtype, recipe):
+    cfg = RECIPE if recipe == "lp-ft" else LP_INIT
+    chosen = methods(dtype)[:3]
+    if recipe == "lp-init":  # the gentle learning rates such a recipe trains with, one per method
+        chosen = [replace(m, lr=lr, recipe=None) for m, lr in zip(chosen, (0.02, 0.01, 0.03))]
+    jobs = [(m, ep) for m in chosen for ep in episodes]
     models, seeds = zip(*(build_for_episode(m.builder, ep) for m, ep in jobs))
     stacked = train_and_evaluate_stacked(
         models, [ep for _, ep in jobs], seeds, [m.config(cfg) for m, _ in jobs], write_back=True
@@ -85,9 +95,13 @@ def test_stacked_descendants_match_one_at_a_time_training(episodes, dtype):
         trained = model.state_dict()
         worst = max(float((state[k].double() - trained[k].double()).abs().max()) for k in state)
         if dtype == torch.float64:  # weights, BN statistics and accuracies agree up to float64 rounding
-            assert acc == alone and worst < 1e-10, (method.name, ep.index, acc, alone, worst)
-        else:  # float32: within one query image per episode
-            assert abs(acc - alone) * queries <= 1 and worst < 1e-3, (method.name, ep.index, acc, alone, worst)
+            # (the linear probe's L-BFGS stops at a point that depends on rounding: training then amplifies it)
+            tolerance = 1e-10 if recipe == "lp-ft" else 1e-6
+            assert acc == alone and worst < tolerance, (method.name, ep.index, acc, alone, worst)
+        else:  # float32: within one query image per episode (the weights too, unless L-BFGS fitted the head:
+            # its stopping point moves with float32 rounding)
+            tolerance = 1e-3 if recipe == "lp-ft" else 0.1
+            assert abs(acc - alone) * queries <= 1 and worst < tolerance, (method.name, ep.index, acc, alone, worst)
 
 
 @pytest.mark.parametrize("recipe", ["default", "paper"])

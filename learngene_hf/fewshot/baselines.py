@@ -30,6 +30,7 @@ from transformers.modeling_outputs import ImageClassifierOutput
 
 from ..errors import ConfigError, DataError, IncompatibleLearngeneError
 from ..models.layers import run_blocks
+from .linear import feature_stats, fit_logistic
 
 #: Side of the average pool over the last feature map (2x2 -> 4 features per channel).
 FEATURE_POOL_SIZE = 2
@@ -211,9 +212,7 @@ class FrozenFeatureClassifier(nn.Module):
         if metric is not None:
             self.config.metric = FrozenFeatureConfig(num_labels=n, metric=metric).metric
         raw = self.raw_features(pixel_values)
-        mean = raw.mean(0)
-        std = raw.std(0, unbiased=False) if raw.shape[0] > 1 else torch.ones_like(mean)
-        std = torch.where(std > 1e-6, std, torch.ones_like(std))  # constant features stay centred only
+        mean, std = feature_stats(raw)  # constant features stay centred only
         self.feature_mean.copy_(mean)
         self.feature_std.copy_(std)
         f = self.standardized(raw)
@@ -225,28 +224,9 @@ class FrozenFeatureClassifier(nn.Module):
         return self
 
     def _fit_logistic(self, f: torch.Tensor, y: torch.Tensor, l2: float, max_iter: int) -> None:
-        w = torch.zeros(self.config.num_labels, f.shape[1], device=f.device, requires_grad=True)
-        b = torch.zeros(self.config.num_labels, device=f.device, requires_grad=True)
-        optimizer = torch.optim.LBFGS(
-            [w, b],
-            lr=1.0,
-            max_iter=max_iter,
-            history_size=20,
-            tolerance_grad=1e-7,
-            tolerance_change=1e-10,
-            line_search_fn="strong_wolfe",
-        )
-
-        def closure() -> torch.Tensor:
-            optimizer.zero_grad()
-            loss = nn.functional.cross_entropy(f @ w.T + b, y) + 0.5 * l2 * w.pow(2).sum()
-            loss.backward()
-            return loss
-
-        with torch.enable_grad():
-            optimizer.step(closure)
-        self.weight.copy_(w.detach())
-        self.bias.copy_(b.detach())
+        weight, bias = fit_logistic(f, y, self.config.num_labels, l2, max_iter)
+        self.weight.copy_(weight)
+        self.bias.copy_(bias)
 
     def forward(
         self, pixel_values: torch.Tensor, labels: torch.Tensor | None = None, **kwargs

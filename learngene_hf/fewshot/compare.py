@@ -135,6 +135,27 @@ def _tune_methods(
     return tuned, found
 
 
+def forward_flops(model: nn.Module, image_shape: Sequence[int]) -> int:
+    """Floating-point operations of one forward pass of ``model`` on one image of ``image_shape``
+    ``(C, H, W)`` in eval mode (``torch.utils.flop_counter``: a multiply-add counts 2)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    was_training = model.training
+    model.eval()
+    try:
+        reference = next(model.parameters(), None)
+        x = torch.zeros(1, *image_shape, dtype=reference.dtype if reference is not None else torch.float32)
+        x = x.to(reference.device) if reference is not None else x
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            if getattr(model, "fitted", True):
+                model(x)
+            else:  # a frozen-feature classifier before its fit: the features (the classifier is a small matmul)
+                model.raw_features(x)
+        return int(counter.get_total_flops())
+    finally:
+        model.train(was_training)
+
+
 def _summarise(
     method: Method,
     rows: list[dict[str, Any]],
@@ -142,6 +163,7 @@ def _summarise(
     ways: int,
     scratch: list[float] | None,
     found: _Tuned,
+    rows_shape: Sequence[int],
 ) -> dict[str, Any]:
     """The results entry of one method: its recipe or fit settings and their tuning, its accuracies
     over ``rows`` with mean and 95% CI, its parameters (and those inherited, built once more under a
@@ -174,6 +196,7 @@ def _summarise(
         model = method.builder(ways)
     inherited = inheritance(model)
     entry["parameters"] = sum(p.numel() for p in model.parameters())  # needed at inference
+    entry["flops_per_image"] = forward_flops(model, tuple(rows_shape))
     entry["inherited_parameters"] = inherited["parameters"]
     entry["inherited_bytes"] = inherited["bytes"]
     if scratch is not None and method.name != "scratch":
@@ -220,10 +243,10 @@ def compare_methods(
     methods = [as_method(m) for m in methods]
     if not episodes:
         raise ConfigError("compare_methods needs at least one episode.")
-    if cfg.total_steps(int(episodes[0].support_labels.shape[0])) <= 0:
+    if cfg.total_steps(int(episodes[0].support_labels.shape[0])) <= 0 and not cfg.lp_init:
         raise ConfigError(
             f"steps={cfg.steps}, epochs={cfg.epochs} trains nothing: the table would compare "
-            "untrained models. Give at least one step (--steps 1 or more)."
+            "untrained models. Give at least one step (--steps 1 or more), or fit the classifier first (--lp-init)."
         )
     if len(episodes[0].classes) < 2:
         raise ConfigError(
@@ -236,7 +259,8 @@ def compare_methods(
     rows = run_episodes(methods, episodes, cfg, accelerator, progress, seed)
     ways = len(episodes[0].classes)
     scratch = [r["accuracy"]["scratch"] for r in rows] if any(m.name == "scratch" for m in methods) else None
-    summary: dict[str, Any] = {method.name: _summarise(method, rows, cfg, ways, scratch, found) for method in methods}
+    shape = tuple(episodes[0].query_images.shape[1:])
+    summary: dict[str, Any] = {m.name: _summarise(m, rows, cfg, ways, scratch, found, shape) for m in methods}
     strongest = add_strongest_baseline(summary)
     shots = int(episodes[0].support_labels.shape[0]) // max(ways, 1)
     queries = int(episodes[0].query_labels.shape[0]) // max(ways, 1)

@@ -64,6 +64,14 @@ class FewShotConfig:
         lp_steps: LP-FT (Kumar et al., ICLR 2022): during the first ``lp_steps`` steps only the
             head trains (the body gets no gradient and no optimizer state: linear probing on
             frozen features, BatchNorm still in train mode); the body fine-tunes afterwards.
+        lp_init: before the steps, re-estimate every BatchNorm layer's statistics on the support
+            images and fit the classifier exactly: L2 logistic regression (``lp_l2``) on the
+            standardized features it reads, the standardization folded into its weights
+            (:mod:`~learngene_hf.fewshot.linear`). The run then starts where a linear probe on
+            the same network ends; with ``steps=0`` it is that probe.
+        lp_l2: the L2 strength of that fit (penalty ``lp_l2 / 2 * ||W||^2`` on the mean cross-entropy).
+        inherited_lr_scale: the inherited blocks' learning rate is ``lr * inherited_lr_scale``
+            (the fresh blocks keep ``lr``); 0 keeps the learngene fixed while the rest trains.
         warmup_steps: linear warm-up of every group's learning rate from ``lr / warmup_steps``
             to its peak, counted from the group's first step (the body's starts at ``lp_steps``).
         schedule: "constant" or "cosine" (decay from the peak, after warm-up, to
@@ -92,6 +100,9 @@ class FewShotConfig:
     lr: float = 0.1
     head_lr_scale: float = 1.0
     lp_steps: int = 20
+    lp_init: bool = False
+    lp_l2: float = 0.01
+    inherited_lr_scale: float = 1.0
     warmup_steps: int = 5
     schedule: str = "cosine"
     final_lr_scale: float = 0.0
@@ -119,10 +130,13 @@ class FewShotConfig:
             value = getattr(self, name)
             if value is not None and int(value) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {value}.")
-        if not self.lr > 0 or not self.head_lr_scale >= 0:
+        if not self.lr > 0 or not self.head_lr_scale >= 0 or not self.inherited_lr_scale >= 0:
             raise ConfigError(
-                f"lr must be positive and head_lr_scale >= 0, got lr={self.lr}, head_lr_scale={self.head_lr_scale}."
+                f"lr must be positive and head_lr_scale, inherited_lr_scale >= 0, got lr={self.lr}, "
+                f"head_lr_scale={self.head_lr_scale}, inherited_lr_scale={self.inherited_lr_scale}."
             )
+        if not self.lp_l2 >= 0:
+            raise ConfigError(f"lp_l2 must be >= 0, got {self.lp_l2}.")
         if self.schedule not in ("constant", "cosine"):
             raise ConfigError(f"schedule must be 'constant' or 'cosine', got {self.schedule!r}.")
         if not 0.0 <= self.final_lr_scale <= 1.0 or not 0.0 <= self.label_smoothing < 1.0:
@@ -199,15 +213,17 @@ class FewShotConfig:
         return int(self.steps)
 
     def group_lr(self, group: str, step: int, total_steps: int) -> float:
-        """Learning rate of parameter group ``group`` ("head" or "body") at step ``step`` (0-based)
-        of a run of ``total_steps`` steps: 0 for the body during the LP steps, then linear warm-up,
-        then constant or cosine decay to ``final_lr_scale`` x peak."""
+        """Learning rate of parameter group ``group`` ("head", "body" or "inherited") at step
+        ``step`` (0-based) of a run of ``total_steps`` steps: 0 for the body and the inherited
+        blocks during the LP steps, then linear warm-up, then constant or cosine decay to
+        ``final_lr_scale`` x peak."""
         if group == "head":
             peak, first = self.lr * self.head_lr_scale, 0
-        elif group == "body":
-            peak, first = self.lr, min(self.lp_steps, total_steps)
+        elif group in ("body", "inherited"):
+            peak = self.lr * (self.inherited_lr_scale if group == "inherited" else 1.0)
+            first = min(self.lp_steps, total_steps)
         else:
-            raise ConfigError(f"Unknown parameter group {group!r}; the groups are 'head' and 'body'.")
+            raise ConfigError(f"Unknown parameter group {group!r}; the groups are 'head', 'body' and 'inherited'.")
         t = step - first
         if t < 0:
             return 0.0

@@ -33,6 +33,7 @@ from torch.nn import functional as F
 from ..errors import ConfigError, DataError
 from ..models.individual import IndividualModel
 from .config import FewShotConfig
+from .linear import STD_FLOOR, feature_stats, fit_logistic, folded
 from .stacks import StackedIndividuals, StackedViTs, make_stack, stack_key, to_channels
 from .train import (
     augment_offsets,
@@ -97,7 +98,7 @@ def _dropout_masks(
 # ---------------------------------------------------------------------- training one stack
 #: Recipe fields that only set learning rates: descendants that differ in them share a stack.
 LR_ONLY_FIELDS = frozenset(
-    {"recipe", "lr", "head_lr_scale", "warmup_steps", "schedule", "final_lr_scale", "stack_size"}
+    {"recipe", "lr", "head_lr_scale", "inherited_lr_scale", "warmup_steps", "schedule", "final_lr_scale", "stack_size"}
 )
 
 
@@ -173,22 +174,26 @@ def train_and_evaluate_stacked(
     # train_individual seeds the global RNG with the episode seed: dropout draws from it
     dropout_gens = [torch.Generator().manual_seed(int(s)) for s in seeds]
 
-    if cfg.bn_reestimate and isinstance(stack, StackedIndividuals):  # ViTs have no BatchNorm
+    if isinstance(stack, StackedIndividuals):  # ViTs have no BatchNorm
+        active = [cfg.lp_init or (cfg.bn_reestimate and m.has_learngene) for m in models]
         _reestimate_batchnorm(
-            stack, x, cfg.batch_size, [g if m.has_learngene else None for m, g in zip(models, dropout_gens)]
+            stack, x, cfg.batch_size, [g if a else None for a, g in zip(active, dropout_gens)], cfg.lp_init
         )
+    if cfg.lp_init:
+        _fit_classifiers(stack, x, y, float(cfg.lp_l2))
 
     groups = {name: tensors for name, tensors in stack.parameter_groups().items() if tensors}
+    roles = {name: stack.roles(name) for name in groups}
     lp_steps = int(cfg.lp_steps)
-    body_frozen = lp_steps > 0 and "body" in groups
-    if body_frozen:  # LP-FT: the head trains alone first
-        for p in groups["body"]:
-            p.requires_grad_(False)
+    frozen = [p for name, tensors in groups.items() if name != "head" for p in tensors] if lp_steps > 0 else []
+    body_frozen = bool(frozen)
+    for p in frozen:  # LP-FT: the head trains alone first
+        p.requires_grad_(False)
     buffers: dict[int, torch.Tensor] = {}
     try:
         for step, idxs in enumerate(zip(*(support_batches(n, cfg, g) for g in batch_gens))):
             if body_frozen and step >= lp_steps:
-                for p in groups["body"]:
+                for p in frozen:
                     p.requires_grad_(True)
                 body_frozen = False
             idx = torch.stack(idxs).to(device)
@@ -208,11 +213,11 @@ def train_and_evaluate_stacked(
                 for p in tensors:
                     p.grad = None
             loss.backward()
-            rates = {name: [float(c.group_lr(name, step, total)) for c in cfgs] for name in groups}
+            rates = {name: [float(c.group_lr(r, step, total)) for c, r in zip(cfgs, roles[name])] for name in groups}
             _sgd_step(stack, groups, buffers, rates, cfg.momentum, cfg.weight_decay)
     finally:
         if body_frozen:
-            for p in groups["body"]:
+            for p in frozen:
                 p.requires_grad_(True)
 
     accuracy = _evaluate_stacked(stack, models, episodes, cfg, device, dtype)
@@ -264,12 +269,30 @@ def _sgd_step(
 
 
 @torch.no_grad()
+def _fit_classifiers(stack: StackedIndividuals | StackedViTs, x: torch.Tensor, y: torch.Tensor, l2: float) -> None:
+    """:func:`~learngene_hf.fewshot.train.fit_classifier` for every model of the stack: ``x``
+    ``[N, n, C, H, W]`` (normalized support images), ``y`` ``[N, n]``."""
+    features = stack.classifier_inputs(x)
+    num_labels = int(stack.models[0].config.num_labels)
+    for m in range(stack.n):
+        mean, std = feature_stats(features[m], STD_FLOOR)
+        weight, bias = fit_logistic((features[m] - mean) / std, y[m], num_labels, l2)
+        weight, bias = folded(weight, bias, mean, std)
+        stack.set_classifier(m, weight.to(stack.dtype), bias.to(stack.dtype))
+
+
+@torch.no_grad()
 def _reestimate_batchnorm(
-    stack: StackedIndividuals, x: torch.Tensor, batch_size: int, dropout_gens: Sequence[torch.Generator | None]
+    stack: StackedIndividuals,
+    x: torch.Tensor,
+    batch_size: int,
+    dropout_gens: Sequence[torch.Generator | None],
+    every_layer: bool = False,
 ) -> None:
     """:func:`~learngene_hf.fewshot.train.reestimate_batchnorm` for the models with a generator (those
-    with a learngene): their inherited BatchNorm layers restart and average over the support
-    batches; every other running statistic, and every statistic of the other models, stays."""
+    with a learngene, or every model with ``FewShotConfig.lp_init``): their inherited BatchNorm
+    layers (every layer with ``every_layer``) restart and average over the support batches; every
+    other running statistic, and every statistic of the other models, stays."""
     active = [g is not None for g in dropout_gens]
     if not any(active):
         return
@@ -279,7 +302,7 @@ def _reestimate_batchnorm(
     ]
     reset: list[list[bool]] = []
     for i, width in enumerate(stack.widths):
-        flags = [active[m] and i in stack.inherited[m] for m in range(stack.n)]
+        flags = [active[m] and (every_layer or i in stack.inherited[m]) for m in range(stack.n)]
         reset.append(flags)
         for m, flag in enumerate(flags):
             if flag:

@@ -194,6 +194,7 @@ class StackedIndividuals:
         self.dropouts = list(first["dropouts"])
         self.widths = [int(w) for w in models[0].config.widths]
         self.inherited = [set(m.inherited_indices) for m in models]
+        self.has_learngene = [bool(m.has_learngene) for m in models]
 
     # -------------------------------------------------------------- parameters
     @property
@@ -201,11 +202,24 @@ class StackedIndividuals:
         return self.convs[0].dtype
 
     def parameter_groups(self) -> dict[str, list[torch.Tensor]]:
-        """Trainable stacked tensors by recipe group, as :func:`~learngene_hf.fewshot.train.parameter_groups`
-        splits a model's: ``"body"`` (conv blocks) and ``"head"`` (MLP neck and classifier)."""
-        body = [t for i in range(len(self.convs)) for t in (self.convs[i], self.bn_weight[i], self.bn_bias[i])]
-        head = [t for pair in zip(self.lin_weight, self.lin_bias) for t in pair]
-        return {"head": [t for t in head if t.requires_grad], "body": [t for t in body if t.requires_grad]}
+        """Trainable stacked tensors by group: ``"head"`` (MLP neck and classifier) and one group
+        per conv block, ``"block{i}"`` (its conv weight and BatchNorm affine parameters), whose
+        recipe group differs between models (:meth:`roles`)."""
+        groups = {"head": [t for pair in zip(self.lin_weight, self.lin_bias) for t in pair if t.requires_grad]}
+        for i in range(len(self.convs)):
+            groups[f"block{i}"] = [t for t in (self.convs[i], self.bn_weight[i], self.bn_bias[i]) if t.requires_grad]
+        return groups
+
+    def roles(self, group: str) -> list[str]:
+        """The recipe group (:func:`~learngene_hf.fewshot.train.parameter_groups`) of ``group``'s
+        tensors in each model: ``"head"``, ``"inherited"`` (a block a model inherited from its
+        learngene) or ``"body"``."""
+        if group == "head":
+            return ["head"] * self.n
+        i = int(group[len("block") :])
+        return [
+            "inherited" if has and i in blocks else "body" for has, blocks in zip(self.has_learngene, self.inherited)
+        ]
 
     def per_model(self, tensor: torch.Tensor) -> torch.Tensor:
         """A view ``[N, ...]`` of a stacked tensor, one row per model."""
@@ -225,9 +239,10 @@ class StackedIndividuals:
         train: bool,
         dropout_masks: Sequence[torch.Tensor | None] | None = None,
         bn_factor: Callable[[int], float] | None = None,
+        features_only: bool = False,
     ) -> torch.Tensor:
         """Logits ``[N, B, num_labels]`` of ``x`` ``[B, N*C, H, W]`` (each model's images in its
-        own channel group).
+        own channel group); with ``features_only``, what the classifiers read, ``[N, B, F]``.
 
         ``train``: BatchNorm layers in train mode use batch statistics and update their running
         statistics with factor ``bn_factor(layer)`` (default: the layer's momentum); layers the
@@ -262,6 +277,8 @@ class StackedIndividuals:
         h = F.adaptive_avg_pool2d(h, self.feature_pool_size).reshape(b, self.n, -1).transpose(0, 1)
         last = len(self.lin_weight) - 1
         for i, (w, bias) in enumerate(zip(self.lin_weight, self.lin_bias)):
+            if features_only and i == last:
+                return h
             h = torch.baddbmm(bias, h, w.transpose(1, 2))
             if i < last:
                 h = F.relu(h)
@@ -269,6 +286,17 @@ class StackedIndividuals:
                 if mask is not None:
                     h = h * mask
         return h
+
+    @torch.no_grad()
+    def classifier_inputs(self, batch: torch.Tensor) -> torch.Tensor:
+        """What the classifiers read, ``[N, B, F]``, of ``batch`` ``[N, B, C, H, W]``, with running statistics."""
+        return self.forward(to_channels(batch), train=False, features_only=True)
+
+    @torch.no_grad()
+    def set_classifier(self, model: int, weight: torch.Tensor, bias: torch.Tensor) -> None:
+        """Set model ``model``'s classifier to ``weight`` ``[K, F]`` and ``bias`` ``[K]``."""
+        self.lin_weight[-1][model].copy_(weight)
+        self.lin_bias[-1][model, 0].copy_(bias)
 
     # -------------------------------------------------------------- back into the models
     @torch.no_grad()
@@ -322,6 +350,7 @@ class StackedViTs:
             for name, p in models[0].vit.named_parameters()
         }
         self.head_names = {f"head.{name}" for name, _ in models[0].vit.head.named_parameters()}
+        self.pre_logits = _PreLogits(self.template)
 
     @property
     def dtype(self) -> torch.dtype:
@@ -335,6 +364,10 @@ class StackedViTs:
             if p.requires_grad:
                 groups["head" if name in self.head_names else "body"].append(p)
         return groups
+
+    def roles(self, group: str) -> list[str]:
+        """The recipe group of ``group``'s tensors in each model (``"head"`` or ``"body"``)."""
+        return [group] * self.n
 
     def per_model(self, tensor: torch.Tensor) -> torch.Tensor:
         """A stacked tensor is already ``[N, ...]``, one row per model."""
@@ -360,12 +393,37 @@ class StackedViTs:
         ``i``), or of ``batch`` ``[B, C, H, W]`` fed to every model with ``shared_input``."""
         return torch.func.vmap(self._one, in_dims=(0, None if shared_input else 0))(self.params, batch)
 
+    def _pre_logits(self, params: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        return torch.func.functional_call(self.pre_logits, {f"vit.{k}": v for k, v in params.items()}, (x,))
+
+    @torch.no_grad()
+    def classifier_inputs(self, batch: torch.Tensor) -> torch.Tensor:
+        """What the classifiers read (the pre-logits), ``[N, B, D]``, of ``batch`` ``[N, B, C, H, W]``."""
+        return torch.func.vmap(self._pre_logits, in_dims=(0, 0))(self.params, batch)
+
+    @torch.no_grad()
+    def set_classifier(self, model: int, weight: torch.Tensor, bias: torch.Tensor) -> None:
+        """Set model ``model``'s classifier to ``weight`` ``[K, D]`` and ``bias`` ``[K]``."""
+        self.params["head.weight"][model].copy_(weight)
+        self.params["head.bias"][model].copy_(bias)
+
     @torch.no_grad()
     def write_back(self) -> None:
         """Copy every model's trained tensors back into its ``vit``."""
         for m, model in enumerate(self.models):
             for name, p in model.vit.named_parameters():
                 p.copy_(self.params[name][m])
+
+
+class _PreLogits(nn.Module):
+    """A ViT's pre-logits (class-token features after the final norm) as a module's forward."""
+
+    def __init__(self, vit: nn.Module):
+        super().__init__()
+        self.vit = vit
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.vit.forward_head(self.vit.forward_features(x), pre_logits=True)
 
 
 def make_stack(models: Sequence[nn.Module]) -> StackedIndividuals | StackedViTs:

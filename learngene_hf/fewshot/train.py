@@ -26,6 +26,7 @@ from torch import nn
 from ..errors import DataError
 from ..models.individual import IndividualConfig, IndividualModel
 from .config import FewShotConfig
+from .linear import STD_FLOOR, feature_stats, fit_logistic, folded
 
 
 # ---------------------------------------------------------------------- helpers
@@ -91,16 +92,20 @@ def augment_batch(x: torch.Tensor, generator: torch.Generator, padding: int = 4)
 
 
 @torch.no_grad()
-def reestimate_batchnorm(model: IndividualModel, images: torch.Tensor, batch_size: int = 32) -> None:
-    """Reset the inherited BatchNorm running statistics and re-estimate them from ``images``.
+def reestimate_batchnorm(
+    model: IndividualModel, images: torch.Tensor, batch_size: int = 32, every_layer: bool = False
+) -> None:
+    """Reset the inherited BatchNorm running statistics (every BatchNorm layer's with
+    ``every_layer``) and re-estimate them from ``images``.
 
     ``images`` [N, C, H, W] float (normalized, on the model's device). The model runs in train
-    mode (fresh layers normalize with batch statistics, as during training); only the inherited
+    mode (fresh layers normalize with batch statistics, as during training); only the chosen
     BatchNorm layers update, with a cumulative average over the batches. Other BatchNorm layers
     keep their statistics; the model's train/eval mode is restored.
     """
-    inherited = {id(m) for m in model.inherited_batchnorms()}
-    if not inherited:
+    chosen = {id(m) for m in (model.modules() if every_layer else model.inherited_batchnorms())
+              if isinstance(m, nn.modules.batchnorm._BatchNorm)}  # fmt: skip
+    if not chosen:
         return
     modes = [(m, m.training) for m in model.modules()]
     momenta = []
@@ -109,7 +114,7 @@ def reestimate_batchnorm(model: IndividualModel, images: torch.Tensor, batch_siz
             m.training = True  # bypass IndividualModel.train: frozen blocks must update here too
             if isinstance(m, nn.modules.batchnorm._BatchNorm):
                 momenta.append((m, m.momentum))
-                if id(m) in inherited:
+                if id(m) in chosen:
                     m.reset_running_stats()
                     m.momentum = None  # cumulative moving average
                 else:
@@ -123,17 +128,62 @@ def reestimate_batchnorm(model: IndividualModel, images: torch.Tensor, batch_siz
             m.training = mode
 
 
+def classifier_module(model: nn.Module) -> nn.Linear:
+    """The linear layer that makes the logits: ``model.classifier`` (VGG descendant) or the ViT's ``head``."""
+    return model.classifier if hasattr(model, "classifier") else model.vit.head
+
+
+@torch.no_grad()
+def classifier_inputs(model: nn.Module, images: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+    """What the classifier reads, [N, F], for normalized ``images`` [N, C, H, W], in eval mode
+    (the model's mode is restored): a VGG descendant's neck output, a ViT's pre-logits."""
+    was_training = model.training
+    model.eval()
+    try:
+        out = []
+        for start in range(0, images.shape[0], batch_size):
+            x = images[start : start + batch_size]
+            if hasattr(model, "classifier"):
+                out.append(model.individual(x).pooler_output)
+            else:
+                out.append(model.vit.forward_head(model.vit.forward_features(x), pre_logits=True))
+        return torch.cat(out)
+    finally:
+        model.train(was_training)
+
+
+@torch.no_grad()
+def fit_classifier(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, l2: float) -> None:
+    """Set the classifier to the L2 logistic regression (``l2``) on the standardized features it reads
+    from ``images`` [N, C, H, W] (normalized) with ``labels`` [N], the standardization folded into
+    its weights: the model then classifies as a linear probe on those features does."""
+    features = classifier_inputs(model, images)
+    mean, std = feature_stats(features, STD_FLOOR)
+    layer = classifier_module(model)
+    weight, bias = fit_logistic((features - mean) / std, labels, layer.out_features, l2)
+    weight, bias = folded(weight, bias, mean, std)
+    layer.weight.copy_(weight.to(layer.weight))
+    layer.bias.copy_(bias.to(layer.bias))
+
+
 def parameter_groups(model: IndividualModel) -> dict[str, list[nn.Parameter]]:
     """The trainable parameters of ``model`` by recipe group: ``"head"`` (MLP neck and
     classifier of a VGG descendant; whatever ``model.head_modules()`` returns for other families,
-    e.g. a ViT descendant's classifier) and ``"body"`` (everything else: conv blocks, transformer
-    blocks, embeddings); frozen parameters are in neither."""
+    e.g. a ViT descendant's classifier), ``"inherited"`` (the blocks a VGG descendant inherited
+    from its learngene) and ``"body"`` (everything else: fresh conv blocks, transformer blocks,
+    embeddings); frozen parameters are in none."""
     heads = model.head_modules() if hasattr(model, "head_modules") else (model.neck, model.classifier)
     head = {id(p) for module in heads for p in module.parameters()}
-    groups: dict[str, list[nn.Parameter]] = {"head": [], "body": []}
+    blocks = (
+        model.inherited_blocks()
+        if getattr(model, "has_learngene", False) and hasattr(model, "inherited_blocks")
+        else []
+    )
+    inherited = {id(p) for block in blocks for p in block.parameters()}
+    groups: dict[str, list[nn.Parameter]] = {"head": [], "body": [], "inherited": []}
     for p in model.parameters():
         if p.requires_grad:
-            groups["head" if id(p) in head else "body"].append(p)
+            groups["head" if id(p) in head else "inherited" if id(p) in inherited else "body"].append(p)
     return groups
 
 
@@ -164,8 +214,10 @@ def train_individual(
     ``cfg``'s device).
 
     The run, in order: ``torch.manual_seed(seed)`` (dropout) inside a forked RNG; BatchNorm
-    re-estimation of the inherited blocks (``cfg.bn_reestimate``); one SGD optimizer with a
-    ``"head"`` and a ``"body"`` parameter group (see :func:`parameter_groups`); then for every
+    re-estimation of the inherited blocks (``cfg.bn_reestimate``; of every block with
+    ``cfg.lp_init``); with ``cfg.lp_init`` the classifier fitted by :func:`fit_classifier`; one
+    SGD optimizer with a ``"head"``, a ``"body"`` and an ``"inherited"`` parameter group (see
+    :func:`parameter_groups`); then for every
     step ``t`` of ``cfg.total_steps(N)``: batch indices from :func:`support_batches`, augmentation
     (:func:`augment_batch`, same generator), forward in train mode, cross-entropy with
     ``cfg.label_smoothing``, backward, and an SGD step with each group's lr set to
@@ -201,10 +253,12 @@ def train_individual(
     total = cfg.total_steps(n)
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(int(seed))
-        if cfg.bn_reestimate and model.has_learngene:
-            reestimate_batchnorm(model, x, cfg.batch_size)
+        if cfg.lp_init or (cfg.bn_reestimate and model.has_learngene):
+            reestimate_batchnorm(model, x, cfg.batch_size, every_layer=cfg.lp_init)
+        if cfg.lp_init:
+            fit_classifier(model, x, y, cfg.lp_l2)
         groups = parameter_groups(model)
-        names = [name for name in ("head", "body") if groups[name]]
+        names = [name for name in ("head", "body", "inherited") if groups[name]]
         optimizer = torch.optim.SGD(
             [{"params": groups[name], "lr": cfg.group_lr(name, 0, total)} for name in names],
             lr=cfg.lr,
@@ -214,15 +268,15 @@ def train_individual(
         # under an fp16 autocast (accelerate's mixed precision) scale the loss so small gradients survive
         fp16 = torch.is_autocast_enabled(device.type) and torch.get_autocast_dtype(device.type) == torch.float16
         scaler = torch.amp.GradScaler(device.type) if fp16 else None
-        body_frozen = cfg.lp_steps > 0 and "body" in names
-        if body_frozen:
-            for p in groups["body"]:
-                p.requires_grad_(False)
+        frozen = [p for name in ("body", "inherited") for p in groups[name]] if cfg.lp_steps > 0 else []
+        body_frozen = bool(frozen)
+        for p in frozen:
+            p.requires_grad_(False)
         model.train()
         try:
             for step, idx in enumerate(support_batches(n, cfg, generator)):
                 if body_frozen and step >= cfg.lp_steps:
-                    for p in groups["body"]:
+                    for p in frozen:
                         p.requires_grad_(True)
                     body_frozen = False
                 idx = idx.to(device)
@@ -243,7 +297,7 @@ def train_individual(
                     scaler.update()
         finally:
             if body_frozen:
-                for p in groups["body"]:
+                for p in frozen:
                     p.requires_grad_(True)
     model.eval()
     return model
