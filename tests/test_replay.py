@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from helpers import striped_data
 
 from learngene_hf.errors import ConfigError, DataError
+from learngene_hf.models.collective import CollectiveConfig, CollectiveModel
 from learngene_hf.training.config import CollectiveTrainingConfig
+from learngene_hf.training.loading import model_inputs
 from learngene_hf.training.replay import ReplayMemory, herding
 from learngene_hf.training.trainer import train_collective
 
@@ -89,6 +93,53 @@ def test_replay_reduces_forgetting_of_the_first_task(tmp_path):
     assert drop_on < drop_off
 
 
+def test_replay_loss_makes_the_outlier_heads_unsure_on_the_other_tasks_images():
+    from learngene_hf.training.trainer import replay_loss
+
+    torch.manual_seed(0)
+    model = CollectiveModel(CollectiveConfig(preset="tiny"))
+    for _ in range(3):
+        model.add_task(4)
+    images = torch.randint(0, 256, (6, 3, 16, 16), dtype=torch.uint8)
+    labels, tasks = torch.tensor([0, 1, 2, 3, 0, 1]), torch.tensor([0, 0, 1, 1, 2, 2])
+    model.requires_grad_(False)
+    ce, none = replay_loss(model, images, labels, tasks)
+    assert none == 0 and ce > 0
+    _, unsure = replay_loss(model, images, labels, tasks, outlier_heads=(2,))
+    embedding = model.embed(model_inputs(images))
+    logits = model.heads[2](embedding[tasks != 2])  # head 2 on the images of tasks 0 and 1
+    uniform = torch.full_like(logits, 1 / 4)
+    torch.testing.assert_close(unsure, torch.nn.functional.cross_entropy(logits, uniform))
+    with torch.no_grad():  # a head whose logits are all equal is as unsure as it can be: log(4)
+        model.heads[2].weight.zero_()
+    assert float(replay_loss(model, images, labels, tasks, outlier_heads=(2,))[1]) == pytest.approx(math.log(4))
+
+
+def test_outlier_exposure_trains_the_chosen_heads_and_needs_replay(tmp_path):
+    common = dict(num_tasks=3, epochs_per_task=2, lr=0.03, train_per_class=20, test_per_class=10, growth="none")
+    common.update(replay_per_class=5, record_gradients=False, base=list(range(15)), open_world=[], novel=[])
+    data = striped_data()
+    runs = {}
+    for heads in ("current", "all"):
+        config = CollectiveTrainingConfig.for_preset(
+            "tiny", outlier_exposure=1.0, outlier_exposure_heads=heads, **common
+        )
+        runs[heads] = train_collective(config, tmp_path / heads, data=data, resume=False, progress=False)
+    plain = CollectiveTrainingConfig.for_preset("tiny", **common)
+    runs["off"] = train_collective(plain, tmp_path / "off", data=data, resume=False, progress=False)
+    current = runs["current"].report["tasks"]
+    assert "epoch_outlier_exposure_losses" not in runs["off"].report["tasks"][1]
+    assert current[0]["epoch_outlier_exposure_losses"] == [0.0, 0.0]  # nothing replayed during the first task
+    assert all(v > 0 for v in current[1]["epoch_outlier_exposure_losses"])
+    first_head = {name: run.model.heads[0].weight for name, run in runs.items()}
+    assert torch.equal(first_head["current"], first_head["off"])  # old heads stay as they were learnt...
+    assert not torch.equal(first_head["all"], first_head["off"])  # ...unless every head is trained
+    with pytest.raises(ConfigError, match="turn replay on"):
+        CollectiveTrainingConfig.for_preset("tiny", outlier_exposure=1.0, replay_per_class=0)
+    with pytest.raises(ConfigError, match="outlier_exposure_heads"):
+        CollectiveTrainingConfig.for_preset("tiny", outlier_exposure=1.0, outlier_exposure_heads="some")
+
+
 def test_task_accuracy_plot_is_a_png_and_needs_a_variant(tmp_path):
     from learngene_hf.plots.memory import plot_task_accuracy
 
@@ -124,7 +175,7 @@ def test_open_world_statistics_from_replay_are_the_exemplar_means_under_the_fina
     )
     run = train_collective(config, tmp_path / "run", data=striped_data(), resume=False, progress=False)
     assert run.report["forgetting_control"]["open_world_from_replay"] is True
-    assert set(run.report["mean_open_world_aurocs"]) == {"energy", "msp", "mahalanobis", "knn"}
+    assert set(run.report["mean_open_world_aurocs"]) == {"energy", "msp", "maxlogit", "mahalanobis", "knn"}
     memory = ReplayMemory(4)
     memory.load_state_tensors(load_file(str(tmp_path / "run" / "checkpoint" / "replay.safetensors")))
     saved = ClassGaussians()

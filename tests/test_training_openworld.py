@@ -81,9 +81,12 @@ def test_unknown_scores_give_every_score_from_one_embedding():
     model.add_task(4)
     x = torch.randn(6, 3, 16, 16)
     scores = unknown_scores(model, x)
-    assert set(scores) == {"energy", "msp"}
+    assert set(scores) == {"energy", "msp", "maxlogit"}
     torch.testing.assert_close(scores["energy"], model.unknown_score(x, method="energy"))
     torch.testing.assert_close(scores["msp"], model.unknown_score(x, method="msp"))
+    embedding = model.embed(x)
+    best_logit = torch.stack([head(embedding).amax(1) for head in model.heads], 1).amax(1)
+    torch.testing.assert_close(scores["maxlogit"], -best_logit)
     gaussians = ClassGaussians()
     train = model.embed(torch.randn(20, 3, 16, 16))
     gaussians.add(train, torch.arange(2).repeat(10))

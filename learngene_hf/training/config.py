@@ -17,6 +17,7 @@ The trainer that runs the config is :mod:`learngene_hf.training.trainer`.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,7 +29,13 @@ RUN_VERSION = 1
 
 #: The open-world scores :func:`~learngene_hf.training.openworld.unknown_scores` computes (all
 #: "higher = more unknown").
-OPEN_WORLD_SCORES = ("energy", "msp", "mahalanobis", "knn")
+OPEN_WORLD_SCORES = ("energy", "msp", "maxlogit", "mahalanobis", "knn")
+
+#: Learning-rate schedules within a task (``CollectiveTrainingConfig.lr_schedule``).
+LR_SCHEDULES = ("constant", "cosine")
+
+#: Which heads the outlier-exposure loss trains (``CollectiveTrainingConfig.outlier_exposure_heads``).
+OUTLIER_EXPOSURE_HEADS = ("current", "all")
 
 #: How :meth:`~learngene_hf.training.replay.ReplayMemory.add_task` picks a class's exemplars.
 REPLAY_SELECTIONS = ("random", "herding")
@@ -96,7 +103,9 @@ class CollectiveTrainingConfig:
     ``test_per_class`` images per class (``None``: all), ``epochs_per_task`` epochs each.
 
     Optimisation (the paper's SGD defaults): ``optimizer`` ("sgd" or "adamw"; the ViT presets use
-    AdamW), ``batch_size``, ``lr``, ``momentum`` (SGD only), ``weight_decay``; ``mixed_precision``
+    AdamW), ``batch_size``, ``lr``, ``momentum`` (SGD only), ``weight_decay``; ``lr_schedule``
+    within every task ("constant", the paper's, or "cosine": decay to 0 at the task's last step)
+    after a linear warm-up of ``warmup_epochs`` epochs (:meth:`lr_at`); ``mixed_precision``
     "auto" (bf16 on GPUs that support it, else fp16; "no" on CPU), or "no" / "fp16" / "bf16".
 
     Growth: ``growth`` = "paper" (tasks 1..min(growth_until, num_tasks-1) widen one conv layer
@@ -121,10 +130,16 @@ class CollectiveTrainingConfig:
       (``replay_selection`` "herding" or "random"); every training step adds the loss of
       ``replay_batch_size`` stored images through their own (frozen) task heads.
 
+    Outlier exposure (Hendrycks et al., ICLR 2019) from what the model keeps (needs replay):
+    ``outlier_exposure`` (0 = off) weighs a loss that makes a head unsure (cross-entropy to the
+    uniform distribution) on the replayed images of the other tasks; ``outlier_exposure_heads``
+    "current" trains only the current task's head so, "all" trains every learnt head (old heads
+    then also learn from their own replayed images). No image of an unknown class is used.
+
     Record: ``record_gradients``, ``thresholds``, ``heatmap_threshold`` (the threshold drawn).
 
     Open world: before each task t >= 1, every score of :data:`OPEN_WORLD_SCORES` ("energy",
-    "msp", "mahalanobis", "knn") rates the new task's test images against up to
+    "msp", "maxlogit", "mahalanobis", "knn") rates the new task's test images against up to
     ``open_world_known`` held-out test images of known classes (AUROC per score in the report);
     ``open_world_method`` is the one reported as ``open_world_auroc``. The "knn" score (deep
     nearest neighbours, Sun et al. 2022) is the distance of an image's normalised embedding to its
@@ -154,6 +169,8 @@ class CollectiveTrainingConfig:
     epochs_per_task: int = 10
     batch_size: int = 64
     lr: float = 1e-3
+    lr_schedule: str = "constant"
+    warmup_epochs: float = 0.0
     momentum: float = 0.9
     weight_decay: float = 5e-4
     optimizer: str = "sgd"
@@ -170,6 +187,8 @@ class CollectiveTrainingConfig:
     replay_per_class: int = 0
     replay_selection: str = "herding"
     replay_batch_size: int = 16
+    outlier_exposure: float = 0.0
+    outlier_exposure_heads: str = "current"
     thresholds: list[float] = field(default_factory=lambda: list(DEFAULT_THRESHOLDS))
     heatmap_threshold: float = 5e-10
     record_gradients: bool = True
@@ -237,6 +256,13 @@ class CollectiveTrainingConfig:
                 raise ConfigError(f"{name} must be a positive integer or None (all images), got {value!r}.")
         if not self.lr > 0:
             raise ConfigError(f"lr must be > 0, got {self.lr}.")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ConfigError(f"lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}.")
+        if not 0 <= self.warmup_epochs <= self.epochs_per_task:
+            raise ConfigError(
+                f"warmup_epochs must be between 0 and epochs_per_task ({self.epochs_per_task}), "
+                f"got {self.warmup_epochs}."
+            )
         if not 0 <= self.momentum < 1:
             raise ConfigError(f"momentum must be in [0, 1), got {self.momentum}.")
         if self.weight_decay < 0 or self.ewc_weight < 0:
@@ -251,6 +277,20 @@ class CollectiveTrainingConfig:
             raise ConfigError(f"mixed_precision must be 'auto', 'no', 'fp16' or 'bf16', got {self.mixed_precision!r}.")
         if self.open_world_method not in OPEN_WORLD_SCORES:
             raise ConfigError(f"open_world_method must be one of {OPEN_WORLD_SCORES}, got {self.open_world_method!r}.")
+        self._validate_memory()
+        if self.heatmap_threshold not in self.thresholds:
+            raise ConfigError(
+                f"heatmap_threshold {self.heatmap_threshold} must be one of thresholds {self.thresholds}."
+            )
+        if self.stop_after_task is not None and (
+            not isinstance(self.stop_after_task, int) or self.stop_after_task <= 0
+        ):
+            raise ConfigError(
+                f"stop_after_task must be a positive number of tasks or None, got {self.stop_after_task!r}."
+            )
+
+    def _validate_memory(self) -> None:
+        """The forgetting-control and open-world fields of :meth:`validate`."""
         if not isinstance(self.bn_freeze_after, int) or self.bn_freeze_after < 0:
             raise ConfigError(
                 f"bn_freeze_after must be a task index >= 1 (statistics of at least one task are kept) or 0 (never "
@@ -277,22 +317,33 @@ class CollectiveTrainingConfig:
                 f"holds after the first task (ways x min(open_world_bank_per_class, train_per_class)); lower "
                 "open_world_knn_k or raise open_world_bank_per_class."
             )
+        if not self.outlier_exposure >= 0 or self.outlier_exposure_heads not in OUTLIER_EXPOSURE_HEADS:
+            raise ConfigError(
+                f"outlier_exposure must be >= 0 and outlier_exposure_heads one of {OUTLIER_EXPOSURE_HEADS}, got "
+                f"{self.outlier_exposure!r}, {self.outlier_exposure_heads!r}."
+            )
+        if self.outlier_exposure and not self.replay_per_class:
+            raise ConfigError(
+                "outlier_exposure trains on the replayed images of earlier tasks; turn replay on (replay_per_class "
+                "> 0, --replay-per-class) or leave outlier_exposure at 0."
+            )
         if self.open_world_from_replay and not self.replay_per_class:
             raise ConfigError(
                 "open_world_from_replay recomputes the class statistics from the replay memory; turn "
                 "replay on (replay_per_class > 0, --replay-per-class) or leave open_world_from_replay "
                 "off."
             )
-        if self.heatmap_threshold not in self.thresholds:
-            raise ConfigError(
-                f"heatmap_threshold {self.heatmap_threshold} must be one of thresholds {self.thresholds}."
-            )
-        if self.stop_after_task is not None and (
-            not isinstance(self.stop_after_task, int) or self.stop_after_task <= 0
-        ):
-            raise ConfigError(
-                f"stop_after_task must be a positive number of tasks or None, got {self.stop_after_task!r}."
-            )
+
+    def lr_at(self, step: int, total_steps: int, warmup_steps: int) -> float:
+        """The learning rate of step ``step`` (0-based) of a task of ``total_steps`` steps: linear
+        warm-up over ``warmup_steps`` steps from ``lr / warmup_steps``, then ``lr`` ("constant") or a
+        cosine decay to 0 at the task's last step ("cosine")."""
+        if warmup_steps and step < warmup_steps:
+            return self.lr * (step + 1) / warmup_steps
+        if self.lr_schedule == "constant":
+            return self.lr
+        progress = (step - warmup_steps) / max(total_steps - warmup_steps, 1)
+        return self.lr * 0.5 * (1.0 + math.cos(math.pi * min(max(progress, 0.0), 1.0)))
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict of every field."""

@@ -269,22 +269,25 @@ def unknown_scores(
     """Every open-world score of ``pixel_values`` [B, C, H, W] from one pass through the model's
     shared embedding (``model.embed``) and its task heads (``model.heads``).
 
-    Returns ``{"energy": [B], "msp": [B]}`` plus ``"mahalanobis"`` when ``gaussians`` holds at
+    Returns ``{"energy": [B], "msp": [B], "maxlogit": [B]}`` plus ``"mahalanobis"`` when ``gaussians`` holds at
     least one component and ``"knn"`` when ``bank`` is not empty; higher = more unknown.
     ``energy`` is minus the largest log-sum-exp of the logits over the heads, ``msp`` minus the
-    largest maximum softmax probability, ``mahalanobis`` the distance to the nearest class mean
+    largest maximum softmax probability, ``maxlogit`` minus the largest logit (Vaze et al., ICLR
+    2022), ``mahalanobis`` the distance to the nearest class mean
     (:class:`ClassGaussians`) and ``knn`` the distance of the normalised embedding to its
     ``knn_k``-th nearest neighbour in ``bank`` (:class:`FeatureBank`).
     """
     if not len(model.heads):
         raise DataError("No task head yet: open-world scores need at least one learnt task.")
     embedding = model.embed(pixel_values)
-    energy, msp = [], []
+    energy, msp, maxlogit = [], [], []
     for head in model.heads:
         logits = head(embedding).float()
         energy.append(torch.logsumexp(logits, 1))
         msp.append(logits.softmax(1).amax(1))
+        maxlogit.append(logits.amax(1))
     out = {"energy": -torch.stack(energy, 1).amax(1), "msp": -torch.stack(msp, 1).amax(1)}
+    out["maxlogit"] = -torch.stack(maxlogit, 1).amax(1)
     if gaussians is not None and len(gaussians):
         out["mahalanobis"] = gaussians.score(embedding.float(), precision)
     if bank is not None and len(bank):

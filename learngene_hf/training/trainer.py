@@ -41,7 +41,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 from accelerate import Accelerator
@@ -85,17 +85,32 @@ def freeze_batchnorm_statistics(model: torch.nn.Module) -> int:
 
 
 def replay_loss(
-    model: CollectiveModel, images: torch.Tensor, labels: torch.Tensor, tasks: torch.Tensor
-) -> torch.Tensor:
-    """Mean cross-entropy of replayed ``images`` [R,C,H,W] (local ``labels`` [R]) through the head
-    of their own task (``tasks`` [R]); one pass through ``model.embed``."""
+    model: CollectiveModel,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    tasks: torch.Tensor,
+    outlier_heads: Sequence[int] = (),
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(cross-entropy, outlier exposure)`` of replayed ``images`` [R,C,H,W] (local ``labels`` [R]
+    of tasks ``tasks`` [R]), from one pass through ``model.embed``: the mean cross-entropy of every
+    image through its own task's head, and the mean cross-entropy to the uniform distribution
+    (``logsumexp(z) - mean(z)``) of every head in ``outlier_heads`` on the images of the other tasks
+    (0 without such heads or images)."""
     embedding = model.embed(model_inputs(images))
     total = torch.zeros((), device=embedding.device, dtype=torch.float32)
     for task in tasks.unique().tolist():
         rows = tasks == task
         logits = model.heads[task](embedding[rows]).float()
         total = total + nn.functional.cross_entropy(logits, labels[rows], reduction="sum")
-    return total / len(labels)
+    unsure = torch.zeros((), device=embedding.device, dtype=torch.float32)
+    count = 0
+    for head in outlier_heads:
+        rows = tasks != head
+        if bool(rows.any()):
+            logits = model.heads[head](embedding[rows]).float()
+            unsure = unsure + (torch.logsumexp(logits, 1) - logits.mean(1)).sum()
+            count += int(rows.sum())
+    return total / len(labels), unsure / max(count, 1)
 
 
 def replay_open_world(
@@ -223,6 +238,8 @@ class _Task:
     wrapped: Any = None
     optimizer: Any = None
     loader: Any = None
+    step: int = 0
+    outlier_heads: tuple[int, ...] = ()
 
 
 def _train_task(loop: _Loop, t: int) -> None:
@@ -280,8 +297,11 @@ def _begin_task(loop: _Loop, current: _Task) -> None:
     current.entry["growth"] = apply_growth(model, loop.state.events, t, torch.Generator().manual_seed(current.seed + 1))
     model.to(accelerator.device)
     loop.state.ewc.sync(model)
+    every_head = bool(config.outlier_exposure) and config.outlier_exposure_heads == "all"
     for index, h in enumerate(model.heads):
-        h.requires_grad_(index == head)
+        h.requires_grad_(index == head or every_head)
+    if config.outlier_exposure and t > 0:
+        current.outlier_heads = tuple(range(len(model.heads))) if every_head else (head,)
     if loop.recorder is not None:
         loop.recorder.begin_task(t)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -306,7 +326,7 @@ def _run_epochs(loop: _Loop, current: _Task) -> None:
         disable=not (loop.progress and loop.main),
         leave=False,
     )
-    losses, penalties, replayed = [], [], []
+    losses, penalties, replayed, unsure = [], [], [], []
     seen = 0
     freeze_bn = config.bn_freeze_after > 0 and t >= config.bn_freeze_after
     replaying = state.replay is not None and len(state.replay) > 0
@@ -317,13 +337,14 @@ def _run_epochs(loop: _Loop, current: _Task) -> None:
             freeze_batchnorm_statistics(state.model)
         sums, batches, images = _run_epoch(loop, current, replay_generator if replaying else None, bar)
         seen += images
-        loss_sum, penalty_sum, replay_sum = sums
+        loss_sum, penalty_sum, replay_sum, oe_sum = sums
         if loop.recorder is not None:
             loop.recorder.end_epoch(t, epoch)
         mean_loss = float(accelerator.reduce(loss_sum / max(batches, 1), "mean"))
         losses.append(mean_loss)
         penalties.append(float(accelerator.reduce(penalty_sum / max(batches, 1), "mean")))
         replayed.append(float(accelerator.reduce(replay_sum / max(batches, 1), "mean")))
+        unsure.append(float(accelerator.reduce(oe_sum / max(batches, 1), "mean")))
         bar.set_postfix(loss=f"{mean_loss:.3f}")
     seconds = time.perf_counter() - started
     bar.close()
@@ -333,6 +354,8 @@ def _run_epochs(loop: _Loop, current: _Task) -> None:
     entry["epoch_losses"] = losses
     entry["epoch_ewc_penalties"] = penalties
     entry["epoch_replay_losses"] = replayed
+    if config.outlier_exposure:
+        entry["epoch_outlier_exposure_losses"] = unsure
     entry["batchnorm_frozen"] = freeze_bn
     entry["train_seconds"] = seconds
     entry["train_images_seen"] = int(accelerator.reduce(torch.tensor(seen, device=accelerator.device), "sum"))
@@ -340,15 +363,17 @@ def _run_epochs(loop: _Loop, current: _Task) -> None:
 
 def _run_epoch(
     loop: _Loop, current: _Task, replay_generator: torch.Generator | None, bar
-) -> tuple[tuple[torch.Tensor, torch.Tensor, torch.Tensor], int, int]:
+) -> tuple[tuple[torch.Tensor, ...], int, int]:
     """One pass over the task's loader (replaying stored images when ``replay_generator`` is given);
-    returns the on-device ``(loss, penalty, replay loss)`` sums, the batches and the images seen."""
+    returns the on-device ``(loss, penalty, replay loss, outlier-exposure loss)`` sums, the batches
+    and the images seen."""
     config, accelerator, recorder = loop.config, loop.accelerator, loop.recorder
     model, ewc, replay = loop.state.model, loop.state.ewc, loop.state.replay
     optimizer = current.optimizer
     loss_sum = torch.zeros((), device=accelerator.device)
     penalty_sum = torch.zeros((), device=accelerator.device)
     replay_sum = torch.zeros((), device=accelerator.device)
+    oe_sum = torch.zeros((), device=accelerator.device)
     batches = 0
     seen = 0
     for x, y in current.loader:
@@ -360,9 +385,13 @@ def _run_epoch(
             loss = loss + penalty
         if replay_generator is not None:
             rx, ry, rt = replay.sample(config.replay_batch_size, replay_generator)
-            rloss = replay_loss(model, rx.to(accelerator.device), ry.to(accelerator.device), rt.to(accelerator.device))
+            device = accelerator.device
+            rloss, oe = replay_loss(model, rx.to(device), ry.to(device), rt.to(device), current.outlier_heads)
             replay_sum += rloss.detach()
+            oe_sum += oe.detach()
             loss = loss + rloss
+            if current.outlier_heads:
+                loss = loss + config.outlier_exposure * oe
         accelerator.backward(loss)
         if recorder is not None:
             if accelerator.scaler is not None:
@@ -370,13 +399,19 @@ def _run_epoch(
                 # earlier tasks' optimizers share parameters and would unscale them twice)
                 accelerator.unscale_gradients(optimizer)
             recorder.step()
+        if config.lr_schedule != "constant" or config.warmup_epochs:
+            total = config.epochs_per_task * len(current.loader)
+            lr = config.lr_at(current.step, total, int(round(config.warmup_epochs * len(current.loader))))
+            for group in optimizer.param_groups:
+                group["lr"] = lr
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
+        current.step += 1
         loss_sum += out.loss.detach().float()
         batches += 1
         seen += int(y.shape[0])
         bar.update(1)
-    return (loss_sum, penalty_sum, replay_sum), batches, seen
+    return (loss_sum, penalty_sum, replay_sum, oe_sum), batches, seen
 
 
 def _end_task(loop: _Loop, current: _Task) -> None:
