@@ -132,11 +132,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def fewshot_config(args: argparse.Namespace, device: str | None = None) -> FewShotConfig:
-    """The recipe the command line asks for: ``--recipe`` (default: the library's), with the
-    recipe flags that were given on top."""
+def fewshot_config(args: argparse.Namespace, size: str | None, device: str | None = None) -> FewShotConfig:
+    """The recipe the command line asks for: ``--recipe`` (default: the library's, with the values of
+    the descendant ``size``), with the recipe flags that were given on top."""
+    from learngene_hf.fewshot.config import sized_recipe
+
     given = config_kwargs(args, FewShotConfig)
-    return FewShotConfig.from_recipe(given.pop("recipe", "default"), **given, device=device)
+    return sized_recipe(size, given.pop("recipe", "default"), **given, device=device)
 
 
 def load_learngene(ref: str, revision: str | None, endpoint: str | None = None) -> Learngene:
@@ -193,7 +195,7 @@ def main(argv: list[str] | None = None) -> None:
     run = ComparisonConfig(**config_kwargs(args, ComparisonConfig))
     out = writable_folder(args.output_dir, "the output folder (--output-dir)")  # before any training
     accelerator = make_accelerator(args.mixed_precision, default="no")
-    cfg = fewshot_config(args, str(accelerator.device))
+    cfg = fewshot_config(args, run.size, str(accelerator.device))
     with accelerator.main_process_first():
         learngene = load_learngene(args.learngene, args.revision, args.hub_endpoint)
     data, novel, open_world = load_fewshot_data(
@@ -220,6 +222,7 @@ def main(argv: list[str] | None = None) -> None:
         freeze_learngene=run.freeze_learngene,
         baselines=run.baselines,
         blocks=run.blocks,
+        size=run.size,
         **overrides,
     )
     setting = journal_setting(learngene, run, args.collective_run)

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 from .errors import ConfigError
-from .fewshot.config import RECIPES, ComparisonConfig, FewShotConfig
+from .fewshot.config import DEFAULT_SIZE, RECIPES, SIZE_RECIPES, ComparisonConfig, FewShotConfig, sized_recipe
 from .selection.config import SelectionConfig
 
 # torch, accelerate and the library's heavy modules are imported where they are used, so that the
@@ -67,6 +67,8 @@ class PipelineConfig:
         hub_endpoint: Hub URL (None: a local Hub server storing under OUTPUT_DIR/hub;
             https://huggingface.co for the real one).
         token: Hub token.
+        size: the descendant size of the few-shot stage and of the selection probes ("tiny": the
+            learngene and a linear head, "small", "medium", "full"); its recipe under the fields below.
         shots: one few-shot comparison per value.
         episodes: novel-class episodes per comparison.
         ways: classes per episode.
@@ -117,6 +119,7 @@ class PipelineConfig:
     hub_endpoint: str | None = None
     token: str | None = None
     # few-shot
+    size: str = field(default=DEFAULT_SIZE, metadata={"choices": tuple(SIZE_RECIPES)})
     shots: list[int] = field(default_factory=lambda: [5])
     episodes: int = ComparisonConfig.episodes
     ways: int = ComparisonConfig.ways
@@ -147,16 +150,13 @@ class PipelineConfig:
         self.fewshot_config()  # a bad recipe fails here, not after collective training
 
     def fewshot_config(self, device: str | None = None) -> Any:
-        """The :class:`~learngene_hf.fewshot.config.FewShotConfig` of the few-shot stage: ``recipe`` with
-        the fields set here (``steps``, ``epochs``, ``lr``, ``batch_size``) on top."""
+        """The :class:`~learngene_hf.fewshot.config.FewShotConfig` of the few-shot stage: ``recipe``
+        (the default one with the values of the descendant ``size``) with the fields set here
+        (``steps``, ``epochs``, ``lr``, ``batch_size``) on top."""
         given = {"steps": self.steps, "epochs": self.epochs, "lr": self.lr, "batch_size": self.batch_size}
-        return FewShotConfig.from_recipe(
-            self.recipe,
-            device=device,
-            stack=self.stack,
-            stack_size=self.stack_size,
-            **{k: v for k, v in given.items() if v is not None},
-        )
+        fields = {k: v for k, v in given.items() if v is not None}
+        fields.update(device=device, stack=self.stack, stack_size=self.stack_size)
+        return sized_recipe(self.size, self.recipe, **fields)
 
     def tune_grid(self) -> dict[str, list[float]]:
         """What the few-shot stage tunes per method on open-world episodes."""
@@ -291,10 +291,12 @@ def _select_and_save(cfg: PipelineConfig, out: Path, device: str) -> tuple[Any, 
     from .selection.config import DEFAULT_CRITERION
     from .selection.inheritor import Inheritor
 
-    probe = learngene_probe if cfg.stack else partial(learngene_probe, stack=False)
+    # the probes train the descendant the few-shot stage will train: its size, its recipe, its lr
+    probe = partial(learngene_probe, stack=cfg.stack, size=cfg.size)
     inheritor = Inheritor.from_run(out / "collective", probe=probe)
     selection = inheritor.select(
         cfg.strategy,
+        probe_lrs=(float(cfg.fewshot_config().lr),),
         k=cfg.k,
         criterion=cfg.criterion or DEFAULT_CRITERION,
         layers=cfg.layers,
@@ -373,7 +375,7 @@ def _few_shot(cfg: PipelineConfig, out: Path, learngene, accelerator, progress: 
 
     data, novel, open_world = load_fewshot_data(learngene)
     methods = comparison_methods(
-        learngene, compare=cfg.compare, blocks=cfg.compare_blocks, collective_run=str(out / "collective")
+        learngene, compare=cfg.compare, blocks=cfg.compare_blocks, collective_run=str(out / "collective"), size=cfg.size
     )
     fs_cfg = cfg.fewshot_config(device=str(accelerator.device))
     results = {}

@@ -19,7 +19,7 @@ from learngene_hf.fewshot.baselines import (
     weight_selection,
 )
 from learngene_hf.fewshot.compare import compare_methods, compare_sizes, format_sizes_table, format_table
-from learngene_hf.fewshot.config import FewShotConfig
+from learngene_hf.fewshot.config import SIZE_RECIPES, FewShotConfig
 from learngene_hf.fewshot.methods import baseline_methods, descendant_sizes
 from learngene_hf.fewshot.train import evaluate
 from learngene_hf.models.collective import CollectiveConfig, CollectiveModel
@@ -158,36 +158,37 @@ def test_compare_runs_baselines_on_the_same_episodes_and_tunes_l2_on_open_world(
     assert "| logreg_random | l2=" in format_table(results) and "| centroid_random | - |" in format_table(results)
 
 
-def test_descendants_of_several_sizes_against_scratch_and_weight_selection(data, tmp_path):
+def test_descendants_of_every_named_size_against_what_inherits_nothing_at_that_size(data, tmp_path):
     collective = tiny_collective()
     lg = tiny_learngene((0, 1), model=collective)  # the first two blocks: two fresh blocks can follow
-    sizes = descendant_sizes(lg)
-    assert [(s.name, s.tail_blocks) for s in sizes] == [("learngene+head", 0), ("learngene+1", 1), ("full", 2)]
-    with pytest.raises(ConfigError, match="out of range"):
-        descendant_sizes(lg, [3])
+    sizes = descendant_sizes()
+    assert [s.name for s in sizes] == ["tiny", "small", "medium", "full"]
+    assert sizes[0].recipe == SIZE_RECIPES["tiny"] and sizes[0].overrides == {"size": "tiny"}
+    with pytest.raises(ConfigError, match="Unknown descendant sizes"):
+        descendant_sizes(["huge"])
     episodes = sample_episodes(data, SPLIT["novel"], 2, ways=2, shots=2, queries=2)
     results = compare_sizes(lg, collective, episodes, FAST, progress=False)
     rows = results["sizes"]
-    assert [(r["size"], r["method"]) for r in rows[:3]] == [
-        ("learngene+head", m) for m in ("learngene", "scratch", "weight_selection")
-    ]
+    methods = ("learngene", "scratch", "weight_selection", "logreg_random", "centroid_random")
+    assert [(r["size"], r["method"]) for r in rows[:5]] == [("tiny", m) for m in methods]
+    assert results["methods"]["learngene@tiny"]["recipe"]["steps"] == 0  # the tiny size's recipe: the linear probe
     params = {r["size"]: r["parameters"] for r in rows if r["method"] == "scratch"}
-    assert params["learngene+head"] < params["learngene+1"] < params["full"]
+    assert params["tiny"] < params["small"] < params["medium"] < params["full"]
     full_model = IndividualModel(IndividualConfig.for_learngene(lg, 2))
     assert params["full"] == sum(p.numel() for p in full_model.parameters())
+    flops = {r["size"]: r["flops_per_image"] for r in rows if r["method"] == "scratch"}
+    assert 0 < flops["tiny"] < flops["small"] < flops["full"]
     by = {(r["size"], r["method"]): r for r in rows}
     assert (
         by[("full", "scratch")]["diff_vs_scratch"] is None and by[("full", "learngene")]["diff_vs_scratch"] is not None
     )
-    assert (
-        by[("learngene+head", "learngene")]["inherited_bytes"]
-        == inheritance(IndividualModel.from_learngene(lg, 2))["bytes"]
-    )
+    assert by[("tiny", "learngene")]["inherited_bytes"] == inheritance(IndividualModel.from_learngene(lg, 2))["bytes"]
+    assert by[("small", "logreg_random")]["inherited_bytes"] == 0
     assert (
         by[("full", "weight_selection")]["inherited_parameters"]
-        > by[("learngene+head", "weight_selection")]["inherited_parameters"]
+        > by[("tiny", "weight_selection")]["inherited_parameters"]
     )
-    assert "| learngene+1 | weight_selection |" in format_sizes_table(rows)
+    assert "| small | weight_selection |" in format_sizes_table(rows)
     from learngene_hf.plots.sizes import plot_descendant_sizes
 
     path = plot_descendant_sizes(rows, tmp_path / "sizes.png", title="tiny")
@@ -257,8 +258,8 @@ def test_few_shot_example_prints_baselines_and_sizes_on_digits(tmp_path):
     assert set(results["episodes"][0]["classes"]) <= {7, 8, 9}  # the digits' novel classes
     assert {"logreg_random", "centroid_collective", "weight_selection"} <= set(results["methods"])
     sizes = json.loads((out / "sizes.json").read_text())["sizes"]
-    assert {r["size"] for r in sizes} == {"learngene+head", "learngene+1", "full"}
-    assert "| logreg_learngene | l2=" in proc.stdout and "| learngene+head | learngene |" in proc.stdout
+    assert {r["size"] for r in sizes} == {"tiny", "small", "medium", "full"}
+    assert "| logreg_learngene | l2=" in proc.stdout and "| tiny | learngene |" in proc.stdout
 
 
 @pytest.mark.parametrize(

@@ -10,7 +10,7 @@ import pytest
 
 from learngene_hf.cli import ArgumentParser, add_config_arguments, config_kwargs, run_script
 from learngene_hf.errors import ConfigError
-from learngene_hf.fewshot.config import ComparisonConfig, FewShotConfig
+from learngene_hf.fewshot.config import ComparisonConfig, FewShotConfig, descendant_recipe
 from learngene_hf.pipeline import PipelineConfig
 from learngene_hf.selection.config import SelectionConfig
 from learngene_hf.training.config import CollectiveTrainingConfig
@@ -81,7 +81,8 @@ def test_pipeline_and_few_shot_script_share_their_few_shot_defaults():
     pipeline, comparison, schedule, selection = PipelineConfig(), ComparisonConfig(), FewShotConfig(), SelectionConfig()
     for name in ("episodes", "ways", "queries", "tune_episodes"):
         assert getattr(pipeline, name) == getattr(comparison, name), name
-    assert pipeline.fewshot_config() == schedule  # the default recipe, nothing changed
+    assert pipeline.fewshot_config() == schedule.replace(**descendant_recipe(comparison.size))  # the size's recipe
+    assert pipeline.size == comparison.size
     for name in ("k", "probe_episodes", "strategy"):
         assert getattr(pipeline, name) == getattr(selection, name), name
 

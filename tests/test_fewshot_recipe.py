@@ -15,7 +15,7 @@ from learngene_hf.cli import config_kwargs
 from learngene_hf.data import load_tensors, sample_episodes
 from learngene_hf.errors import ConfigError
 from learngene_hf.fewshot.compare import add_strongest_baseline, compare_methods, format_table
-from learngene_hf.fewshot.config import DEFAULT_LR_GRID, DEFAULT_STEPS, ComparisonConfig, FewShotConfig
+from learngene_hf.fewshot.config import DEFAULT_LR_GRID, DEFAULT_STEPS, SIZE_RECIPES, ComparisonConfig, FewShotConfig
 from learngene_hf.fewshot.train import augment_batch, parameter_groups, reestimate_batchnorm, train_individual
 from learngene_hf.fewshot.tuning import tune_recipe
 from learngene_hf.models.individual import IndividualModel
@@ -194,9 +194,11 @@ def _example(name: str):
 
 def test_few_shot_example_trains_with_the_default_recipe_and_the_paper_one_by_name():
     few_shot = _example("few_shot")
-    default = few_shot.fewshot_config(few_shot.parse_args(["--learngene", "org/lg"]), "cpu")
+    default = few_shot.fewshot_config(few_shot.parse_args(["--learngene", "org/lg"]), "full", "cpu")
     assert default == FewShotConfig(device="cpu")
-    paper = few_shot.fewshot_config(few_shot.parse_args(["--learngene", "org/lg", "--recipe", "paper"]), "cpu")
+    tiny = few_shot.fewshot_config(few_shot.parse_args(["--learngene", "org/lg", "--lr", "0.2"]), "tiny", "cpu")
+    assert tiny == FewShotConfig(device="cpu", lr=0.2, **SIZE_RECIPES["tiny"])  # the size's recipe, the flags on top
+    paper = few_shot.fewshot_config(few_shot.parse_args(["--learngene", "org/lg", "--recipe", "paper"]), "tiny", "cpu")
     assert paper == FewShotConfig.from_recipe("paper", device="cpu")
     assert (paper.lr, paper.epochs, paper.steps, paper.batch_size, paper.lp_steps, paper.schedule) == (
         5e-3,
@@ -209,12 +211,13 @@ def test_few_shot_example_trains_with_the_default_recipe_and_the_paper_one_by_na
     args = few_shot.parse_args(
         ["--recipe", "paper", "--steps", "7", "--lr", "0.2", "--steps-grid", "5,10", "--wd-grid", "0.001"]
     )
-    changed = few_shot.fewshot_config(args)
+    changed = few_shot.fewshot_config(args, "small")
     assert (changed.recipe, changed.steps, changed.epochs, changed.lr, changed.lp_steps) == ("paper", 7, None, 0.2, 0)
     grid = ComparisonConfig(**config_kwargs(args, ComparisonConfig)).tune_grid()
     assert grid == {"lr": list(DEFAULT_LR_GRID), "steps": [5, 10], "weight_decay": [0.001]}
     pipeline = PipelineConfig(recipe="paper", steps=12, steps_grid=[6, 12])
     assert pipeline.fewshot_config() == FewShotConfig.from_recipe("paper", steps=12)
+    assert PipelineConfig(size="tiny").fewshot_config() == FewShotConfig(**SIZE_RECIPES["tiny"])
     assert pipeline.tune_grid()["steps"] == [6, 12]
 
 

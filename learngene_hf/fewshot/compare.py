@@ -405,7 +405,7 @@ def write_results(results: dict[str, Any], output_dir: str, plot: bool = True) -
 
 def size_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
     """One row per (size, method) of a :func:`compare_sizes` results dict: ``size``, ``method``,
-    ``name``, ``parameters`` (at inference), ``inherited_parameters``, ``inherited_bytes``,
+    ``name``, ``parameters`` and ``flops_per_image`` (at inference), ``inherited_parameters``, ``inherited_bytes``,
     ``mean``, ``ci95``, ``diff_vs_scratch`` (paired, against the scratch model of that size) and
     ``diff_vs_strongest`` (paired, against the best method of that size that inherits nothing,
     named in ``baseline``; ``None`` for that method itself)."""
@@ -431,6 +431,7 @@ def size_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
             "method": kind,
             "name": name,
             "parameters": m["parameters"],
+            "flops_per_image": m.get("flops_per_image"),
             "inherited_parameters": m.get("inherited_parameters", 0),
             "inherited_bytes": m.get("inherited_bytes", 0),
             "mean": m["mean"],

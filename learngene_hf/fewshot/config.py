@@ -18,7 +18,7 @@ called. The recipe is followed by :mod:`~learngene_hf.fewshot.train` (one model)
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError
@@ -32,6 +32,46 @@ RECIPES: tuple[str, ...] = ("default", "paper")
 
 #: Optimisation steps of the default recipe when neither ``steps`` nor ``epochs`` is given.
 DEFAULT_STEPS = 100
+
+#: The recipe of each descendant size (:data:`~learngene_hf.models.presets.VGG_DESCENDANT_SIZES`),
+#: as :class:`FewShotConfig` fields over the default recipe, picked on open-world episodes
+#: (``benchmarks/descendant_sizes.py``, ``docs/guides/fewshot.md``): the "tiny" descendant (the
+#: learngene and a linear head) is best left as the linear probe it starts as (fine-tuning its 25
+#: images moved it below the probe at every learning rate tried); descendants with fresh blocks
+#: train with the default LP-FT recipe.
+SIZE_RECIPES: dict[str, dict[str, Any]] = {
+    "tiny": {"lp_init": True, "lp_steps": 0, "steps": 0},
+    "small": {},
+    "medium": {},
+    "full": {},
+}
+
+
+#: The descendant size the pipeline and ``examples/few_shot.py`` train unless told otherwise: the one
+#: ``benchmarks/descendant_sizes.py`` found worth most per parameter (see ``docs/guides/fewshot.md``).
+DEFAULT_SIZE = "small"
+
+
+def descendant_recipe(size: str | None) -> dict[str, Any]:
+    """The :class:`FewShotConfig` fields of the recipe for a descendant of ``size`` (``None``: "full"):
+    every field that some size sets, with the default recipe's value where this size keeps it (so
+    the fields apply the same on top of any recipe)."""
+    if size is not None and size not in SIZE_RECIPES:
+        raise ConfigError(f"Unknown descendant size {size!r}; choose one of {list(SIZE_RECIPES)}.")
+    defaults = {f.name: f.default for f in fields(FewShotConfig)}
+    defaults["steps"] = DEFAULT_STEPS
+    keys = sorted({key for recipe in SIZE_RECIPES.values() for key in recipe})
+    return {key: SIZE_RECIPES[size or "full"].get(key, defaults[key]) for key in keys}
+
+
+def sized_recipe(size: str | None, recipe: str = "default", **values: Any) -> "FewShotConfig":
+    """The :class:`FewShotConfig` a descendant of ``size`` trains with: the named ``recipe`` with, for
+    the default recipe, the size's own values (:func:`descendant_recipe`) and then ``values`` on top
+    (``epochs`` given here replaces the size's ``steps``)."""
+    base = descendant_recipe(size) if recipe == "default" else {}
+    if "epochs" in values:
+        base.pop("steps", None)
+    return FewShotConfig.from_recipe(recipe, **{**base, **values})
 
 
 @dataclass
@@ -276,6 +316,9 @@ class ComparisonConfig:
         blocks: with ``compare``, also fine-tune the other blocks and weight selection; ``False``
             (``--no-blocks``) keeps only learngene, scratch and the frozen-feature baselines, which
             cost little.
+        size: the descendant size of ``learngene`` and ``scratch`` (and the random network of the
+            frozen-feature baselines): a name of ``VGG_DESCENDANT_SIZES`` ("tiny", "small",
+            "medium", "full"); its recipe (:data:`SIZE_RECIPES`) sits under the recipe flags given.
         sizes: also compare descendants of several sizes with scratch and weight selection of the
             same size (``sizes.json`` / ``sizes.md`` / ``sizes.png``).
         freeze_learngene: train only the fresh layers.
@@ -295,6 +338,7 @@ class ComparisonConfig:
     compare: bool = False
     baselines: bool = True
     blocks: bool = True
+    size: str = field(default=DEFAULT_SIZE, metadata={"choices": tuple(SIZE_RECIPES)})
     sizes: bool = False
     freeze_learngene: bool = False
     tune_lr: bool = False

@@ -19,7 +19,7 @@ The frozen-feature classifiers and weight selection are in :mod:`~learngene_hf.f
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Sequence
 
 from torch import nn
@@ -27,6 +27,7 @@ from torch import nn
 from ..artifact.learngene import Learngene
 from ..errors import ConfigError
 from ..models.individual import IndividualConfig, IndividualModel
+from ..models.presets import VGG_DESCENDANT_SIZES
 from ..models.vit_individual import ViTIndividualConfig, ViTIndividualModel
 from ..selection.config import DEFAULT_CRITERION
 from ..selection.criterion import first_block, layer_scores, paper_block, rank_blocks
@@ -39,6 +40,7 @@ from .baselines import (
     vit_frozen_features,
     weight_selection,
 )
+from .config import descendant_recipe
 from .loading import collective_run_dir
 from .runner import Method
 
@@ -219,39 +221,28 @@ def baseline_methods(
 # ---------------------------------------------------------------------- descendants of several sizes
 @dataclass
 class DescendantSize:
-    """One descendant size: the learngene (with its stem), ``tail_blocks`` fresh blocks, the head."""
+    """One descendant size: its ``name`` (a name of ``VGG_DESCENDANT_SIZES``, or your own), the
+    architecture ``overrides`` of :meth:`IndividualConfig.for_learngene` it stands for (``{"size":
+    name}`` for a named one) and the ``recipe`` fields it trains with (:func:`descendant_recipe`)."""
 
     name: str
-    tail_blocks: int
     overrides: dict[str, Any] = field(default_factory=dict)
+    recipe: dict[str, Any] = field(default_factory=dict)
 
 
-def descendant_sizes(learngene: Any, tail_blocks: Sequence[int] | None = None) -> list[DescendantSize]:
-    """Descendant sizes from "learngene + head" up to the collective's size.
-
-    The fresh tail after the learngene mirrors the collective model's layers
-    (``IndividualConfig.for_learngene``); a size keeps its first ``k`` blocks. Default ``k``:
-    0 (``learngene+head``), 1 (``learngene+1``) and all (``full``, the collective's size), without
-    duplicates; a learngene at the output end has a single size.
-    """
-    full = IndividualConfig.for_learngene(learngene, 2)
-    end = full.inherited[1]
-    widths, pool = full.widths[end:], full.pool[end:]
-    counts = sorted({0, min(1, len(widths)), len(widths)} if tail_blocks is None else {int(k) for k in tail_blocks})
-    bad = [k for k in counts if not 0 <= k <= len(widths)]
-    if bad:
-        raise ConfigError(
-            f"tail_blocks {bad} out of range: this learngene's descendants have 0..{len(widths)} fresh blocks after it."
-        )
-    sizes = []
-    for k in counts:
-        name = "full" if k == len(widths) else ("learngene+head" if k == 0 else f"learngene+{k}")
-        sizes.append(DescendantSize(name, k, {"tail_widths": widths[:k], "tail_pool": pool[:k]}))
-    return sizes
+def descendant_sizes(names: Sequence[str] | None = None) -> list[DescendantSize]:
+    """The named descendant sizes ``names`` (default: every one of ``VGG_DESCENDANT_SIZES``, from
+    "tiny", the learngene and a linear head, to "full", the collective's size), each with its recipe."""
+    names = list(VGG_DESCENDANT_SIZES) if names is None else list(names)
+    unknown = [name for name in names if name not in VGG_DESCENDANT_SIZES]
+    if unknown:
+        raise ConfigError(f"Unknown descendant sizes {unknown}; choose from {list(VGG_DESCENDANT_SIZES)}.")
+    return [DescendantSize(name, {"size": name}, descendant_recipe(name)) for name in names]
 
 
-#: The fine-tuned methods compared at every size.
+#: The fine-tuned methods compared at every size, and the frozen-feature ones on a random network of it.
 SIZE_METHODS = ("learngene", "scratch", "weight_selection")
+SIZE_BASELINES = ("logreg_random", "centroid_random")
 
 
 def size_methods(
@@ -260,35 +251,29 @@ def size_methods(
     sizes: Sequence[DescendantSize] | None = None,
     **individual_overrides: Any,
 ) -> list[Method]:
-    """``learngene@SIZE``, ``scratch@SIZE`` and (with ``collective``) ``weight_selection@SIZE``
-    for every size (fine-tuned)."""
-    sizes = list(sizes) if sizes is not None else descendant_sizes(learngene)
+    """For every size: ``learngene@SIZE``, ``scratch@SIZE`` and (with ``collective``)
+    ``weight_selection@SIZE``, fine-tuned with the size's recipe, and ``logreg_random@SIZE`` /
+    ``centroid_random@SIZE`` on the frozen features of a random network of that architecture."""
+    sizes = list(sizes) if sizes is not None else descendant_sizes()
     methods = []
     for size in sizes:
         over = {**individual_overrides, **size.overrides}
-        methods.append(
-            Method(
-                f"learngene@{size.name}",
-                lambda n, o=over: _descendant(learngene, n, True, **o),
-                description=f"the learngene, {size.tail_blocks} fresh blocks after it, the head",
-            )
-        )
-        methods.append(
-            Method(
-                f"scratch@{size.name}",
-                lambda n, o=over: _descendant(learngene, n, False, **o),
-                description=f"the same architecture as learngene@{size.name}, random initialization",
-            )
-        )
+        recipe = dict(size.recipe) or None
+        described = f"the {size.name} descendant"
+        methods.append(Method(f"learngene@{size.name}", lambda n, o=over: _descendant(learngene, n, True, **o),
+                              description=f"{described} of the learngene", recipe=recipe))  # fmt: skip
+        scratch = f"{described}'s architecture, random initialization"
+        methods.append(Method(f"scratch@{size.name}", lambda n, o=over: _descendant(learngene, n, False, **o),
+                              description=scratch, recipe=recipe))  # fmt: skip
         if collective is not None:
-            methods.append(
-                Method(
-                    f"weight_selection@{size.name}",
-                    lambda n, o=over: weight_selection(collective, _descendant(learngene, n, False, **o)),
-                    description=f"the same architecture as learngene@{size.name}, weight selection from the "
-                    "collective model",
-                )
-            )
+            methods.append(Method(
+                f"weight_selection@{size.name}",
+                lambda n, o=over: weight_selection(collective, _descendant(learngene, n, False, **o)),
+                description=f"{described}'s architecture, weight selection from the collective model", recipe=recipe,
+            ))  # fmt: skip
+        for method in baseline_methods(learngene, None, sources=("random",), weight_selection_method=False, **over):
+            methods.append(replace(method, name=f"{method.name}@{size.name}",
+                                   description=f"{method.description} ({size.name} architecture)"))  # fmt: skip
     return methods
 
 

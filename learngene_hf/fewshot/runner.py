@@ -22,7 +22,7 @@ from torch import nn
 
 from ..errors import ConfigError
 from ..models.individual import IndividualModel
-from .config import FewShotConfig
+from .config import FewShotConfig, descendant_recipe
 from .journal import run_jobs
 from .stacked import Descendant, descendants_for, run_descendants
 from .train import build_individual
@@ -194,11 +194,18 @@ def learngene_probe(
     seed: int = 0,
     device: str | None = None,
     stack: bool = True,
+    size: str | None = None,
 ) -> list[float]:
     """The probe of the Inheritor's validated selection (``Inheritor(..., probe=learngene_probe)``):
-    query accuracy per episode of a fresh individual model around ``learngene``, trained
-    ``epochs`` epochs at ``lr`` (:func:`probe_learngene` with a :class:`FewShotConfig`; the
-    episodes' descendants train stacked unless ``stack=False``)."""
-    # the probes' schedule: the paper's
-    cfg = FewShotConfig.from_recipe("paper", lr=lr, epochs=epochs, device=device, stack=stack)
-    return probe_learngene(learngene, episodes, cfg, seed=seed)
+    query accuracy per episode of a fresh individual model around ``learngene`` (:func:`probe_learngene`;
+    the episodes' descendants train stacked unless ``stack=False``).
+
+    Without ``size`` the probe is a full-size descendant trained ``epochs`` epochs at ``lr`` with the
+    paper's schedule; with ``size`` (a descendant size, e.g. ``functools.partial(learngene_probe,
+    size="small")``) it is the descendant of that size trained with that size's recipe
+    (:func:`~learngene_hf.fewshot.config.descendant_recipe`) at ``lr``; ``epochs`` is then unused."""
+    if size is None:  # the probes' schedule: the paper's
+        cfg = FewShotConfig.from_recipe("paper", lr=lr, epochs=epochs, device=device, stack=stack)
+        return probe_learngene(learngene, episodes, cfg, seed=seed)
+    cfg = FewShotConfig.from_recipe("default", **{"lr": lr, **descendant_recipe(size)}, device=device, stack=stack)
+    return probe_learngene(learngene, episodes, cfg, seed=seed, size=size)
