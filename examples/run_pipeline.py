@@ -91,7 +91,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     import learngene_hf  # the heavy part: torch, transformers, timm and every stage
-    from learngene_hf.pipeline import run_pipeline
+    from learngene_hf.pipeline import run_pipeline, summary_markdown
 
     learngene_hf.import_models()
     if args.no_progress:
@@ -99,7 +99,11 @@ def main(argv: list[str] | None = None) -> None:
     cfg = PipelineConfig(**config_kwargs(args, PipelineConfig))
     accelerator = make_accelerator(args.mixed_precision)
     try:
-        run_pipeline(cfg, accelerator=accelerator, progress=not args.no_progress, log=None if args.quiet else print)
+        summary = run_pipeline(
+            cfg, accelerator=accelerator, progress=not args.no_progress, log=None if args.quiet else print
+        )
+        if args.quiet and accelerator.is_main_process:  # the stage lines were hidden, the results are not
+            print(summary_markdown(summary))
     finally:
         accelerator.end_training()
 

@@ -101,3 +101,20 @@ def test_accelerate_launch_cpu_with_two_processes_warns_that_one_runs(tmp_path):
         [sys.executable, str(script)], capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300
     )
     assert alone.returncode == 0 and "--num_processes" not in alone.stderr  # a plain run: no warning
+
+
+def test_quiet_hides_the_stage_lines_but_not_warnings(capsys):
+    from learngene_hf.cli import run_script
+    from learngene_hf.logs import get_logger
+
+    def main(argv):
+        get_logger("learngene_hf.demo").info("stage line")
+        get_logger("learngene_hf.demo").warning("a warning")
+        print("the result")
+
+    for argv, shown in ((["--quiet"], False), ([], True)):
+        with pytest.raises(SystemExit) as done:
+            run_script(main, argv)
+        out, err = capsys.readouterr()
+        assert done.value.code == 0 and out == "the result\n"
+        assert ("stage line" in err) == shown and "a warning" in err
