@@ -97,7 +97,7 @@ def compare(learngene, collective, data, novel, open_world, args, shots: int, si
 
 
 def setting_record(results: dict[str, Any], collective_parameters: int) -> dict[str, Any]:
-    """The issue-shaped record of one setting: per size its methods, then the references."""
+    """The record of one setting: per size its methods, then the references."""
 
     def brief(m: dict[str, Any]) -> dict[str, Any]:
         keys = ("mean", "ci95", "inherited_bytes", "inherited_parameters", "parameters", "flops_per_image", "lr",
