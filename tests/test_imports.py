@@ -19,7 +19,7 @@ PACKAGE = REPO / "learngene_hf"
 #: The floors, lowest first: a module may import its own folder and anything on a lower floor.
 FLOORS = [
     ("errors",),
-    ("io", "logs", "machine", "stats"),
+    ("io", "logs", "machine", "flops", "stats"),
     ("data", "plots", "testing"),
     ("models",),
     ("artifact",),

@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
+from ..flops import forward_flops
 from ..io import write_json_atomic, write_text_atomic
 from ..logs import get_logger
 from ..machine import machine_record
@@ -133,27 +134,6 @@ def _tune_methods(
             found.settings_edges[method.name] = edge
             tuned.append(replace(method, settings=best_settings))
     return tuned, found
-
-
-def forward_flops(model: nn.Module, image_shape: Sequence[int]) -> int:
-    """Floating-point operations of one forward pass of ``model`` on one image of ``image_shape``
-    ``(C, H, W)`` in eval mode (``torch.utils.flop_counter``: a multiply-add counts 2)."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    was_training = model.training
-    model.eval()
-    try:
-        reference = next(model.parameters(), None)
-        x = torch.zeros(1, *image_shape, dtype=reference.dtype if reference is not None else torch.float32)
-        x = x.to(reference.device) if reference is not None else x
-        with torch.no_grad(), FlopCounterMode(display=False) as counter:
-            if getattr(model, "fitted", True):
-                model(x)
-            else:  # a frozen-feature classifier before its fit: the features (the classifier is a small matmul)
-                model.raw_features(x)
-        return int(counter.get_total_flops())
-    finally:
-        model.train(was_training)
 
 
 def _summarise(

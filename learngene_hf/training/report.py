@@ -82,7 +82,8 @@ def build_report(
 
 def summarise(report: dict) -> None:
     """Add the means over ``report["tasks"]`` (accuracy after / at the end, forgetting, open-world
-    AUROC, per score) and the training throughput to ``report``."""
+    AUROC, per score) and the training throughput to ``report``: images/s, and the arithmetic
+    (GFLOP of forward + backward passes, replayed images included) and its rate."""
     tasks = report["tasks"]
     after = [t["accuracy_after"] for t in tasks]
     end = [t["accuracy_end"] for t in tasks if t.get("accuracy_end") is not None]
@@ -102,6 +103,10 @@ def summarise(report: dict) -> None:
     report["mean_open_world_aurocs"] = {name: sum(v) / len(v) for name, v in per_score.items()}
     seconds = sum(t["train_seconds"] for t in tasks)
     report["images_per_second"] = sum(t["train_images_seen"] for t in tasks) / seconds if seconds > 0 else None
+    report["train_seconds"] = seconds
+    gflop = [t["train_gflop"] for t in tasks if t.get("train_gflop") is not None]
+    report["train_gflop"] = sum(gflop) if gflop and len(gflop) == len(tasks) else None
+    report["gflops_per_second"] = report["train_gflop"] / seconds if report["train_gflop"] and seconds > 0 else None
 
 
 def _fmt(value, digits: int = 3) -> str:
@@ -127,8 +132,10 @@ def report_markdown(report: dict) -> str:
             else ""
         ),
         f"- Forgetting control: {report['forgetting_control']}",
-        f"- Training throughput: {_fmt(report['images_per_second'], 1)} images/s on {report['num_processes']} "
-        f"process(es), device `{report['device']}`, mixed precision `{report['mixed_precision']}`",
+        f"- Training throughput: {_fmt(report['images_per_second'], 1)} images/s "
+        f"({_fmt(report.get('gflops_per_second'), 1)} GFLOP/s over {_fmt(report.get('train_gflop'), 0)} GFLOP) on "
+        f"{report['num_processes']} process(es), device `{report['device']}`, mixed precision "
+        f"`{report['mixed_precision']}`",
         "",
         "| task | classes | acc. after | acc. end | open-world AUROC | growth |",
         "| ---: | --- | ---: | ---: | ---: | --- |",

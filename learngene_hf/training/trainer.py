@@ -51,6 +51,7 @@ from torch import nn
 from ..data.episodes import make_task_stream
 from ..data.splits import split_classes
 from ..errors import ConfigError
+from ..flops import forward_flops
 from ..io import write_json_atomic
 from ..logs import get_logger
 from ..models.collective import CollectiveModel
@@ -240,6 +241,7 @@ class _Task:
     loader: Any = None
     step: int = 0
     outlier_heads: tuple[int, ...] = ()
+    replayed: int = 0
 
 
 def _train_task(loop: _Loop, t: int) -> None:
@@ -359,6 +361,10 @@ def _run_epochs(loop: _Loop, current: _Task) -> None:
     entry["batchnorm_frozen"] = freeze_bn
     entry["train_seconds"] = seconds
     entry["train_images_seen"] = int(accelerator.reduce(torch.tensor(seen, device=accelerator.device), "sum"))
+    # the arithmetic of training: forward + backward (3 forward passes) of every image, replayed ones included
+    passes = int(accelerator.reduce(torch.tensor(seen + current.replayed, device=accelerator.device), "sum"))
+    flops = forward_flops(state.model, tuple(current.data.train_images.shape[1:]))
+    entry["train_gflop"] = 3 * flops * passes / 1e9
 
 
 def _run_epoch(
@@ -389,6 +395,7 @@ def _run_epoch(
             rloss, oe = replay_loss(model, rx.to(device), ry.to(device), rt.to(device), current.outlier_heads)
             replay_sum += rloss.detach()
             oe_sum += oe.detach()
+            current.replayed += int(rx.shape[0])
             loss = loss + rloss
             if current.outlier_heads:
                 loss = loss + config.outlier_exposure * oe
