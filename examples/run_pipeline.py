@@ -85,6 +85,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="wins over accelerate's setting when given (default: accelerate launch's choice, else auto)",
     )
     run.add_argument("--no-progress", action="store_true", help="hide the progress bars (the library's and the Hub's)")
+    run.add_argument(
+        "--quick",
+        action="store_true",
+        help="the whole cycle at a toy size (tiny preset, 2 tasks, 2 episodes) in well under a minute on a CPU: it "
+        "shows the stages and the API, not the result; flags given as well win (output: runs/quick)",
+    )
     return parser.parse_args(argv)
 
 
@@ -96,7 +102,9 @@ def main(argv: list[str] | None = None) -> None:
     learngene_hf.import_models()
     if args.no_progress:
         silence_progress_bars()
-    cfg = PipelineConfig(**config_kwargs(args, PipelineConfig))
+    from learngene_hf.pipeline import QUICK
+
+    cfg = PipelineConfig(**{**(QUICK if args.quick else {}), **config_kwargs(args, PipelineConfig)})
     accelerator = make_accelerator(args.mixed_precision)
     try:
         summary = run_pipeline(

@@ -35,6 +35,14 @@ from .selection.config import SelectionConfig
 
 DEFAULT_REPO_ID = "demo/learngene-embedded"
 
+#: ``run_pipeline.py --quick``: the whole cycle at a toy size, in well under a minute on a CPU. It
+#: shows every stage and the API, not what a learngene is worth (its accuracies mean nothing).
+QUICK: dict[str, Any] = {
+    "preset": "tiny", "num_tasks": 2, "images_per_class": 20, "embedded": {"num_classes": 40, "image_size": 16},
+    "probe_episodes": 1, "size": "small", "shots": [2], "episodes": 2, "ways": 3, "steps": 10, "tune_episodes": 1,
+    "output_dir": "runs/quick",
+}  # fmt: skip
+
 
 @dataclass
 class PipelineConfig:
