@@ -34,12 +34,13 @@ import torch
 
 from learngene_hf.artifact.learngene import Learngene
 from learngene_hf.data import sample_episodes
-from learngene_hf.fewshot.compare import compare_methods, forward_flops
+from learngene_hf.fewshot.compare import compare_methods
 from learngene_hf.fewshot.config import FewShotConfig, descendant_recipe
 from learngene_hf.fewshot.loading import load_fewshot_data
 from learngene_hf.fewshot.methods import baseline_methods
 from learngene_hf.fewshot.runner import Method
 from learngene_hf.fewshot.tuning import tuning_episodes
+from learngene_hf.flops import forward_flops
 from learngene_hf.io import read_json, write_json_atomic, write_text_atomic
 from learngene_hf.models.individual import IndividualConfig, IndividualModel
 from learngene_hf.training.config import PRESET_TRAINING_DEFAULTS, CollectiveTrainingConfig
