@@ -46,12 +46,28 @@ import torch
 from learngene_hf.data import split_classes
 from learngene_hf.errors import DataError
 from learngene_hf.io import read_json, write_json_atomic, write_text_atomic
-from learngene_hf.plots.memory import plot_task_accuracy
+from learngene_hf.plots.memory import plot_open_world_aurocs, plot_task_accuracy
 from learngene_hf.training.config import OPEN_WORLD_SCORES, PRESET_TRAINING_DEFAULTS, CollectiveTrainingConfig
 from learngene_hf.training.trainer import train_collective
 
 RESULTS = Path(__file__).resolve().parent / "results"
-OFF = {"bn_freeze_after": 0, "ewc_weight": 0.0, "replay_per_class": 0, "open_world_from_replay": False}
+#: Set by ``--tag``: results go to ``collective_memory{TAG}_*`` (e.g. "_open_world") beside the others.
+TAG = ""
+
+
+def out(name: str) -> Path:
+    """The results file ``collective_memory{TAG}{name}``, e.g. ``out("_tuning.json")``."""
+    return RESULTS / f"collective_memory{TAG}{name}"
+
+
+OFF = {
+    "bn_freeze_after": 0,
+    "ewc_weight": 0.0,
+    "replay_per_class": 0,
+    "open_world_from_replay": False,
+    "outlier_exposure": 0.0,
+    "outlier_exposure_heads": "current",
+}
 SETTINGS = (
     "bn_freeze_after",
     "ewc_weight",
@@ -59,6 +75,8 @@ SETTINGS = (
     "replay_selection",
     "replay_batch_size",
     "open_world_from_replay",
+    "outlier_exposure",
+    "outlier_exposure_heads",
     "epochs_per_task",
 )
 
@@ -147,6 +165,12 @@ def _table(rows: list[dict[str, Any]], reference: str | None) -> list[str]:
                 else ""
             )
             + (", open-world statistics from replay" if s.get("open_world_from_replay") else "")
+            + (
+                f", outlier exposure {s['outlier_exposure']:g} ({s['outlier_exposure_heads']} head"
+                + ("s)" if s["outlier_exposure_heads"] == "all" else ")")
+                if s.get("outlier_exposure")
+                else ""
+            )
             + f", {s['epochs_per_task']} epochs"
         )
         if r.get("diverged"):
@@ -204,10 +228,19 @@ def tune(args: argparse.Namespace) -> None:
             for k in args.bn_grid
             for m in args.replay_grid
         ]
+    if args.oe_grid:  # outlier exposure needs replay: the reference is replay alone
+        m = args.replay_per_class
+        grid += [(f"replay {m}", dict(OFF, replay_per_class=m))] if m not in args.replay_grid else []
+        grid += [
+            (f"replay {m} + OE {w:g} ({heads})", dict(OFF, replay_per_class=m, outlier_exposure=w,
+                                                  outlier_exposure_heads=heads))
+            for w in args.oe_grid
+            for heads in args.oe_heads
+        ]  # fmt: skip
     if args.only:
         grid = [(n, o) for n, o in grid if any(key in n for key in args.only)]
     rows = []
-    previous = RESULTS / "collective_memory_tuning.json"
+    previous = out("_tuning.json")
     if not any(n == "no control" for n, _ in grid) and previous.is_file():
         # reuse earlier rows of the same stream (e.g. the reference) when only some variants are rerun
         old = read_json(previous)
@@ -235,7 +268,15 @@ def write_tuning(rows: list[dict[str, Any]], stream: dict[str, Any], note: str) 
         "best_ewc_weight": best,
         "tuned_choice": {"variant": choice["variant"], "settings": {k: choice["settings"][k] for k in OFF}},
     }
-    write_json_atomic(RESULTS / "collective_memory_tuning.json", result)
+    open_world = best_open_world(reference, rows)
+    if open_world is not None:
+        result["open_world_choice"] = {
+            "variant": open_world["variant"],
+            "settings": {k: open_world["settings"][k] for k in OFF},
+            "score": open_world["score"],
+            "auroc": open_world["auroc"],
+        }
+    write_json_atomic(out("_tuning.json"), result)
     md = [
         "# Collective memory: tuning on the open-world classes",
         "",
@@ -252,8 +293,14 @@ def write_tuning(rows: list[dict[str, Any]], stream: dict[str, Any], note: str) 
         f" Tuned choice: {choice['variant']} (lowest mean forgetting among the variants within 0.05 of no "
         "control's accuracy right after learning and at most 1.3x its wall time)."
     )
+    if open_world is not None:
+        verdict += (
+            f" Open-world choice: {open_world['variant']} scored with {open_world['score']} (AUROC "
+            f"{open_world['auroc']:.3f}; the highest mean AUROC of any score among the variants with mean forgetting "
+            "<= 0.15, accuracy right after learning within 0.05 of no control and at most 1.3x its wall time)."
+        )
     md += _table(rows, "no control") + ["", verdict, ""]
-    write_text_atomic(RESULTS / "collective_memory_tuning.md", "\n".join(md))
+    write_text_atomic(out("_tuning.md"), "\n".join(md))
     print("\n".join(md))
 
 
@@ -267,6 +314,28 @@ def best_ewc_weight(reference: dict[str, Any], rows: list[dict[str, Any]]) -> fl
     if not ok:
         return None
     return min(ok, key=lambda r: r["mean_forgetting"])["settings"]["ewc_weight"]
+
+
+def best_open_world(
+    reference: dict[str, Any], rows: list[dict[str, Any]], max_slowdown: float = 1.3, max_forgetting: float = 0.15
+) -> dict[str, Any] | None:
+    """The (variant, score) pair with the highest mean open-world AUROC among the rows that finished,
+    forget at most ``max_forgetting``, keep the accuracy right after learning within 0.05 of
+    ``reference`` (no control) and take at most ``max_slowdown`` times its wall time: the row
+    with ``"score"`` and ``"auroc"`` added, or None when no row qualifies."""
+    best = None
+    for r in rows:
+        if (
+            r.get("diverged")
+            or r["mean_forgetting"] > max_forgetting
+            or r["mean_accuracy_after"] < reference["mean_accuracy_after"] - 0.05
+            or r["wall_seconds"] > max_slowdown * reference["wall_seconds"]
+        ):
+            continue
+        for score, value in r["open_world_auroc"].items():
+            if value is not None and (best is None or value > best["auroc"]):
+                best = dict(r, score=score, auroc=value)
+    return best
 
 
 def best_variant(reference: dict[str, Any], rows: list[dict[str, Any]], max_slowdown: float = 1.3) -> dict[str, Any]:
@@ -296,6 +365,16 @@ def compare(args: argparse.Namespace) -> None:
         ),
         ("EWC", None),  # weight read from the tuning results when this variant starts
         ("tuned choice", None),  # settings read from the tuning results
+        (
+            "replay + outlier exposure",
+            dict(
+                OFF,
+                replay_per_class=args.replay_per_class,
+                outlier_exposure=args.outlier_exposure,
+                outlier_exposure_heads=args.outlier_exposure_heads,
+            ),
+        ),
+        ("open-world choice", None),  # settings read from the tuning results
         ("preset default", {}),
     ]
     if args.only:  # in the order given
@@ -313,7 +392,7 @@ def compare(args: argparse.Namespace) -> None:
         if v is not None
     }
     rows = []
-    previous = RESULTS / "collective_memory.json"
+    previous = out(".json")
     if args.only and previous.is_file():
         # keep the rows of the same stream measured by an earlier invocation (e.g. no control) when only some
         # variants are (re)run; each row says when it was measured
@@ -324,6 +403,12 @@ def compare(args: argparse.Namespace) -> None:
     for name, overrides in variants:
         if name == "tuned choice":
             overrides = dict(OFF, **_tuning_results()["tuned_choice"]["settings"])
+        if name == "open-world choice":
+            choice = _tuning_results().get("open_world_choice")
+            if choice is None:
+                print("open-world choice: skipped, the tuning results have none (run --stage tune --oe-grid)")
+                continue
+            overrides = dict(OFF, **choice["settings"], open_world_method=choice["score"])
         if overrides is None:
             weight = _ewc_weight(args)
             if weight is None:
@@ -339,7 +424,7 @@ def compare(args: argparse.Namespace) -> None:
 
 
 def _tuning_results() -> dict[str, Any]:
-    tuning = RESULTS / "collective_memory_tuning.json"
+    tuning = out("_tuning.json")
     if not tuning.is_file():
         raise SystemExit(
             f"No tuning results in {tuning}: run --stage tune first (or pass --ewc-weight and leave "
@@ -364,13 +449,13 @@ def _write_compare(rows: list[dict[str, Any]], default: dict[str, Any], stream: 
         "machine": _machine(),
         "note": args.note,
     }
-    write_json_atomic(RESULTS / "collective_memory.json", result)
+    write_json_atomic(out(".json"), result)
     finished = [r for r in rows if not r.get("diverged")]
     if finished:  # a diverged run has no accuracy at the end of the stream
         plot_task_accuracy(
-            {r["variant"]: {"after": r["accuracy_after"], "end": r["accuracy_end"]} for r in finished},
-            RESULTS / "collective_memory.png",
+            {r["variant"]: {"after": r["accuracy_after"], "end": r["accuracy_end"]} for r in finished}, out(".png")
         )
+        plot_open_world_aurocs({r["variant"]: r["open_world_auroc"] for r in finished}, out("_auroc.png"))
     tasks = (
         len(finished[0]["accuracy_end"])
         if finished
@@ -400,8 +485,12 @@ def _write_compare(rows: list[dict[str, Any]], default: dict[str, Any], stream: 
             )
             md.append("")
     if finished:
-        md += ["Accuracy per task at the end of the stream: `collective_memory.png`.", ""]
-    write_text_atomic(RESULTS / "collective_memory.md", "\n".join(md))
+        md += [
+            f"Accuracy per task at the end of the stream: `{out('.png').name}`; mean AUROC per score and variant: "
+            f"`{out('_auroc.png').name}`.",
+            "",
+        ]
+    write_text_atomic(out(".md"), "\n".join(md))
     print("\n".join(md), flush=True)
 
 
@@ -474,7 +563,7 @@ def fewshot(args: argparse.Namespace) -> None:
         "machine": _machine(),
         "note": args.note,
     }
-    write_json_atomic(RESULTS / "collective_memory_fewshot.json", result)
+    write_json_atomic(out("_fewshot.json"), result)
     md = [
         "# Collective memory: does the learngene suffer?",
         "",
@@ -499,7 +588,7 @@ def fewshot(args: argparse.Namespace) -> None:
     md += [f"| {name} | {v['mean']:.3f} | +/- {v['ci95']:.3f} |" for name, v in summary.items()]
     md += ["", "| paired difference new - old | mean | 95% CI |", "|---|---|---|"]
     md += [f"| {name} | {v['mean']:+.3f} | +/- {v['ci95']:.3f} |" for name, v in pairs.items()]
-    write_text_atomic(RESULTS / "collective_memory_fewshot.md", "\n".join(md) + "\n")
+    write_text_atomic(out("_fewshot.md"), "\n".join(md) + "\n")
     print("\n".join(md), flush=True)
 
 
@@ -520,6 +609,8 @@ def main() -> None:
     parser.add_argument("--bn-grid", type=int, nargs="*", default=[])
     parser.add_argument("--replay-grid", type=int, nargs="*", default=[])
     parser.add_argument("--combine", action="store_true", help="also tune every BN point with every replay size")
+    parser.add_argument("--oe-grid", type=float, nargs="*", default=[], help="outlier-exposure weights (with replay)")
+    parser.add_argument("--oe-heads", nargs="*", default=["current", "all"], help="outlier_exposure_heads to tune")
     # compare
     parser.add_argument("--num-tasks", type=int, default=None)
     parser.add_argument("--images-per-class", type=int, default=None, help="training images per class (small: 300)")
@@ -527,6 +618,8 @@ def main() -> None:
     parser.add_argument("--ewc-weight", type=float, default=None, help="default: the tuned weight of --stage tune")
     parser.add_argument("--bn-freeze-after", type=int, default=3)
     parser.add_argument("--replay-per-class", type=int, default=20)
+    parser.add_argument("--outlier-exposure", type=float, default=0.5, help="weight of the outlier-exposure variant")
+    parser.add_argument("--outlier-exposure-heads", default="all", choices=["current", "all"])
     # fewshot
     parser.add_argument("--fewshot-episodes", type=int, default=40)
     parser.add_argument("--old-run", type=Path, default=None, help="default: RUNS_DIR/'no control'")
@@ -547,7 +640,10 @@ def main() -> None:
     parser.add_argument(
         "--recipe", default="default", choices=["default", "paper"], help="few-shot recipe of the descendants"
     )
+    parser.add_argument("--tag", default="", help="results file suffix, e.g. _open_world (keeps the others)")
     args = parser.parse_args()
+    global TAG
+    TAG = args.tag
     RESULTS.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(max(1, torch.get_num_threads()))
     {"tune": tune, "compare": compare, "fewshot": fewshot}[args.stage](args)

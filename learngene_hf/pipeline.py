@@ -416,6 +416,20 @@ def _few_shot(cfg: PipelineConfig, out: Path, learngene, accelerator, progress: 
     return results
 
 
+def _open_world_line(collective: dict[str, Any]) -> str:
+    """The summary's line on forgetting and open-world recognition (AUROC of the score used)."""
+    auroc, forgetting = collective.get("mean_open_world_auroc"), collective.get("mean_forgetting")
+    line = f"- Mean forgetting {forgetting:.3f}; " if forgetting is not None else "- "
+    if auroc is None:
+        return line + "open-world AUROC not measured (one task only)."
+    others = ", ".join(f"{k} {v:.3f}" for k, v in (collective.get("mean_open_world_aurocs") or {}).items())
+    return (
+        line + f"open-world AUROC {auroc:.3f} with the {collective['open_world_method']} score "
+        f"(unknown: each new task's classes before it is learnt; known: held-out images of the learnt tasks; "
+        f"all scores: {others}); read it with `model.open_world_score(images)`."
+    )
+
+
 def summary_markdown(summary: dict[str, Any]) -> str:
     """The pipeline's summary as markdown: stages, learngene, and one accuracy table per K."""
     from .fewshot.compare import format_table
@@ -428,6 +442,7 @@ def summary_markdown(summary: dict[str, Any]) -> str:
         f"- Collective model: preset `{c['preset']}`, {c['num_tasks']} tasks, mean accuracy after learning each task "
         f"{100 * c['mean_accuracy_after']:.1f}%, at the end {100 * c['mean_accuracy_end']:.1f}%, "
         f"{c['images_per_second']:.0f} images/s, {c['seconds']:.0f} s.",
+        _open_world_line(c),
         f"- Learngene: layers {lg['layers']} ({lg['position']}). {lg['reason']}",
         f"- Size: {sizes['learngene_parameters']:,} parameters ({sizes['learngene_bytes'] / 1e6:.2f} MB) = "
         f"{100 * sizes['parameter_fraction']:.1f}% of the collective model's {sizes['collective_parameters']:,}.",
@@ -511,6 +526,10 @@ def run_pipeline(
             "mean_accuracy_after": report.get("mean_accuracy_after"),
             "mean_accuracy_end": report.get("mean_accuracy_end"),
             "images_per_second": report.get("images_per_second"),
+            "mean_forgetting": report.get("mean_forgetting"),
+            "open_world_method": report.get("open_world_method"),
+            "mean_open_world_auroc": report.get("mean_open_world_auroc"),
+            "mean_open_world_aurocs": report.get("mean_open_world_aurocs"),
             "seconds": timings["collective"],  # this run's stage (short when it resumed a finished run)
             "training_seconds": sum(float(t.get("train_seconds") or 0.0) for t in report.get("tasks") or []),
             "run_dir": str(out / "collective"),

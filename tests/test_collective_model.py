@@ -215,7 +215,7 @@ def test_unknown_score_prefers_confident_inputs():
         model.heads[0].bias.copy_(torch.stack([-(w @ unsure), w @ unsure]))
         model.heads[1].weight.zero_()
         model.heads[1].bias.zero_()
-    for method in ("energy", "msp"):
+    for method in ("energy", "msp", "maxlogit"):
         score = model.unknown_score(x, method=method)
         assert score.shape == (2,) and torch.isfinite(score).all()
         assert score[0] < score[1] - 0.4, (method, score)
@@ -223,8 +223,23 @@ def test_unknown_score_prefers_confident_inputs():
         torch.testing.assert_close(only_uniform[0], only_uniform[1])  # the uniform head cannot tell them apart
     energy = model.unknown_score(x, method="energy")  # unsure input: max(log 2, log 3) from the uniform heads
     assert abs(energy[1].item() + torch.log(torch.tensor(3.0)).item()) < 1e-4
-    with pytest.raises(ConfigError, match="'energy' or 'msp'"):
+    with pytest.raises(ConfigError, match="Unknown open-world score 'entropy'"):
         model.unknown_score(x, method="entropy")
+    with pytest.raises(ConfigError, match="open_world.safetensors"):
+        model.open_world_score(x, method="knn")  # needs the run's feature bank, not the model alone
+
+
+def test_open_world_score_defaults_to_the_configured_score_and_survives_save_and_load(tmp_path):
+    model = _warmed_model(tasks=(2, 3))
+    x = torch.randn(4, 3, 32, 32)
+    torch.testing.assert_close(model.open_world_score(x), model.open_world_score(x, method="energy"))
+    model.config.open_world_score = "maxlogit"
+    model.save_pretrained(tmp_path)
+    again = CollectiveModel.from_pretrained(tmp_path).eval()
+    assert again.config.open_world_score == "maxlogit"
+    torch.testing.assert_close(again.open_world_score(x), model.open_world_score(x, method="maxlogit"))
+    with pytest.raises(ConfigError, match="open_world_score must be one of"):
+        CollectiveConfig(preset="tiny", open_world_score="knn")
 
 
 def test_widen_to_a_smaller_width_is_refused():

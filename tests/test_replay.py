@@ -192,3 +192,28 @@ def test_open_world_statistics_from_replay_are_the_exemplar_means_under_the_fina
     assert len(bank) == len(memory) and bank.num_components == 3 * 5
     order = torch.argsort(memory.tasks * 5 + memory.labels, stable=True)
     torch.testing.assert_close(bank.features, torch.nn.functional.normalize(features[order], dim=1), atol=1e-4, rtol=0)
+
+
+def test_a_trained_model_reads_its_open_world_score_with_the_score_its_run_reported(tmp_path):
+    """The saved model's open_world_score uses the run's open_world_method by default and gives the
+    same numbers as the trainer's scores of that name."""
+    from learngene_hf.models.collective import CollectiveModel
+    from learngene_hf.training.loading import model_inputs
+    from learngene_hf.training.openworld import unknown_scores
+
+    train, test = striped_data()
+    config = CollectiveTrainingConfig.for_preset(
+        "tiny", num_tasks=2, epochs_per_task=2, lr=0.03, train_per_class=20, test_per_class=10, growth="none",
+        replay_per_class=5, outlier_exposure=0.5, record_gradients=False, open_world_method="maxlogit",
+        base=list(range(10)), open_world=[], novel=[],
+    )  # fmt: skip
+    run = train_collective(config, tmp_path / "run", data=(train, test), resume=False, progress=False)
+    assert run.report["open_world_method"] == "maxlogit"
+    assert run.report["mean_open_world_auroc"] == run.report["mean_open_world_aurocs"]["maxlogit"]
+    model = CollectiveModel.from_pretrained(tmp_path / "run" / "model").eval()
+    assert model.config.open_world_score == "maxlogit"
+    images = model_inputs(test.images[:12])
+    with torch.no_grad():
+        expected = unknown_scores(model, images)["maxlogit"]
+    torch.testing.assert_close(model.open_world_score(images), expected)
+    assert not torch.equal(model.open_world_score(images, method="energy"), expected)

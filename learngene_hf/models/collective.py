@@ -29,6 +29,8 @@ from transformers.modeling_outputs import ImageClassifierOutput
 from .growth import wider_consumer_linear
 from .layers import init_vgg_weights, project_error
 from .modeling_utils import (
+    LOGIT_SCORES,
+    OpenWorldScoreMixin,
     VGGBaseModelMixin,
     VGGClassifierMixin,
     VGGPreTrainedMixin,
@@ -69,6 +71,9 @@ class CollectiveConfig(PreTrainedConfig):
         kernel_size: conv kernel size.
         image_mean / image_std: per-channel normalization the model expects (for the image
             processor saved beside it).
+        open_world_score: the default score of ``open_world_score`` (one of
+            :data:`~learngene_hf.models.modeling_utils.LOGIT_SCORES`; the trainer writes the one
+            its run reported).
         num_labels / id2label / label2id: through ``**kwargs``; they describe the newest task head
             (the one ``forward`` and ``pipeline`` use by default) and follow :meth:`add_task`.
     """
@@ -91,6 +96,7 @@ class CollectiveConfig(PreTrainedConfig):
         kernel_size: int = 3,
         image_mean: Sequence[float] | None = None,
         image_std: Sequence[float] | None = None,
+        open_world_score: str = "energy",
         **kwargs,
     ):
         if preset not in COLLECTIVE_PRESETS:
@@ -114,6 +120,7 @@ class CollectiveConfig(PreTrainedConfig):
         self.kernel_size = int(kernel_size)
         self.image_mean = [float(v) for v in (image_mean if image_mean is not None else VGG_BN_MEAN)]
         self.image_std = [float(v) for v in (image_std if image_std is not None else VGG_BN_STD)]
+        self.open_world_score = str(open_world_score)
         self._validate()
         if self.task_num_labels and "id2label" not in kwargs and "num_labels" not in kwargs:
             kwargs["num_labels"] = self.task_num_labels[-1]
@@ -122,6 +129,8 @@ class CollectiveConfig(PreTrainedConfig):
 
     def _validate(self) -> None:
         check_vgg_shape(self, "a collective")
+        if self.open_world_score not in LOGIT_SCORES:
+            raise _config_error(f"open_world_score must be one of {LOGIT_SCORES}, got {self.open_world_score!r}.")
         if len(self.layer_names) != len(self.widths) or len(set(self.layer_names)) != len(self.layer_names):
             raise _config_error(
                 f"layer_names must hold one distinct name per conv layer ({len(self.widths)}), got {self.layer_names}."
@@ -159,7 +168,7 @@ class CollectiveBaseModel(VGGBaseModelMixin, CollectivePreTrainedModel):
     """
 
 
-class CollectiveForImageClassification(VGGClassifierMixin, CollectivePreTrainedModel):
+class CollectiveForImageClassification(OpenWorldScoreMixin, VGGClassifierMixin, CollectivePreTrainedModel):
     r"""Expandable multi-head VGG-BN classifier (``AutoModelForImageClassification``).
 
     ``pixel_values`` [B, C, H, W] -> :class:`CollectiveBaseModel` (``self.collective``; its timm
@@ -233,28 +242,6 @@ class CollectiveForImageClassification(VGGClassifierMixin, CollectivePreTrainedM
                 f"(0..{len(self.heads) - 1})."
             )
         return task_id
-
-    @torch.no_grad()
-    def unknown_score(
-        self, pixel_values: torch.Tensor, task_ids: Sequence[int] | None = None, method: str = "energy"
-    ) -> torch.Tensor:
-        """How unfamiliar each image is to the heads learnt so far ([B] float; higher = more unknown).
-
-        ``method="energy"``: minus the largest log-sum-exp of the logits over the known heads;
-        ``method="msp"``: minus the largest maximum softmax probability over the known heads.
-        ``task_ids`` restricts the heads considered (default: all).
-        """
-        if method not in ("energy", "msp"):
-            raise _config_error(f"Unknown open-world score {method!r}; use 'energy' or 'msp'.")
-        if not self.heads:
-            raise _config_error("No task head yet: the unknown score needs at least one learnt task.")
-        ids = range(len(self.heads)) if task_ids is None else [self._check_task(t) for t in task_ids]
-        embedding = self.embed(pixel_values)
-        per_head = []
-        for t in ids:
-            logits = self.heads[t](embedding).float()
-            per_head.append(torch.logsumexp(logits, 1) if method == "energy" else logits.softmax(1).amax(1))
-        return -torch.stack(per_head, 1).amax(1)
 
     # ------------------------------------------------------------------ tasks and growth
     def add_task(self, num_labels: int, id2label: dict[int, str] | None = None) -> int:

@@ -11,6 +11,8 @@ individual): one place for what would otherwise be written four times.
   models (``CollectiveBaseModel``, ``IndividualBaseModel``), built on :func:`vgg_base_forward`.
 * :class:`VGGClassifierMixin`: ``vgg`` / ``blocks`` / ``neck`` / ``num_features`` of the VGG-BN
   classification models.
+* :class:`OpenWorldScoreMixin`: ``open_world_score`` / ``unknown_score`` of the multi-head
+  collective models, from :func:`logit_scores`.
 * :func:`classifier_output`: loss and output packing of the classification heads.
 * :func:`descendant_config_kwargs`: the config keywords of a descendant built around a learngene.
 * :func:`register_auto_classes`: ``AutoConfig`` / ``AutoModel`` / ``AutoModelForImageClassification``
@@ -35,7 +37,7 @@ from transformers.modeling_outputs import BaseModelOutputWithPoolingAndNoAttenti
 from transformers.utils.hub import hf_api
 
 from .hub_card import model_card
-from .layers import init_vgg_weights
+from .layers import init_vgg_weights, project_error
 from .timm_hub import timm_config, timm_state_dict, write_timm_config
 from .vgg import VGGBN, backbone_from_config
 
@@ -240,6 +242,64 @@ class VGGClassifierMixin:
     def num_features(self) -> int:
         """Width of the flattened pooled feature map that enters the MLP."""
         return self.config.widths[-1] * self.config.feature_pool_size**2
+
+
+#: The open-world scores a collective model computes from its task heads alone (higher = more unknown).
+LOGIT_SCORES = ("energy", "msp", "maxlogit")
+
+
+def logit_scores(embedding: torch.Tensor, heads: Any) -> dict[str, torch.Tensor]:
+    """Every :data:`LOGIT_SCORES` score of ``embedding`` [B, D] over ``heads`` (linear layers to
+    each task's logits): ``{"energy": [B], "msp": [B], "maxlogit": [B]}``, higher = more unknown.
+
+    ``energy`` is minus the largest log-sum-exp of the logits over the heads, ``msp`` minus the
+    largest maximum softmax probability and ``maxlogit`` minus the largest logit (Vaze et al.,
+    ICLR 2022): an image is familiar when *some* head is confident about it."""
+    energy, msp, maxlogit = [], [], []
+    for head in heads:
+        logits = head(embedding).float()
+        energy.append(torch.logsumexp(logits, 1))
+        msp.append(logits.softmax(1).amax(1))
+        maxlogit.append(logits.amax(1))
+    return {
+        "energy": -torch.stack(energy, 1).amax(1),
+        "msp": -torch.stack(msp, 1).amax(1),
+        "maxlogit": -torch.stack(maxlogit, 1).amax(1),
+    }
+
+
+class OpenWorldScoreMixin:
+    """``open_world_score`` of a multi-head collective model (needs ``embed``, ``heads``,
+    ``_check_task`` and ``config.open_world_score``)."""
+
+    @torch.no_grad()
+    def open_world_score(
+        self, pixel_values: torch.Tensor, task_ids: Any = None, method: str | None = None
+    ) -> torch.Tensor:
+        """How unfamiliar each image of ``pixel_values`` [B, C, H, W] is to the tasks learnt so far:
+        a [B] float tensor, higher = more likely a class the model never learnt.
+
+        ``method`` is one of :data:`LOGIT_SCORES` (default: ``config.open_world_score``, the score
+        the collective run reported); ``task_ids`` restricts the heads asked (default: all, the
+        question "is this any class I know?"). The scale depends on the model: threshold it at a
+        quantile of the scores of images of known classes (see the collective guide).
+        """
+        method = method or getattr(self.config, "open_world_score", "energy")
+        if method not in LOGIT_SCORES:
+            raise project_error(
+                "ConfigError",
+                f"Unknown open-world score {method!r} for a model alone; use one of {LOGIT_SCORES} "
+                "('mahalanobis' and 'knn' need the run's open_world.safetensors: "
+                "learngene_hf.training.openworld.unknown_scores).",
+            )
+        if not len(self.heads):
+            raise project_error("ConfigError", "No task head yet: the open-world score needs at least one learnt task.")
+        ids = range(len(self.heads)) if task_ids is None else [self._check_task(t) for t in task_ids]
+        return logit_scores(self.embed(pixel_values), [self.heads[t] for t in ids])[method]
+
+    def unknown_score(self, pixel_values: torch.Tensor, task_ids: Any = None, method: str = "energy") -> torch.Tensor:
+        """:meth:`open_world_score` with the energy score by default (the name of earlier releases)."""
+        return self.open_world_score(pixel_values, task_ids, method)
 
 
 def classifier_output(

@@ -14,7 +14,7 @@ from torch import nn
 from transformers import PreTrainedConfig, PreTrainedModel
 from transformers.modeling_outputs import ImageClassifierOutput
 
-from .modeling_utils import ImageModelMixin, register_auto_classes
+from .modeling_utils import LOGIT_SCORES, ImageModelMixin, OpenWorldScoreMixin, register_auto_classes
 from .presets import VIT_PRESETS
 from .timm_hub import drop_timm_keys
 from .vit import (
@@ -45,6 +45,8 @@ class ViTCollectiveConfig(PreTrainedConfig):
         growth_log: always empty (growth is not offered for ViTs); kept so the trainer's reports
             read the same for every family.
         image_mean / image_std: normalization the model expects (for the saved image processor).
+        open_world_score: the default score of ``open_world_score`` (one of
+            :data:`~learngene_hf.models.modeling_utils.LOGIT_SCORES`).
     """
 
     model_type = "learngene_vit_collective"
@@ -65,6 +67,7 @@ class ViTCollectiveConfig(PreTrainedConfig):
         growth_log: Sequence[dict] | None = None,
         image_mean: Sequence[float] | None = None,
         image_std: Sequence[float] | None = None,
+        open_world_score: str = "energy",
         **kwargs,
     ):
         if preset not in VIT_PRESETS:
@@ -84,6 +87,9 @@ class ViTCollectiveConfig(PreTrainedConfig):
         self.growth_log = [dict(e) for e in (growth_log or [])]
         self.image_mean = [float(v) for v in (image_mean if image_mean is not None else DEFAULT_IMAGE_MEAN)]
         self.image_std = [float(v) for v in (image_std if image_std is not None else DEFAULT_IMAGE_STD)]
+        self.open_world_score = str(open_world_score)
+        if self.open_world_score not in LOGIT_SCORES:
+            raise config_error(f"open_world_score must be one of {LOGIT_SCORES}, got {self.open_world_score!r}.")
         check_architecture(self.embed_dim, self.depth, self.num_heads, self.mlp_ratio, self.patch_size, self.image_size)
         if self.expansion not in ("linear", "none"):
             raise config_error(f"expansion must be 'linear' or 'none', got {self.expansion!r}.")
@@ -117,14 +123,6 @@ class ViTCollectiveConfig(PreTrainedConfig):
         return [f"block{i}.{m}" for i in range(self.depth) for m in RECORDED_MATRICES]
 
 
-def _unknown_score(embedding: torch.Tensor, heads: Sequence[nn.Module], method: str) -> torch.Tensor:
-    per_head = []
-    for head in heads:
-        logits = head(embedding).float()
-        per_head.append(torch.logsumexp(logits, 1) if method == "energy" else logits.softmax(1).amax(1))
-    return -torch.stack(per_head, 1).amax(1)
-
-
 class ViTCollectivePreTrainedModel(ImageModelMixin, PreTrainedModel):
     """Weight initialization and loading glue of the ViT collective model."""
 
@@ -136,7 +134,7 @@ class ViTCollectivePreTrainedModel(ImageModelMixin, PreTrainedModel):
         init_vit_weights(module)
 
 
-class ViTCollectiveModel(ViTCollectivePreTrainedModel):
+class ViTCollectiveModel(OpenWorldScoreMixin, ViTCollectivePreTrainedModel):
     r"""Multi-head ViT collective model (the TLEG auxiliary model when ``expansion="linear"``).
 
     ``pixel_values`` [B, C, H, W] -> :class:`LearngeneViT` (``self.vit``; patch embedding, class
@@ -188,19 +186,6 @@ class ViTCollectiveModel(ViTCollectivePreTrainedModel):
         logits = head(self.embed(pixel_values))
         loss = nn.functional.cross_entropy(logits, labels) if labels is not None else None
         return ImageClassifierOutput(loss=loss, logits=logits)
-
-    @torch.no_grad()
-    def unknown_score(
-        self, pixel_values: torch.Tensor, task_ids: Sequence[int] | None = None, method: str = "energy"
-    ) -> torch.Tensor:
-        """How unfamiliar each image is to the heads learnt so far ([B]; higher = more unknown),
-        by ``"energy"`` or ``"msp"`` over the heads ``task_ids`` (default: all)."""
-        if method not in ("energy", "msp"):
-            raise config_error(f"Unknown open-world score {method!r}; use 'energy' or 'msp'.")
-        ids = range(len(self.heads)) if task_ids is None else [self._check_task(t) for t in task_ids]
-        if not self.heads:
-            raise config_error("No task head yet: the unknown score needs at least one learnt task.")
-        return _unknown_score(self.embed(pixel_values), [self.heads[t] for t in ids], method)
 
     def add_task(self, num_labels: int, id2label: dict[int, str] | None = None) -> int:
         """Add a fresh linear head with ``num_labels`` classes; returns its task id (rebuild the

@@ -48,3 +48,34 @@ def plot_task_accuracy(curves: Mapping[str, Mapping[str, Sequence[float]]], path
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
     return save_figure(fig, path)
+
+
+def plot_open_world_aurocs(aurocs: Mapping[str, Mapping[str, float]], path: str | os.PathLike) -> str:
+    """Mean open-world AUROC per score, one group of bars per variant, written to ``path`` (PNG).
+
+    Args:
+        aurocs: ``{variant: {score: mean AUROC in [0, 1]}}`` (e.g. a collective report's
+            ``mean_open_world_aurocs`` per variant). A dashed line marks chance (0.5).
+
+    Returns the path.
+    """
+    from matplotlib.figure import Figure
+
+    if not aurocs:
+        raise ValueError("plot_open_world_aurocs needs at least one variant.")
+    scores = list(dict.fromkeys(s for v in aurocs.values() for s in v))
+    fig = Figure(figsize=(8, 4.5))
+    ax = fig.subplots()
+    width = 0.8 / len(aurocs)
+    for i, (name, values) in enumerate(aurocs.items()):
+        xs = [j + (i - (len(aurocs) - 1) / 2) * width for j in range(len(scores))]
+        ax.bar(xs, [values.get(s, float("nan")) for s in scores], width, label=name)
+    ax.axhline(0.5, color="black", linestyle="--", linewidth=1, label="chance")
+    ax.set_xticks(range(len(scores)), scores)
+    ax.set_ylabel("mean open-world AUROC (unknown vs known)")
+    ax.set_ylim(0.3, 1.0)
+    ax.set_title("is this image any class the collective model learnt?")
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=8, loc="upper right")
+    fig.tight_layout()
+    return save_figure(fig, path)

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from ..errors import DataError
+from ..models.modeling_utils import logit_scores
 
 
 def auroc(
@@ -280,14 +281,7 @@ def unknown_scores(
     if not len(model.heads):
         raise DataError("No task head yet: open-world scores need at least one learnt task.")
     embedding = model.embed(pixel_values)
-    energy, msp, maxlogit = [], [], []
-    for head in model.heads:
-        logits = head(embedding).float()
-        energy.append(torch.logsumexp(logits, 1))
-        msp.append(logits.softmax(1).amax(1))
-        maxlogit.append(logits.amax(1))
-    out = {"energy": -torch.stack(energy, 1).amax(1), "msp": -torch.stack(msp, 1).amax(1)}
-    out["maxlogit"] = -torch.stack(maxlogit, 1).amax(1)
+    out = logit_scores(embedding, model.heads)
     if gaussians is not None and len(gaussians):
         out["mahalanobis"] = gaussians.score(embedding.float(), precision)
     if bank is not None and len(bank):

@@ -55,6 +55,7 @@ from ..flops import forward_flops
 from ..io import write_json_atomic
 from ..logs import get_logger
 from ..models.collective import CollectiveModel
+from ..models.modeling_utils import LOGIT_SCORES
 from .config import RUN_FORMAT, RUN_VERSION, CollectiveTrainingConfig, resolve_mixed_precision
 from .evaluation import embeddings, evaluate_task, open_world_aurocs
 from .ewc import EWC, sgd_max_curvature
@@ -197,6 +198,8 @@ def _start_or_resume(
         set_seed(config.seed)
         if model is None:
             model = new_collective_model(config.preset, int(train.images.shape[-1]))
+        if config.open_world_method in LOGIT_SCORES:  # the default of model.open_world_score
+            model.config.open_world_score = config.open_world_method
         if model.config.num_tasks:
             raise ConfigError(
                 f"The starting model already has {model.config.num_tasks} task heads; give a model without heads "
