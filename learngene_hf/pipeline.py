@@ -46,7 +46,7 @@ QUICK: dict[str, Any] = {
 
 @dataclass
 class PipelineConfig:
-    """Settings of :func:`run_pipeline` (the defaults took about 28 minutes on an idle 2-core development machine).
+    """Settings of :func:`run_pipeline` (the defaults took 230 s on an idle 2-core development machine).
 
     The few-shot and selection defaults are those of :class:`~learngene_hf.fewshot.config.ComparisonConfig`,
     :class:`~learngene_hf.fewshot.config.FewShotConfig` and :class:`~learngene_hf.selection.config.SelectionConfig`,

@@ -20,7 +20,7 @@ from learngene_hf.fewshot.baselines import (
 )
 from learngene_hf.fewshot.compare import compare_methods, compare_sizes, format_sizes_table, format_table
 from learngene_hf.fewshot.config import SIZE_RECIPES, FewShotConfig
-from learngene_hf.fewshot.methods import baseline_methods, descendant_sizes
+from learngene_hf.fewshot.methods import baseline_methods, descendant_sizes, size_methods
 from learngene_hf.fewshot.train import evaluate
 from learngene_hf.models.collective import CollectiveConfig, CollectiveModel
 from learngene_hf.models.individual import IndividualConfig, IndividualModel
@@ -193,6 +193,21 @@ def test_descendants_of_every_named_size_against_what_inherits_nothing_at_that_s
 
     path = plot_descendant_sizes(rows, tmp_path / "sizes.png", title="tiny")
     assert (tmp_path / "sizes.png").stat().st_size > 1000 and path.endswith("sizes.png")
+
+
+def test_learngene_plus_head_with_its_recipe_does_not_end_below_a_linear_probe_on_the_learngene(data):
+    """The sanity property of the smallest size: fine-tuned with its own recipe (a linear probe
+    as the head's start), it ends no lower than logistic regression on the same frozen features."""
+    torch.manual_seed(0)
+    collective = CollectiveModel(CollectiveConfig(preset="tiny", task_num_labels=[3]))
+    lg = tiny_learngene((0, 1), model=collective)
+    tiny = [m for m in size_methods(lg, collective, descendant_sizes(["tiny"])) if m.name == "learngene@tiny"]
+    probe = baseline_methods(lg, sources=("learngene",), classifiers=("logreg",), weight_selection_method=False)
+    episodes = sample_episodes(data, SPLIT["novel"], 8, ways=3, shots=5, queries=5, seed=1)
+    results = compare_methods(lg, episodes, FewShotConfig(device="cpu"), methods=tiny + probe, progress=False)
+    fine_tuned, linear = results["methods"]["learngene@tiny"], results["methods"]["logreg_learngene"]
+    assert fine_tuned["recipe"]["steps"] == SIZE_RECIPES["tiny"]["steps"]
+    assert fine_tuned["mean"] >= linear["mean"] - 0.05, (fine_tuned["mean"], linear["mean"])
 
 
 def test_few_shot_example_prints_baselines_and_sizes_on_digits(tmp_path):

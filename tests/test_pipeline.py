@@ -12,7 +12,7 @@ import torch
 
 from learngene_hf.artifact.learngene import Learngene
 from learngene_hf.errors import ConfigError
-from learngene_hf.pipeline import PipelineConfig, run_pipeline
+from learngene_hf.pipeline import QUICK, PipelineConfig, run_pipeline
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = dict(
@@ -67,6 +67,17 @@ def test_pipeline_runs_every_stage_and_shares_the_learngene(tmp_path, hub):
     assert result["seconds_per_run"] > 0
     text = (out / "summary.md").read_text()
     assert "## 2-shot" in text and "| scratch |" in text and "Hub: pushed to `me/tiny-learngene`" in text
+
+
+def test_quick_settings_run_the_whole_cycle_at_the_tiny_size(tmp_path, hub):
+    """run_pipeline.py --quick: every stage at the tiny size, the summary naming the open-world score."""
+    cfg = PipelineConfig(**{**QUICK, "output_dir": str(tmp_path / "quick"), "hub_endpoint": hub})
+    summary = run_pipeline(cfg, progress=False, log=lambda *a, **k: None)
+    assert summary["collective"]["preset"] == "tiny" and summary["few_shot"]["2"]["setting"]["episodes"] == 2
+    assert summary["collective"]["open_world_method"] == "energy"
+    assert 0 <= summary["collective"]["mean_open_world_auroc"] <= 1
+    text = (tmp_path / "quick" / "summary.md").read_text()
+    assert "open-world AUROC" in text and "energy score" in text and "model.open_world_score" in text
 
 
 def test_the_pipelines_own_hub_takes_only_its_own_token(tmp_path, monkeypatch):
