@@ -79,7 +79,9 @@ def from_learngene(
         config_overrides: the family's architecture overrides: for a layer learngene
             :meth:`IndividualConfig.for_learngene`'s (``stem_widths``, ``tail_widths``,
             ``head_hidden``, ``image_size``, ``id2label``...); for a linear-expansion (ViT)
-            learngene ``num_blocks`` (depth) and ``embed_dim`` (width).
+            learngene ``num_blocks`` (depth) and ``embed_dim`` (width). ``size`` names a
+            descendant size for either family ("tiny", "small", "medium", "full";
+            :mod:`learngene_hf.models.presets`); without it the descendant has the collective's size.
 
     Returns an :class:`~learngene_hf.models.individual.IndividualModel` for a ``"layers"``
     learngene, a :class:`~learngene_hf.models.vit_individual.ViTIndividualModel` for a
