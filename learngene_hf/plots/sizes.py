@@ -8,7 +8,16 @@ from typing import Any, Sequence
 
 from . import save_figure
 
-_STYLE = {"learngene": ("tab:blue", "o"), "scratch": ("tab:gray", "s"), "weight_selection": ("tab:orange", "^")}
+_STYLE = {
+    "learngene": ("tab:blue", "o"),
+    "scratch": ("tab:gray", "s"),
+    "weight_selection": ("tab:orange", "^"),
+    "logreg_random": ("tab:cyan", "v"),
+    "centroid_random": ("tab:olive", "<"),
+    "logreg_learngene": ("tab:green", "D"),
+    "logreg_collective": ("tab:red", "P"),
+    "whole": ("tab:purple", "X"),
+}
 
 
 def _human(n: float) -> str:
@@ -74,7 +83,8 @@ def descendant_sizes_figure(rows: Sequence[dict[str, Any]], title: str = "", way
         )
     sizes = {}
     for r in rows:
-        sizes.setdefault(r["size"], r["parameters"])
+        if r["size"] != "reference":  # the reference lines sit at their own size, unnamed
+            sizes.setdefault(r["size"], r["parameters"])
     ax_params.set_xscale("log")
     ax_params.set_xticks(list(sizes.values()), [f"{s}\n{_count(p)}" for s, p in sizes.items()], fontsize=8)
     ax_params.minorticks_off()
@@ -92,7 +102,7 @@ def descendant_sizes_figure(rows: Sequence[dict[str, Any]], title: str = "", way
         if ways:
             ax.axhline(100 / ways, color="tab:red", linestyle="--", linewidth=1, label=f"chance ({100 / ways:.0f}%)")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8, loc="upper left")
+        ax.legend(fontsize=7, loc="upper left", ncol=2)  # two columns stay above the points
     if title:
         fig.suptitle(title)
     fig.tight_layout()
