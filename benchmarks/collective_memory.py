@@ -47,7 +47,12 @@ from learngene_hf.data import split_classes
 from learngene_hf.errors import DataError
 from learngene_hf.io import read_json, write_json_atomic, write_text_atomic
 from learngene_hf.plots.memory import plot_open_world_aurocs, plot_task_accuracy
-from learngene_hf.training.config import OPEN_WORLD_SCORES, PRESET_TRAINING_DEFAULTS, CollectiveTrainingConfig
+from learngene_hf.training.config import (
+    OPEN_WORLD_SCORES,
+    OUTLIER_EXPOSURE_HEADS,
+    PRESET_TRAINING_DEFAULTS,
+    CollectiveTrainingConfig,
+)
 from learngene_hf.training.trainer import train_collective
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -316,21 +321,27 @@ def best_ewc_weight(reference: dict[str, Any], rows: list[dict[str, Any]]) -> fl
     return min(ok, key=lambda r: r["mean_forgetting"])["settings"]["ewc_weight"]
 
 
+def eligible(reference: dict[str, Any], rows: list[dict[str, Any]], max_slowdown: float = 1.3) -> list[dict[str, Any]]:
+    """The rows that finished, keep the mean accuracy right after learning within 0.05 of
+    ``reference`` (no control) and take at most ``max_slowdown`` times its wall time."""
+    return [
+        r
+        for r in rows
+        if not r.get("diverged")
+        and r["mean_accuracy_after"] >= reference["mean_accuracy_after"] - 0.05
+        and r["wall_seconds"] <= max_slowdown * reference["wall_seconds"]
+    ]
+
+
 def best_open_world(
     reference: dict[str, Any], rows: list[dict[str, Any]], max_slowdown: float = 1.3, max_forgetting: float = 0.15
 ) -> dict[str, Any] | None:
-    """The (variant, score) pair with the highest mean open-world AUROC among the rows that finished,
-    forget at most ``max_forgetting``, keep the accuracy right after learning within 0.05 of
-    ``reference`` (no control) and take at most ``max_slowdown`` times its wall time: the row
-    with ``"score"`` and ``"auroc"`` added, or None when no row qualifies."""
+    """The (variant, score) pair with the highest mean open-world AUROC among the :func:`eligible`
+    rows that forget at most ``max_forgetting``: the row with ``"score"`` and ``"auroc"`` added,
+    or None when no row qualifies."""
     best = None
-    for r in rows:
-        if (
-            r.get("diverged")
-            or r["mean_forgetting"] > max_forgetting
-            or r["mean_accuracy_after"] < reference["mean_accuracy_after"] - 0.05
-            or r["wall_seconds"] > max_slowdown * reference["wall_seconds"]
-        ):
+    for r in eligible(reference, rows, max_slowdown):
+        if r["mean_forgetting"] > max_forgetting:
             continue
         for score, value in r["open_world_auroc"].items():
             if value is not None and (best is None or value > best["auroc"]):
@@ -341,15 +352,8 @@ def best_open_world(
 def best_variant(reference: dict[str, Any], rows: list[dict[str, Any]], max_slowdown: float = 1.3) -> dict[str, Any]:
     """The row with the lowest mean forgetting among those that finished, keep the mean accuracy
     right after learning within 0.05 of ``reference`` and take at most ``max_slowdown`` times its
-    wall time; ``reference`` itself when none does better."""
-    ok = [
-        r
-        for r in rows
-        if not r.get("diverged")
-        and r["mean_accuracy_after"] >= reference["mean_accuracy_after"] - 0.05
-        and r["wall_seconds"] <= max_slowdown * reference["wall_seconds"]
-    ]
-    return min(ok + [reference], key=lambda r: r["mean_forgetting"])
+    wall time (:func:`eligible`); ``reference`` itself when none does better."""
+    return min(eligible(reference, rows, max_slowdown) + [reference], key=lambda r: r["mean_forgetting"])
 
 
 def compare(args: argparse.Namespace) -> None:
@@ -610,7 +614,13 @@ def main() -> None:
     parser.add_argument("--replay-grid", type=int, nargs="*", default=[])
     parser.add_argument("--combine", action="store_true", help="also tune every BN point with every replay size")
     parser.add_argument("--oe-grid", type=float, nargs="*", default=[], help="outlier-exposure weights (with replay)")
-    parser.add_argument("--oe-heads", nargs="*", default=["current", "all"], help="outlier_exposure_heads to tune")
+    parser.add_argument(
+        "--oe-heads",
+        nargs="*",
+        default=list(OUTLIER_EXPOSURE_HEADS),
+        choices=OUTLIER_EXPOSURE_HEADS,
+        help="outlier_exposure_heads to tune",
+    )
     # compare
     parser.add_argument("--num-tasks", type=int, default=None)
     parser.add_argument("--images-per-class", type=int, default=None, help="training images per class (small: 300)")
@@ -619,7 +629,7 @@ def main() -> None:
     parser.add_argument("--bn-freeze-after", type=int, default=3)
     parser.add_argument("--replay-per-class", type=int, default=20)
     parser.add_argument("--outlier-exposure", type=float, default=0.5, help="weight of the outlier-exposure variant")
-    parser.add_argument("--outlier-exposure-heads", default="all", choices=["current", "all"])
+    parser.add_argument("--outlier-exposure-heads", default="all", choices=OUTLIER_EXPOSURE_HEADS)
     # fewshot
     parser.add_argument("--fewshot-episodes", type=int, default=40)
     parser.add_argument("--old-run", type=Path, default=None, help="default: RUNS_DIR/'no control'")

@@ -45,7 +45,7 @@ DEFAULT_THRESHOLDS: tuple[float, ...] = (5e-10, 1e-6, 1e-4, 5e-4)
 
 #: Defaults per model preset used by :meth:`CollectiveTrainingConfig.for_preset` and the example.
 #: "paper" is the paper's setting (50 five-way tasks, all 600 images per class, lr 1e-3);
-#: "small" takes about 15 minutes on 2 CPU cores (replay included); "tiny" is for tests.
+#: "small" trains in about 2 minutes on 2 CPU cores (replay included); "tiny" is for tests.
 PRESET_TRAINING_DEFAULTS: dict[str, dict[str, Any]] = {
     "paper": {"num_tasks": 50, "epochs_per_task": 10, "lr": 1e-3, "train_per_class": None, "test_per_class": None},
     # replay 20/class: mean forgetting 0.57 -> 0.01 on this stream for 1.23x the CPU training time.
