@@ -26,6 +26,7 @@ from ..models.collective import CollectiveModel
 from ..models.layers import BLOCK_TENSOR_NAMES
 from . import save_and_load
 from .config import LearngeneConfig, check_tensor_table, check_tensor_values
+from .narrow import check_widths, narrow_block_state
 
 
 class Learngene:
@@ -50,11 +51,17 @@ class Learngene:
         )
 
     @classmethod
-    def from_collective(cls, model: CollectiveModel, layers: Sequence[int], **metadata: Any) -> "Learngene":
+    def from_collective(
+        cls, model: CollectiveModel, layers: Sequence[int], widths: Sequence[int] | None = None, **metadata: Any
+    ) -> "Learngene":
         """Copy the conv blocks ``layers`` (contiguous, increasing indices) out of ``model``.
 
-        ``metadata`` fills the other :class:`LearngeneConfig` fields (``source``, ``selection``,
-        ``task_stream``, ``preprocessing``); ``sizes`` is computed here.
+        ``widths`` (one per layer, each at most the collective layer's width): take the blocks
+        narrower, by weight selection of evenly spaced channels (:mod:`~learngene_hf.artifact.narrow`;
+        :func:`~learngene_hf.artifact.narrow.widths_for_budget` finds widths that fit a byte
+        budget); the first block keeps all its input channels. ``source["channel_selection"]``
+        records it. ``metadata`` fills the other :class:`LearngeneConfig` fields (``source``,
+        ``selection``, ``task_stream``, ``preprocessing``); ``sizes`` is computed here.
         """
         layers = [int(i) for i in layers]
         n = model.config.num_layers
@@ -67,22 +74,26 @@ class Learngene:
         if layers != list(range(layers[0], layers[0] + len(layers))):
             raise ConfigError(f"Learngene layers must be contiguous and increasing, got {layers}.")
         cfg = model.config
+        full = [int(model.blocks[i].conv.out_channels) for i in layers]
+        kept = full if widths is None else check_widths(widths, full)
         rows, tensors = [], {}
+        in_channels = int(model.blocks[layers[0]].conv.in_channels)
         for j, index in enumerate(layers):
             block = model.blocks[index]
             rows.append(
                 {
                     "name": cfg.layer_names[index],
                     "source_index": index,
-                    "in_channels": block.conv.in_channels,
-                    "out_channels": block.conv.out_channels,
+                    "in_channels": in_channels,
+                    "out_channels": kept[j],
                     "kernel_size": block.conv.kernel_size[0],
                     "pool": bool(cfg.pool[index]),
                 }
             )
-            state = block.state_dict()
+            state = narrow_block_state(block.state_dict(), in_channels, kept[j])
             for name in BLOCK_TENSOR_NAMES:
-                tensors[f"blocks.{j}.{name}"] = state[name].detach().to("cpu").clone().contiguous()
+                tensors[f"blocks.{j}.{name}"] = state[name]
+            in_channels = kept[j]
         first, last = layers[0], layers[-1]
         if first == 0 and last == n - 1:
             position = "whole"
@@ -100,6 +111,9 @@ class Learngene:
             "layer_names": list(cfg.layer_names),
             **metadata.pop("source", {}),
         }
+        if kept != full:
+            source["channel_selection"] = {"rule": "evenly spaced channels (weight selection)", "widths": kept,
+                                           "source_widths": full}  # fmt: skip
         collective_params = sum(p.numel() for p in model.parameters())
         collective_bytes = sum(t.numel() * t.element_size() for t in model.state_dict().values())
         config = LearngeneConfig(

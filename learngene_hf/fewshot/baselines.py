@@ -28,6 +28,7 @@ import torch
 from torch import nn
 from transformers.modeling_outputs import ImageClassifierOutput
 
+from ..artifact.narrow import select_evenly
 from ..errors import ConfigError, DataError, IncompatibleLearngeneError
 from ..models.layers import run_blocks
 from .linear import feature_stats, fit_logistic
@@ -373,30 +374,6 @@ def fit_frozen_features(
 
 
 # ---------------------------------------------------------------------- weight selection
-def select_evenly(source: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
-    """Evenly spaced elements of ``source`` in every dimension, giving a tensor of ``shape``.
-
-    Dimension ``d`` keeps indices ``round(linspace(0, source.shape[d] - 1, shape[d]))``; a
-    dimension of equal size is kept whole, so a tensor of the same shape comes back unchanged.
-    """
-    shape = tuple(int(s) for s in shape)
-    if source.dim() != len(shape):
-        raise IncompatibleLearngeneError(
-            f"Cannot select a {len(shape)}-d tensor {shape} from a {source.dim()}-d one {tuple(source.shape)}."
-        )
-    out = source
-    for d, (have, want) in enumerate(zip(source.shape, shape)):
-        if want > have:
-            raise IncompatibleLearngeneError(
-                f"Weight selection only shrinks: dimension {d} of the target {shape} is larger than the source's "
-                f"{tuple(source.shape)}; pick a descendant no wider than the collective model."
-            )
-        if want < have:
-            index = torch.linspace(0, have - 1, want, device=source.device).round().long()
-            out = out.index_select(d, index)
-    return out.clone()
-
-
 @torch.no_grad()
 def weight_selection(collective: nn.Module, descendant: nn.Module) -> nn.Module:
     """Initialise ``descendant`` from ``collective`` by weight selection (Xu et al., ICLR 2024).
