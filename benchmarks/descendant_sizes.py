@@ -21,7 +21,11 @@ model's features (``logreg_collective``) and the whole backbone fine-tuned (``wh
 gives its parameters, FLOPs per image and inherited bytes. Learning rates (fine-tuned methods,
 the tiny size's linear probe aside) and L2 strengths are picked on open-world episodes, never on
 the novel classes. ``--digits`` adds the same comparison on scikit-learn's real handwritten digits
-(novel classes 7-9, 3-way, tuned on classes 4-6) for the default size.
+(novel classes 7-9, 3-way, tuned on classes 4-6) for the default size at 5 shots; ``--dataset digits``
+runs the whole benchmark there instead (every size and shot count asked for, written to
+``descendant_sizes_digits.*``):
+
+    python benchmarks/descendant_sizes.py --run-dir runs/pipeline --dataset digits --sizes tiny,small
 
 Writes ``benchmarks/results/descendant_sizes.{json,md,png}`` (the JSON: ``{"machine", "settings":
 [{"shots", "episodes", "sizes": [{"name", "parameters", "parameter_fraction", "flops_per_image",
@@ -64,10 +68,22 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--tune-episodes", type=int, default=2, help="open-world episodes per tried value")
     parser.add_argument("--lr-grid", default="0.05,0.1,0.2", help="learning rates tried per fine-tuned method")
     parser.add_argument("--sizes", default="tiny,small,medium,full")
-    parser.add_argument("--digits", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument(
+        "--digits",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="add the 5-shot digits comparison of the default size (embedded data only)",
+    )
+    parser.add_argument(
+        "--dataset",
+        default=None,
+        help="run the benchmark on this dataset (e.g. digits) instead of the learngene's own data",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--note", default="", help="machine load or other remarks for the results")
-    parser.add_argument("--output", default=str(RESULTS / "descendant_sizes"))
+    parser.add_argument(
+        "--output", default=None, help="output path without suffix (default: results/descendant_sizes[_DATASET])"
+    )
     return parser.parse_args()
 
 
@@ -137,7 +153,7 @@ def plot_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
-def write(report: dict[str, Any], runs: dict[str, Any], out: Path) -> None:
+def write(report: dict[str, Any], runs: dict[str, Any], out: Path, dataset: str = "embedded data") -> None:
     lines = ["# Descendant sizes: what a learngene is worth at every size", "", report["description"], ""]
     for shots, results in runs.items():
         if shots == "digits":
@@ -154,7 +170,7 @@ def write(report: dict[str, Any], runs: dict[str, Any], out: Path) -> None:
     first = next((v for k, v in runs.items() if k != "digits"), None)
     if first is not None:
         s = first["setting"]
-        title = f"embedded data, {s['ways']}-way {s['shots']}-shot, {s['episodes']} episodes"
+        title = f"{dataset}, {s['ways']}-way {s['shots']}-shot, {s['episodes']} episodes"
         plot_descendant_sizes(plot_rows(first), out.with_suffix(".png"), title=title, ways=s["ways"])
 
 
@@ -165,32 +181,36 @@ def main() -> None:
     collective = load_run(run_dir / "collective").model
     collective_parameters = sum(p.numel() for p in collective.parameters())
     sizes = args.sizes.split(",")
-    data, novel, open_world = load_fewshot_data(learngene)
+    data, novel, open_world = load_fewshot_data(learngene, args.dataset)
+    ways = min(5, len(novel))
+    output = Path(args.output or RESULTS / f"descendant_sizes{'_' + args.dataset if args.dataset else ''}")
     report = {
         "machine": machine_record(),
         "description": (
             f"Learngene {learngene.config.layer_names} ({learngene.num_parameters():,} parameters, "
             f"{learngene.num_bytes():,} bytes) of the collective run `{run_dir}` "
-            f"({collective_parameters:,} parameters). "
+            f"({collective_parameters:,} parameters). Dataset: {args.dataset or 'embedded'} "
+            f"(novel classes {novel}, tuned on {open_world}). "
             f"Machine: {machine_record().get('device_name') or 'CPU'}, {torch.get_num_threads()} torch threads. "
             f"{args.note} Learning rates from {args.lr_grid} and L2 strengths picked on {args.tune_episodes} "
             "open-world episodes per value; the tiny size's recipe is the linear probe (no lr)."
         ),
         "learngene": learngene.config.layer_names,
+        "dataset": args.dataset or "embedded",
         "settings": [],
     }
     runs: dict[Any, Any] = {}
     for shots in (int(x) for x in args.shots.split(",")):
-        runs[shots] = compare(learngene, collective, data, novel, open_world, args, shots, sizes)
+        runs[shots] = compare(learngene, collective, data, novel, open_world, args, shots, sizes, ways=ways)
         report["settings"].append(setting_record(runs[shots], collective_parameters))
-        write(report, runs, Path(args.output))
-    if args.digits:
+        write(report, runs, output, args.dataset or "embedded data")
+    if args.digits and args.dataset is None:
         digits, d_novel, d_open = load_fewshot_data(learngene, "digits")
         runs["digits"] = compare(learngene, collective, digits, d_novel, d_open, args, 5, [DEFAULT_SIZE], ways=3)
         runs["digits"]["setting"]["dataset"] = "digits"
         report["digits"] = setting_record(runs["digits"], collective_parameters)
-        write(report, runs, Path(args.output))
-    print((Path(args.output).with_suffix(".md")).read_text())
+        write(report, runs, output)
+    print(output.with_suffix(".md").read_text())
 
 
 if __name__ == "__main__":

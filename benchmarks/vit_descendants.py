@@ -114,6 +114,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--episodes", type=int, default=40, help="few-shot episodes of the novel classes (paired)")
     p.add_argument("--shots", type=int, default=5)
     p.add_argument(
+        "--few-shot-widths",
+        default="",
+        help="embedding widths of the few-shot descendants, e.g. 64,32 (empty: the collective's width only); "
+        "a narrower descendant takes evenly spaced elements of the learngene or the unconstrained ViT",
+    )
+    p.add_argument(
         "--tune-episodes", type=int, default=3, help="open-world episodes per tuning grid point (0: no tuning)"
     )
     p.add_argument(
@@ -154,6 +160,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     args.moderate_lr_grid = [float(v) for v in str(args.moderate_lr_grid).split(",") if v.strip()]
     args.depths = [int(d) for d in str(args.depths).split(",")]
     args.lr_grid = [float(v) for v in str(args.lr_grid).split(",")]
+    args.few_shot_widths = [int(w) for w in str(args.few_shot_widths).split(",") if w.strip()]
+    bad = [w for w in args.few_shot_widths if w > args.embed_dim or w % args.num_heads]
+    if bad:
+        p.error(
+            f"--few-shot-widths {bad}: each must be <= --embed-dim {args.embed_dim} and divisible by "
+            f"--num-heads {args.num_heads}"
+        )
     return args
 
 
@@ -443,6 +456,7 @@ def few_shot(args, learngene, plain, train, novel, open_world) -> dict[str, Any]
         episodes,
         cfg,
         args.depths,
+        widths=[None if w == args.embed_dim else w for w in args.few_shot_widths] or (None,),
         tune_lr_episodes=tune,
         lr_grid=args.lr_grid,
         progress=False,
@@ -456,10 +470,10 @@ def few_shot(args, learngene, plain, train, novel, open_world) -> dict[str, Any]
         "methods": results["methods"],
         "episodes": results["episodes"],
     }
-    for depth in args.depths:
-        got = {r["method"]: r for r in results["sizes"] if r["size"] == str(depth)}
+    for size in dict.fromkeys(r["size"] for r in results["sizes"]):
+        got = {r["method"]: r for r in results["sizes"] if r["size"] == size}
         print(
-            f"few-shot, depth {depth}: "
+            f"few-shot, depth {size.replace('w', ', width ')}: "
             + ", ".join(f"{m} {100 * got[m]['mean']:.1f}" for m in FEW_SHOT_METHODS if m in got),
             flush=True,
         )

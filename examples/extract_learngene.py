@@ -4,6 +4,7 @@
     python examples/extract_learngene.py RUN_DIR --strategy paper --k 3
     python examples/extract_learngene.py RUN_DIR --layers 0-2 --push-to-hub me/my-learngene
     python examples/extract_learngene.py RUN_DIR --push-to-hub me/lg --hub-endpoint http://127.0.0.1:8080
+    python examples/extract_learngene.py RUN_DIR --max-bytes 120000 --distill-epochs 3   # deeper, narrower
 
 Prints the layer ranking, the probed candidates, the chosen layers and why, and the sizes.
 """
@@ -51,8 +52,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             "layers": "explicit layers, e.g. '0-2' or '10,11,12' (overrides --strategy)",
             "max_fraction": "skip candidates holding more than this share of the collective model's parameters (0: no "
             "cap)",
+            "max_bytes": "a budget of inherited bytes: choose among the first d layers of every depth at the widest "
+            "width that fits, on the same open-world probes",
+            "distill_epochs": "with --max-bytes, also distill each narrowed candidate from the collective model",
         },
-        default_text={"threshold": "5e-10", "from_task": "every task", "layers": "none: --strategy chooses"},
+        default_text={
+            "threshold": "5e-10",
+            "from_task": "every task",
+            "layers": "none: --strategy chooses",
+            "max_bytes": "none: a block of k full-width layers",
+        },
     )
     selection.add_argument(
         "--no-probe-data",
@@ -78,6 +87,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--hub-endpoint", default=None, help="a self-hosted or local Hub server URL, e.g. http://127.0.0.1:8080"
     )
     return parser.parse_args(argv)
+
+
+def _select_under_budget(inheritor, cfg: SelectionConfig) -> None:
+    """The budget selection: every candidate's bytes and probe accuracy, then the chosen one."""
+    probe = {k: getattr(cfg, k) for k in ("probe_episodes", "probe_epochs", "probe_ways", "probe_shots",
+                                          "probe_queries", "probe_lrs", "seed")}  # fmt: skip
+    result = inheritor.select_under_budget(cfg.max_bytes, distill_epochs=cfg.distill_epochs, **probe)
+    for name, cand in result["candidates"].items():
+        outcome = (
+            cand.get("skipped") or f"open-world probe accuracy {100 * cand['mean']:.1f}% +/- {100 * cand['ci95']:.1f}"
+        )
+        print(f"  candidate {name} ({cand['bytes']:,} bytes): {outcome}")
+    learngene = inheritor.learngene
+    print(f"\nChosen {result['chosen']} {learngene.config.layer_names} (widths {learngene.config.widths}): "
+          f"{result['reason']}")  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -112,8 +136,12 @@ def main(argv: list[str] | None = None) -> int:
             f"({sizes['learngene_bytes'] / 1e6:.2f} MB) of the collective ViT's {sizes['collective_parameters']:,}; "
             "descendants of any depth: learngene_hf.from_learngene(..., num_blocks=L)."
         )
+    elif cfg.max_bytes is not None:
+        _select_under_budget(inheritor, cfg)
     else:
         settings = cfg.to_dict()
+        for name in ("max_bytes", "distill_epochs"):
+            settings.pop(name)
         settings["max_fraction"] = cfg.max_fraction or None
         strategy = settings.pop("strategy") if cfg.layers is None else "layers"
         settings.pop("strategy", None)
@@ -149,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     folder = inheritor.save_pretrained(args.output_dir, repo_id=args.push_to_hub)
     print(
         f"Saved to {folder} (learngene.safetensors, learngene_config.json, README.md"
-        f"{'' if inheritor.is_linear_expansion else ', layer_ranking.png'})"
+        f"{'' if inheritor.selection is None else ', layer_ranking.png'})"
     )
     if args.push_to_hub:
         commit = inheritor.push_to_hub(

@@ -40,7 +40,13 @@ def test_narrow_learngene_keeps_evenly_spaced_channels_layer_to_layer(collective
     kept = torch.linspace(0, 15, 8).round().long()
     assert torch.equal(narrow.tensors["blocks.2.bn.running_var"], collective.blocks[2].bn.running_var[kept])
     assert narrow.config.source["channel_selection"]["source_widths"] == [8, 8, 16, 16]
-    loaded = Learngene.from_pretrained(narrow.save_pretrained(tmp_path / "narrow"))  # validated on load
+    folder = narrow.save_pretrained(tmp_path / "narrow")
+    loaded = Learngene.from_pretrained(folder)  # validated on load
+    card = (folder / "README.md").read_text()
+    assert (
+        "Narrower than in the collective model: the layers are taken at widths 4-4-8-8 of the collective's 8-8-16-16"
+        in card
+    )
     model = IndividualModel.from_learngene(loaded, num_labels=3, size="tiny")
     assert model(torch.randn(2, 3, 16, 16)).logits.shape == (2, 3)
 

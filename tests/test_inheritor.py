@@ -96,6 +96,31 @@ def test_validated_selection_skips_candidates_over_the_size_cap_and_records_each
     assert "skipped, holds" in selection.reason
 
 
+def test_budget_selection_probes_narrow_and_distilled_candidates_and_shares_the_winner(tmp_path):
+    model = tiny_model()
+    inheritor = Inheritor(
+        model,
+        tiny_record(),
+        probe_data=tiny_images(),
+        open_world_classes=[5, 6, 7, 8],
+        task_stream={"classes": [0, 1, 2, 3, 4]},
+        probe=learngene_probe,
+    )
+    budget = Learngene.from_collective(model, [0, 1]).num_bytes()
+    settings = {k: v for k, v in PROBE.items() if k != "max_fraction"}
+    result = inheritor.select_under_budget(budget, depths=[2, 4], distill_epochs=1, **settings)
+    assert set(result["candidates"]) == {"first_2", "narrow_4", "distilled_4"}
+    assert all(c["bytes"] <= budget and len(c["accuracies"]) == 2 for c in result["candidates"].values())
+    chosen = inheritor.learngene
+    assert chosen.config.selection["strategy"] == "budget" and chosen.num_bytes() <= budget
+    folder = inheritor.save_pretrained(tmp_path / "lg")
+    assert Learngene.from_pretrained(folder).config.selection["budget_candidates"].keys() == result["candidates"].keys()
+    card = (folder / "README.md").read_text()
+    assert "narrow_4" in card and "distilled_4" in card
+    with pytest.raises(ConfigError, match="open-world probes"):
+        Inheritor(model).select_under_budget(budget)
+
+
 def test_without_open_world_data_the_selection_falls_back_to_the_criterion():
     inheritor = Inheritor(tiny_model(), tiny_record(), open_world_classes=[5, 6, 7])
     selection = inheritor.select(k=2, criterion="stability")
@@ -237,3 +262,36 @@ def test_example_script_extracts_and_pushes_to_a_hub_endpoint(tiny_run, tmp_path
     assert "Chosen layers [2, 3]" in out and "Pushed to me/example-lg" in out
     assert Learngene.from_pretrained("me/example-lg").config.layer_names == ["conv2", "conv3"]
     assert (tmp_path / "out" / "layer_ranking.png").exists()
+
+
+def test_example_script_with_a_byte_budget_saves_the_best_candidate_that_fits(tiny_run, tmp_path, capsys):
+    import runpy
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "examples" / "extract_learngene.py"
+    budget = Learngene.from_collective(Inheritor.from_run(tiny_run, load_probe_data=False).model, [0, 1]).num_bytes()
+    probes = ["--probe-episodes", "1", "--probe-epochs", "1", "--probe-shots", "2", "--probe-queries", "2"]
+    argv = [str(script), str(tiny_run), "--max-bytes", str(budget), "--distill-epochs", "1", *probes,
+            "--output-dir", str(tmp_path / "out")]  # fmt: skip
+    old, sys.argv = sys.argv, argv
+    try:
+        with pytest.raises(SystemExit) as info:
+            runpy.run_path(str(script), run_name="__main__")
+    finally:
+        sys.argv = old
+    assert info.value.code == 0
+    out = capsys.readouterr().out
+    assert "candidate narrow_4" in out and "candidate distilled_4" in out and "Chosen " in out
+    saved = Learngene.from_pretrained(tmp_path / "out")
+    assert saved.num_bytes() <= budget and saved.config.selection["strategy"] == "budget"
+    assert not (tmp_path / "out" / "layer_ranking.png").exists()
+
+
+def test_a_byte_budget_with_explicit_layers_is_refused_in_one_line():
+    from learngene_hf.selection.config import SelectionConfig
+
+    with pytest.raises(ConfigError, match="--max-bytes chooses the layers"):
+        SelectionConfig(max_bytes=1000, layers=[0, 1])
+    with pytest.raises(ConfigError, match="needs --max-bytes"):
+        SelectionConfig(distill_epochs=2)

@@ -370,6 +370,23 @@ def test_vit_depth_comparison_runs_every_method_and_names_the_strongest_that_inh
     assert rows["tleg"]["inherited_bytes"] == learngene.num_bytes() and rows["scratch"]["inherited_bytes"] == 0
 
 
+def test_vit_depth_methods_at_half_width_build_narrow_descendants_of_both_sources(vit_learngene):
+    from learngene_hf.fewshot.baselines import inheritance
+    from learngene_hf.fewshot.methods import vit_depth_methods
+
+    learngene, _ = vit_learngene
+    torch.manual_seed(0)
+    plain = ViTCollectiveModel(ViTCollectiveConfig(preset="vit-tiny", expansion="none"))
+    methods = {m.name: m for m in vit_depth_methods(learngene, plain, [2], widths=[None, 16])}
+    assert {"tleg@2", "tleg@2w16", "scratch@2w16", "weight_selection@2w16", "logreg_random@2w16"} <= set(methods)
+    for name in ("tleg@2w16", "scratch@2w16", "weight_selection@2w16"):
+        model = methods[name].builder(3)
+        assert model.config.embed_dim == 16 and model.config.depth == 2, name
+        assert model(torch.randint(0, 256, (2, 3, 32, 32)).float()).logits.shape == (2, 3)
+    narrow, wide = methods["tleg@2w16"].builder(3), methods["tleg@2"].builder(3)
+    assert 0 < inheritance(narrow)["parameters"] < inheritance(wide)["parameters"]
+
+
 def test_logistic_regression_on_random_vit_features_separates_easy_classes():
     from learngene_hf.fewshot.baselines import fit_frozen_features, vit_frozen_features
     from learngene_hf.fewshot.config import FewShotConfig

@@ -56,6 +56,24 @@ def source_name(config_source: dict[str, Any]) -> str:
     return f"an unpublished collective model (preset `{config_source.get('preset')}`)"
 
 
+def _narrowed_text(src: dict[str, Any]) -> str:
+    """How a learngene taken narrower than its collective model was made ("" for a plain copy)."""
+    narrow = src.get("channel_selection") or {}
+    if not narrow:
+        return ""
+    widths = "-".join(str(w) for w in narrow.get("widths", []))
+    full = "-".join(str(w) for w in narrow.get("source_widths", []))
+    text = f"the layers are taken at widths {widths} of the collective's {full}, keeping evenly spaced channels"
+    distilled = src.get("distillation") or {}
+    if distilled:
+        text += (
+            f", then distilled to imitate {distilled.get('target')} ({distilled.get('epochs')} epochs on "
+            f"{distilled.get('images', 0):,} images of its base classes; loss {distilled.get('loss_before', 0):.3f} -> "
+            f"{distilled.get('loss_after', 0):.3f})"
+        )
+    return text
+
+
 def learngene_card(learngene: Any, repo_id: str | None = None) -> ModelCard:
     """Render the model card of ``learngene`` (``repo_id`` appears in the usage snippet)."""
     cfg = learngene.config
@@ -102,6 +120,10 @@ def learngene_card(learngene: Any, repo_id: str | None = None) -> ModelCard:
         }
         for c in sel.get("candidates", [])
     ]
+    for name, c in (sel.get("budget_candidates") or {}).items():
+        mean = f"{100 * c['mean']:.1f}%" if c.get("mean") is not None else f"not probed: {c.get('skipped')}"
+        candidates.append({"layers": name, "origin": f"{c['bytes']:,} bytes", "mean": mean,
+                           "ci95": f"{100 * c['ci95']:.1f}" if c.get("ci95") is not None else "-"})  # fmt: skip
     sizes = cfg.sizes or {}
     if stream:
         planned = stream.get("planned_tasks")
@@ -127,6 +149,7 @@ def learngene_card(learngene: Any, repo_id: str | None = None) -> ModelCard:
         source_commit=src.get("commit_sha"),
         source_preset=src.get("preset"),
         source_widths=src.get("widths"),
+        narrowed=_narrowed_text(src),
         learngene_parameters=f"{sizes.get('learngene_parameters', learngene.num_parameters()):,}",
         learngene_size=_human_bytes(sizes.get("learngene_bytes", learngene.num_bytes())),
         collective_parameters=f"{sizes['collective_parameters']:,}" if "collective_parameters" in sizes else "unknown",

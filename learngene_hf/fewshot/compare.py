@@ -464,6 +464,7 @@ def compare_vit_depths(
     depths: Sequence[int],
     *,
     classifiers: Sequence[str] = ("logreg",),
+    widths: Sequence[int | None] = (None,),
     tune_lr_episodes: Sequence[Any] | None = None,
     lr_grid: Sequence[float] | None = None,
     accelerator: Any | None = None,
@@ -471,14 +472,15 @@ def compare_vit_depths(
     progress: bool = True,
 ) -> dict[str, Any]:
     """ViT descendants of several depths from a linear-expansion learngene vs scratch, weight
-    selection and frozen random features of the same depth, on the same episodes
+    selection and frozen random features of the same depth (and embedding width, for each of ``widths``;
+    ``None``: the learngene's), on the same episodes
     (:func:`compare_methods` with :func:`~learngene_hf.fewshot.methods.vit_depth_methods`; learning rates
     and L2 strengths picked on ``tune_lr_episodes``, open-world episodes, when given). The
     results dict gains ``sizes`` (:func:`size_rows`, one size per depth). ``lr_grid`` defaults to
     :data:`~learngene_hf.fewshot.config.DEFAULT_VIT_LR_GRID` (not the VGG-centred ``DEFAULT_LR_GRID``)."""
     if not episodes:
         raise ConfigError("compare_vit_depths needs at least one episode.")
-    methods = vit_depth_methods(learngene, plain_collective, depths, classifiers=classifiers)
+    methods = vit_depth_methods(learngene, plain_collective, depths, classifiers=classifiers, widths=widths)
     lr_grid = DEFAULT_VIT_LR_GRID if lr_grid is None else lr_grid
     run = {"tune_lr_episodes": tune_lr_episodes, "accelerator": accelerator, "seed": seed, "progress": progress}
     return _with_size_rows(compare_methods(learngene, episodes, cfg, methods=methods, lr_grid=lr_grid, **run))

@@ -283,15 +283,17 @@ def vit_depth_methods(
     depths: Sequence[int],
     *,
     classifiers: Sequence[str] = ("logreg",),
+    widths: Sequence[int | None] = (None,),
 ) -> list[Method]:
-    """For every depth ``L``: ``tleg@L`` (a descendant of a linear-expansion learngene, block
-    ``l`` = base + c(l, L) * inc), ``scratch@L`` (the same ViT, random initialization),
-    ``weight_selection@L`` (its first ``L`` blocks from ``plain_collective``, an unconstrained
-    collective ViT; skipped without one or when ``L`` exceeds its depth) and a classifier on the
-    frozen features of a random ViT of that shape for each of ``classifiers`` (``logreg_random@L``,
-    ``centroid_random@L``). The fine-tuned ones are trained by ``run_episodes`` (stacked per depth,
-    :class:`~learngene_hf.fewshot.stacks.StackedViTs`, unless the config says ``stack=False``); the others go
-    through ``fit_frozen_features``."""
+    """For every depth ``L`` and embedding width ``W`` of ``widths`` (``None``: the learngene's;
+    sizes are named ``L``, else ``LwW``, e.g. ``tleg@4w32``): ``tleg@L`` (a descendant of a
+    linear-expansion learngene, block ``l`` = base + c(l, L) * inc), ``scratch@L`` (the same ViT,
+    random initialization), ``weight_selection@L`` (its first ``L`` blocks from
+    ``plain_collective``, an unconstrained collective ViT; skipped without one or when ``L``
+    exceeds its depth) and a classifier on the frozen features of a random ViT of that shape for
+    each of ``classifiers`` (``logreg_random@L``, ``centroid_random@L``). The fine-tuned ones are
+    trained by ``run_episodes`` (stacked per depth, :class:`~learngene_hf.fewshot.stacks.StackedViTs`,
+    unless the config says ``stack=False``); the others go through ``fit_frozen_features``."""
     unknown = sorted(set(classifiers) - set(FROZEN_CLASSIFIERS))
     if unknown:
         raise ConfigError(f"Unknown frozen-feature classifiers {unknown}; use some of {list(FROZEN_CLASSIFIERS)}.")
@@ -301,40 +303,39 @@ def vit_depth_methods(
         )
     methods = []
     for depth in depths:
-        depth = int(depth)
+        for width in widths:
+            methods += _vit_methods_at(learngene, plain_collective, int(depth), width, classifiers)
+    return methods
 
-        def scratch(n: int, d: int = depth) -> nn.Module:
-            return ViTIndividualModel(ViTIndividualConfig.for_learngene(learngene, n, num_blocks=d))
 
-        methods.append(
-            Method(
-                f"tleg@{depth}",
-                lambda n, d=depth: ViTIndividualModel.from_learngene(learngene, n, num_blocks=d),
-                description=f"{depth}-block ViT, block l = base + c(l, {depth}) * inc of the learngene (TLEG)",
-            )
-        )
-        methods.append(
-            Method(f"scratch@{depth}", scratch, description=f"the same {depth}-block ViT, random initialization")
-        )
-        if plain_collective is not None and depth <= int(plain_collective.config.depth):
-            methods.append(
-                Method(
-                    f"weight_selection@{depth}",
-                    lambda n, d=depth: ViTIndividualModel.from_weight_selection(plain_collective, n, num_blocks=d),
-                    description=f"the same {depth}-block ViT, first {depth} blocks of the unconstrained collective ViT",
-                )
-            )
-        for prefix in classifiers:
-            classifier, settings, search = FROZEN_CLASSIFIERS[prefix]
-            methods.append(
-                Method(
-                    f"{prefix}_random@{depth}",
-                    lambda n, d=depth, c=classifier: vit_frozen_features(scratch(n, d), n, c, source="random"),
-                    description=f"{prefix} on the frozen class and mean patch tokens of a random {depth}-block ViT "
-                    "(nothing inherited)",
-                    fit=fit_frozen_features,
-                    settings=dict(settings),
-                    search=search,
-                )
-            )
+def _vit_methods_at(
+    learngene: Any, plain: nn.Module | None, depth: int, width: int | None, classifiers: Sequence[str]
+) -> list[Method]:
+    """The methods of :func:`vit_depth_methods` at one depth and width."""
+    size = f"{depth}" if width is None else f"{depth}w{int(width)}"
+    shape = f"{depth}-block ViT" + ("" if width is None else f" of width {int(width)}")
+
+    def scratch(n: int) -> nn.Module:
+        return ViTIndividualModel(ViTIndividualConfig.for_learngene(learngene, n, num_blocks=depth, embed_dim=width))
+
+    methods = [
+        Method(f"tleg@{size}",
+               lambda n: ViTIndividualModel.from_learngene(learngene, n, num_blocks=depth, embed_dim=width),
+               description=f"{shape}, block l = base + c(l, {depth}) * inc of the learngene (TLEG)"),
+        Method(f"scratch@{size}", scratch, description=f"the same {shape}, random initialization"),
+    ]  # fmt: skip
+    if plain is not None and depth <= int(plain.config.depth):
+        methods.append(Method(
+            f"weight_selection@{size}",
+            lambda n: ViTIndividualModel.from_weight_selection(plain, n, num_blocks=depth, embed_dim=width),
+            description=f"the same {shape}, first {depth} blocks of the unconstrained collective ViT",
+        ))  # fmt: skip
+    for prefix in classifiers:
+        classifier, settings, search = FROZEN_CLASSIFIERS[prefix]
+        methods.append(Method(
+            f"{prefix}_random@{size}",
+            lambda n, c=classifier: vit_frozen_features(scratch(n), n, c, source="random"),
+            description=f"{prefix} on the frozen class and mean patch tokens of a random {shape} (nothing inherited)",
+            fit=fit_frozen_features, settings=dict(settings), search=search,
+        ))  # fmt: skip
     return methods

@@ -57,6 +57,11 @@ class SelectionConfig:
         max_fraction: skip candidates holding more than this share of the collective model's
             parameters (None or 0: no cap).
         seed: seed of the probe episodes and models.
+        max_bytes: a budget of inherited bytes: instead of a block of k full-width layers, choose
+            on the same probes among the first d layers of every depth at the widest width that
+            fits (:meth:`~learngene_hf.selection.inheritor.Inheritor.select_under_budget`).
+        distill_epochs: with max_bytes, also distill each narrowed candidate from the collective
+            model for this many epochs on the base classes (0: no distilled candidates).
     """
 
     strategy: str = "validated"
@@ -74,6 +79,8 @@ class SelectionConfig:
     probe_lrs: tuple[float, ...] = DEFAULT_PROBE_LRS
     max_fraction: float | None = DEFAULT_MAX_FRACTION
     seed: int = 0
+    max_bytes: int | None = None
+    distill_epochs: int = 0
 
     def __post_init__(self) -> None:
         """Refuse settings that would be ignored or fail late (one line naming the flag)."""
@@ -103,6 +110,15 @@ class SelectionConfig:
             raise ConfigError(f"threshold must be a positive number (--threshold), got {self.threshold!r}.")
         if self.from_task is not None and self.from_task < 0:
             raise ConfigError(f"from_task must be 0 or more (--from-task), got {self.from_task!r}.")
+        if self.max_bytes is not None and (isinstance(self.max_bytes, bool) or self.max_bytes < 1):
+            raise ConfigError(f"max_bytes must be a positive number of bytes (--max-bytes), got {self.max_bytes!r}.")
+        if self.max_bytes is not None and (self.layers is not None or self.strategy != "validated"):
+            raise ConfigError("--max-bytes chooses the layers on open-world probes; drop --layers / --strategy.")
+        if self.distill_epochs < 0 or (self.distill_epochs and self.max_bytes is None):
+            raise ConfigError(
+                f"distill_epochs must be 0 or more and needs --max-bytes (--distill-epochs), got "
+                f"{self.distill_epochs!r}."
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -33,6 +33,7 @@ from ..models.collective import CollectiveModel
 from ..models.vit_collective import ViTCollectiveModel
 from ..training.record import GradientRecord
 from ..training.run import load_run
+from .compact import budget_candidates, distill_learngene, select_under_budget
 from .config import DEFAULT_CRITERION, SelectionConfig
 from .criterion import Selection, layer_scores, select_layers, validated_selection
 
@@ -231,7 +232,7 @@ class Inheritor:
             settings["max_fraction"] = max_fraction
             selection = validated_selection(
                 self.layer_names,
-                probe,
+                None if probe is None else (lambda layers: probe(self._extract(layers, selection=None))),
                 self.record,
                 criterion=criterion,
                 k=k,
@@ -246,6 +247,58 @@ class Inheritor:
         self.selection = selection
         self.learngene = None
         return selection
+
+    def select_under_budget(
+        self,
+        max_bytes: int,
+        *,
+        depths: Sequence[int] | None = None,
+        distill_epochs: int = 0,
+        probe_episodes: int = SelectionConfig.probe_episodes,
+        probe_epochs: int = SelectionConfig.probe_epochs,
+        probe_ways: int = SelectionConfig.probe_ways,
+        probe_shots: int = SelectionConfig.probe_shots,
+        probe_queries: int = SelectionConfig.probe_queries,
+        probe_lrs: Sequence[float] = SelectionConfig.probe_lrs,
+        seed: int = SelectionConfig.seed,
+        device: str | None = None,
+    ) -> dict[str, Any]:
+        """Choose the learngene that does best on the open-world probes among those of at most
+        ``max_bytes``: the first ``d`` conv layers for each depth of ``depths`` (default: every
+        depth) at the widest width that fits (:func:`~learngene_hf.selection.compact.budget_candidates`),
+        and, with ``distill_epochs``, each narrowed one distilled from the collective model's map at
+        its depth on the base classes' images (:func:`~learngene_hf.selection.compact.distill_learngene`).
+
+        The chosen learngene becomes :attr:`learngene` (``save_pretrained`` / ``push_to_hub`` then
+        share it) with the budget table in ``config.selection``. Returns that table
+        (:func:`~learngene_hf.selection.compact.select_under_budget`)."""
+        if self.is_linear_expansion:
+            raise ConfigError("A linear-expansion ViT has one learngene, its base/increment pair; call extract().")
+        probe, settings, why_not = self._probe(
+            probe_episodes, probe_epochs, probe_ways, probe_shots, probe_queries, probe_lrs, seed, device
+        )
+        if probe is None:
+            raise ConfigError(f"The budget selection needs open-world probes, but {why_not}.")
+        meta = {"source": dict(self.source), "task_stream": dict(self.task_stream),
+                "preprocessing": dict(self.preprocessing)}  # fmt: skip
+        found = budget_candidates(self.model, max_bytes, depths, **meta)
+        if distill_epochs > 0:
+            base = [int(c) for c in self.task_stream.get("classes") or []]
+            if not base:
+                raise ConfigError(
+                    "Distillation needs the base classes (task_stream['classes']); use Inheritor.from_run."
+                )
+            images = self.probe_data.select(base).images
+            for name in [n for n in found if n.startswith("narrow_")]:
+                found[name.replace("narrow_", "distilled_")] = distill_learngene(
+                    found[name], self.model, images, epochs=distill_epochs, seed=seed, device=device
+                )
+        result = select_under_budget(found, probe, max_bytes)
+        chosen = found[result["chosen"]]
+        chosen.config.selection = {"strategy": "budget", "reason": result["reason"], "max_bytes": int(max_bytes),
+                                   "probe": settings, "budget_candidates": result["candidates"]}  # fmt: skip
+        self.selection, self.learngene = None, chosen
+        return result
 
     def parameter_fraction(self, layers: Sequence[int]) -> float:
         """Share of the collective model's parameters held by the conv blocks ``layers``."""
@@ -263,7 +316,8 @@ class Inheritor:
         seed: int,
         device: str | None,
     ):
-        """The probe callable of the validated selection, its settings, and why it is ``None``."""
+        """The probe of the validated and budget selections (``probe(learngene) -> {"accuracies", "lr",
+        ...}``), its settings, and why it is ``None``."""
         settings = {
             "classes": "open_world",
             "open_world_classes": list(self.open_world_classes),
@@ -307,21 +361,21 @@ class Inheritor:
             raise ConfigError("probe_lrs is empty; give at least one learning rate, e.g. probe_lrs=(0.02, 0.05).")
         lrs = [float(lr) for lr in lrs]
 
-        def probe(layers: list[int]) -> dict[str, Any]:
+        def probe(learngene: Learngene) -> dict[str, Any]:
             """Accuracies at the candidate's best learning rate (each candidate gets its own)."""
-            learngene = self._extract(layers, selection=None)
+            rows = learngene.config.layers
+            names = f"layers {rows[0]['source_index']}-{rows[-1]['source_index']}"
+            if "channel_selection" in (learngene.config.source or {}):
+                names += f" at widths {learngene.config.widths}"
             logger.info(
-                f"selection: probing layers {layers[0]}-{layers[-1]} on {episodes} open-world {ways}-way "
-                f"{shots}-shot episodes, {epochs} epochs at lr {', '.join(f'{lr:g}' for lr in lrs)}"
+                f"selection: probing {names} on {episodes} open-world {ways}-way {shots}-shot episodes, "
+                f"{epochs} epochs at lr {', '.join(f'{lr:g}' for lr in lrs)}"
             )
             by_lr = {
                 lr: [float(a) for a in self.probe(learngene, episode_list, lr, epochs, seed, device)] for lr in lrs
             }
             best = max(by_lr, key=lambda lr: sum(by_lr[lr]) / len(by_lr[lr]))
-            logger.info(
-                f"selection: layers {layers[0]}-{layers[-1]}: {100 * sum(by_lr[best]) / len(by_lr[best]):.1f}% "
-                f"at lr {best:g}"
-            )
+            logger.info(f"selection: {names}: {100 * sum(by_lr[best]) / len(by_lr[best]):.1f}% at lr {best:g}")
             return {
                 "accuracies": by_lr[best],
                 "lr": best,
