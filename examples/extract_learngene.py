@@ -91,8 +91,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def _select_under_budget(inheritor, cfg: SelectionConfig) -> None:
     """The budget selection: every candidate's bytes and probe accuracy, then the chosen one."""
-    probe = {k: getattr(cfg, k) for k in ("probe_episodes", "probe_epochs", "probe_ways", "probe_shots",
-                                          "probe_queries", "probe_lrs", "seed")}  # fmt: skip
+    from learngene_hf.selection.inheritor import PROBE_OPTIONS
+
+    probe = {name: getattr(cfg, name) for name in PROBE_OPTIONS}
     result = inheritor.select_under_budget(cfg.max_bytes, distill_epochs=cfg.distill_epochs, **probe)
     for name, cand in result["candidates"].items():
         outcome = (

@@ -230,34 +230,26 @@ def test_from_run_probes_open_world_classes_and_records_the_run(tiny_run, tmp_pa
     assert set(stream["classes"]) <= set(range(6))
 
 
-def test_example_script_extracts_and_pushes_to_a_hub_endpoint(tiny_run, tmp_path, hub, capsys):
+def run_extract_example(argv: list[str]) -> int:
+    """Run examples/extract_learngene.py as a script with ``argv``; returns its exit code."""
     import runpy
     import sys
     from pathlib import Path
 
     script = Path(__file__).resolve().parents[1] / "examples" / "extract_learngene.py"
-    argv = [
-        str(script),
-        str(tiny_run),
-        "--strategy",
-        "paper",
-        "--k",
-        "2",
-        "--output-dir",
-        str(tmp_path / "out"),
-        "--push-to-hub",
-        "me/example-lg",
-        "--hub-endpoint",
-        hub,
-    ]
-    old = sys.argv
-    sys.argv = argv
+    old, sys.argv = sys.argv, [str(script), *argv]
     try:
         with pytest.raises(SystemExit) as info:
             runpy.run_path(str(script), run_name="__main__")
     finally:
         sys.argv = old
-    assert info.value.code == 0
+    return info.value.code
+
+
+def test_example_script_extracts_and_pushes_to_a_hub_endpoint(tiny_run, tmp_path, hub, capsys):
+    argv = [str(tiny_run), "--strategy", "paper", "--k", "2", "--output-dir", str(tmp_path / "out"),
+            "--push-to-hub", "me/example-lg", "--hub-endpoint", hub]  # fmt: skip
+    assert run_extract_example(argv) == 0
     out = capsys.readouterr().out
     assert "Chosen layers [2, 3]" in out and "Pushed to me/example-lg" in out
     assert Learngene.from_pretrained("me/example-lg").config.layer_names == ["conv2", "conv3"]
@@ -265,22 +257,11 @@ def test_example_script_extracts_and_pushes_to_a_hub_endpoint(tiny_run, tmp_path
 
 
 def test_example_script_with_a_byte_budget_saves_the_best_candidate_that_fits(tiny_run, tmp_path, capsys):
-    import runpy
-    import sys
-    from pathlib import Path
-
-    script = Path(__file__).resolve().parents[1] / "examples" / "extract_learngene.py"
     budget = Learngene.from_collective(Inheritor.from_run(tiny_run, load_probe_data=False).model, [0, 1]).num_bytes()
     probes = ["--probe-episodes", "1", "--probe-epochs", "1", "--probe-shots", "2", "--probe-queries", "2"]
-    argv = [str(script), str(tiny_run), "--max-bytes", str(budget), "--distill-epochs", "1", *probes,
+    argv = [str(tiny_run), "--max-bytes", str(budget), "--distill-epochs", "1", *probes,
             "--output-dir", str(tmp_path / "out")]  # fmt: skip
-    old, sys.argv = sys.argv, argv
-    try:
-        with pytest.raises(SystemExit) as info:
-            runpy.run_path(str(script), run_name="__main__")
-    finally:
-        sys.argv = old
-    assert info.value.code == 0
+    assert run_extract_example(argv) == 0
     out = capsys.readouterr().out
     assert "candidate narrow_4" in out and "candidate distilled_4" in out and "Chosen " in out
     saved = Learngene.from_pretrained(tmp_path / "out")

@@ -39,6 +39,9 @@ from .criterion import Selection, layer_scores, select_layers, validated_selecti
 
 logger = get_logger(__name__)
 
+#: The probe settings of :meth:`Inheritor.select`, in the order :meth:`Inheritor._probe` takes them.
+PROBE_OPTIONS = ("probe_episodes", "probe_epochs", "probe_ways", "probe_shots", "probe_queries", "probe_lrs", "seed")
+
 
 class Inheritor:
     """Ranks a collective model's conv layers, selects the learngene and extracts / saves / pushes it.
@@ -254,29 +257,29 @@ class Inheritor:
         *,
         depths: Sequence[int] | None = None,
         distill_epochs: int = 0,
-        probe_episodes: int = SelectionConfig.probe_episodes,
-        probe_epochs: int = SelectionConfig.probe_epochs,
-        probe_ways: int = SelectionConfig.probe_ways,
-        probe_shots: int = SelectionConfig.probe_shots,
-        probe_queries: int = SelectionConfig.probe_queries,
-        probe_lrs: Sequence[float] = SelectionConfig.probe_lrs,
-        seed: int = SelectionConfig.seed,
         device: str | None = None,
+        **probe_options: Any,
     ) -> dict[str, Any]:
         """Choose the learngene that does best on the open-world probes among those of at most
         ``max_bytes``: the first ``d`` conv layers for each depth of ``depths`` (default: every
         depth) at the widest width that fits (:func:`~learngene_hf.selection.compact.budget_candidates`),
         and, with ``distill_epochs``, each narrowed one distilled from the collective model's map at
         its depth on the base classes' images (:func:`~learngene_hf.selection.compact.distill_learngene`).
+        ``probe_options``: the probe settings of :meth:`select` (``probe_episodes``,
+        ``probe_epochs``, ``probe_ways``, ``probe_shots``, ``probe_queries``, ``probe_lrs``,
+        ``seed``), with the same defaults.
 
         The chosen learngene becomes :attr:`learngene` (``save_pretrained`` / ``push_to_hub`` then
         share it) with the budget table in ``config.selection``. Returns that table
         (:func:`~learngene_hf.selection.compact.select_under_budget`)."""
+        unknown = sorted(set(probe_options) - set(PROBE_OPTIONS))
+        if unknown:
+            raise ConfigError(f"Unknown probe options {unknown}; use some of {list(PROBE_OPTIONS)}.")
+        options = {name: probe_options.get(name, getattr(SelectionConfig, name)) for name in PROBE_OPTIONS}
+        seed = options["seed"]
         if self.is_linear_expansion:
             raise ConfigError("A linear-expansion ViT has one learngene, its base/increment pair; call extract().")
-        probe, settings, why_not = self._probe(
-            probe_episodes, probe_epochs, probe_ways, probe_shots, probe_queries, probe_lrs, seed, device
-        )
+        probe, settings, why_not = self._probe(*(options[name] for name in PROBE_OPTIONS), device)
         if probe is None:
             raise ConfigError(f"The budget selection needs open-world probes, but {why_not}.")
         meta = {"source": dict(self.source), "task_stream": dict(self.task_stream),
