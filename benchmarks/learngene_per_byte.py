@@ -43,6 +43,7 @@ from learngene_hf.io import write_json_atomic, write_text_atomic
 from learngene_hf.machine import machine_record
 from learngene_hf.plots.sizes import plot_descendant_sizes
 from learngene_hf.selection.compact import budget_candidates, distill_learngene, select_under_budget
+from learngene_hf.stats import paired_difference
 from learngene_hf.training.run import load_run
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -55,7 +56,15 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--depths", default="3,4,5,6", help="depths of the input-end candidates")
     parser.add_argument("--distill-epochs", type=int, default=3, help="0: no distilled candidates")
     parser.add_argument("--probe-episodes", type=int, default=8, help="open-world episodes of the budget selection")
-    parser.add_argument("--probe-lr", type=float, default=0.1, help="learning rate of the probes")
+    parser.add_argument("--probe-lr", type=float, default=0.1, help="learning rate of the fine-tuned probes")
+    parser.add_argument(
+        "--probe-sizes",
+        default="small",
+        help="descendant sizes probed, e.g. tiny,small (tiny: a "
+        "linear probe); each gives a budget selection, the first one is reported as the choice",
+    )
+    parser.add_argument("--save-candidates", default=None, help="save every candidate learngene under this folder")
+    parser.add_argument("--load-candidates", default=None, help="reuse the candidates saved there (no distillation)")
     parser.add_argument("--episodes", type=int, default=40, help="novel-class episodes per shot count")
     parser.add_argument("--shots", default="5,10", help="shot counts, e.g. 5,10")
     parser.add_argument("--tune-episodes", type=int, default=2, help="open-world episodes per tried value")
@@ -70,6 +79,12 @@ def parse_args() -> argparse.Namespace:
 def candidates_for(learngene: Learngene, collective: Any, data: Any, args: argparse.Namespace) -> dict[str, Any]:
     """The candidates under the budget, the distilled ones included, and the seconds distillation took."""
     budget = args.budget or learngene.num_bytes()
+    if args.load_candidates:
+        folders = sorted(p for p in Path(args.load_candidates).iterdir() if p.is_dir())
+        order = {"first": 0, "narrow": 1, "distilled": 2}
+        folders.sort(key=lambda p: (order.get(p.name.split("_")[0], 3), p.name))
+        return {"budget": budget, "learngenes": {p.name: Learngene.from_pretrained(p) for p in folders},
+                "distill_seconds": 0.0}  # fmt: skip
     meta = {"task_stream": dict(learngene.config.task_stream), "preprocessing": dict(learngene.config.preprocessing)}
     found = budget_candidates(collective, budget, [int(d) for d in args.depths.split(",")], **meta)
     base = data.select([int(c) for c in learngene.config.task_stream.get("classes") or []]).images
@@ -79,6 +94,9 @@ def candidates_for(learngene: Learngene, collective: Any, data: Any, args: argpa
         found[name.replace("narrow_", "distilled_")] = distill_learngene(
             found[name], collective, base, epochs=args.distill_epochs, seed=args.seed
         )
+    if args.save_candidates:
+        for name, candidate in found.items():
+            candidate.save_pretrained(Path(args.save_candidates) / name)
     return {"budget": budget, "learngenes": found, "distill_seconds": time.perf_counter() - start}
 
 
@@ -100,40 +118,68 @@ def methods_for(candidates: dict[str, Learngene], reference: Learngene, collecti
     return methods
 
 
-def candidate_table(selection: dict[str, Any], rows: list[dict[str, Any]], candidates: dict[str, Learngene]) -> str:
-    """Markdown: per candidate its layers, widths, bytes, probe accuracy and its descendants' results."""
+def versus(results: dict[str, Any], reference: str) -> dict[str, dict[str, float]]:
+    """Every method's paired difference (mean, 95% CI half-width) to ``reference`` on the same episodes."""
+    ref = results["methods"][reference]["accuracies"]
+    out = {}
+    for name, m in results["methods"].items():
+        if name != reference:
+            mean, half = paired_difference(m["accuracies"], ref)
+            out[name] = {"mean": mean, "ci95": half}
+    return out
+
+
+def candidate_table(
+    selections: dict[str, Any], rows: list[dict[str, Any]], candidates: dict[str, Learngene], vs: dict | None = None
+) -> str:
+    """Markdown: per candidate its widths, bytes, open-world probe accuracy with each probed size
+    (the first probe's choice marked) and its descendants' results on the novel classes (``rows``)."""
     sizes = list(dict.fromkeys(r["size"] for r in rows))
-    head = "| candidate | widths | inherited bytes | open-world probe | " + " | ".join(
-        f"{s}: accuracy (vs strongest that inherits nothing) | {s}: parameters, FLOPs/image" for s in sizes
+    first = next(iter(selections.values()))
+    head = "| candidate | widths | inherited bytes | " + "".join(f"probe ({p}) | " for p in selections)
+    head += " | ".join(
+        f"{s}: accuracy (vs strongest that inherits nothing) | {s}: vs logreg_collective | {s}: parameters, FLOPs/image"
+        for s in sizes
     )
-    lines = [head + " |", "| --- | --- | ---: | --- |" + " --- | ---: |" * len(sizes)]
+    lines = [
+        head.rstrip(" |") + " |",
+        "| --- | --- | ---: |" + " --- |" * len(selections) + " --- | --- | ---: |" * len(sizes),
+    ]
     for name, learngene in candidates.items():
-        probe = selection["candidates"][name]
-        mark = " **(chosen)**" if name == selection["chosen"] else ""
-        probe_text = f"{100 * probe['mean']:.1f} +/- {100 * probe['ci95']:.1f}" if "mean" in probe else probe["skipped"]
-        cells = [f"{name}{mark}", "-".join(str(w) for w in learngene.config.widths), f"{learngene.num_bytes():,}",
-                 probe_text]  # fmt: skip
+        mark = " **(chosen)**" if name == first["chosen"] else ""
+        cells = [f"{name}{mark}", "-".join(str(w) for w in learngene.config.widths), f"{learngene.num_bytes():,}"]
+        for selection in selections.values():
+            probe = selection["candidates"][name]
+            cells.append(f"{100 * probe['mean']:.1f} +/- {100 * probe['ci95']:.1f}" if "mean" in probe else "-")
         for size in sizes:
             row = next(r for r in rows if r["method"] == name and r["size"] == size)
             d = row["diff_vs_strongest"]
-            vs = f" ({d['mean'] * 100:+.1f} +/- {100 * (d['ci95'] or 0):.1f} vs {d['baseline']})" if d else ""
+            vs_text = f" ({d['mean'] * 100:+.1f} +/- {100 * (d['ci95'] or 0):.1f} vs {d['baseline']})" if d else ""
             flops = row.get("flops_per_image") or 0
-            cells += [f"{100 * row['mean']:.1f} +/- {100 * row['ci95']:.1f}{vs}",
+            ref = (vs or {}).get(row["name"])
+            ref_text = f"{100 * ref['mean']:+.1f} +/- {100 * ref['ci95']:.1f}" if ref else "-"
+            cells += [f"{100 * row['mean']:.1f} +/- {100 * row['ci95']:.1f}{vs_text}", ref_text,
                       f"{row['parameters']:,}, {flops / 1e6:.1f} M"]  # fmt: skip
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
 def write(report: dict[str, Any], runs: dict[int, Any], found: dict[str, Any], out: Path) -> None:
-    lines = ["# Which learngene carries most per byte", "", report["description"], "",
-             f"Budget selection: {report['selection']['reason']}", ""]  # fmt: skip
+    lines = ["# Which learngene carries most per byte", "", report["description"], ""]
+    lines += [f"Budget selection, probes with the {size} descendant: {sel['reason']}" for size, sel in
+              report["selections"].items()] + [""]  # fmt: skip
+    if not runs:
+        lines += [candidate_table(report["selections"], [], found["learngenes"]), ""]
     for shots, results in runs.items():
         s = results["setting"]
         lines += [f"## {s['ways']}-way {shots}-shot, {s['episodes']} episodes", "",
-                  candidate_table(report["selection"], results["sizes"], found["learngenes"]), "",
+                  candidate_table(report["selections"], results["sizes"], found["learngenes"],
+                                  versus(results, "logreg_collective")), "",
                   "Every method on the same episodes:", "", format_table(results), ""]  # fmt: skip
     write_json_atomic(out.with_suffix(".json"), report)
     write_text_atomic(out.with_suffix(".md"), "\n".join(lines))
+    if not runs:
+        return
     shots, first = next(iter(runs.items()))
     rows = list(first["sizes"])
     m = first["methods"]["logreg_collective"]
@@ -151,21 +197,30 @@ def main() -> None:
     data, novel, open_world = load_fewshot_data(learngene)
     found = candidates_for(learngene, collective, data, args)
     probes = tuning_episodes(data, open_world, args.probe_episodes, 5, 5, 15, seed=args.seed + 1)
+    selections = {}
+    for size in args.probe_sizes.split(","):
 
-    def probe(lg: Learngene) -> list[float]:
-        return learngene_probe(lg, probes, args.probe_lr, 0, seed=args.seed, size="small")
+        def probe(lg: Learngene, size: str = size) -> list[float]:
+            return learngene_probe(lg, probes, args.probe_lr, 0, seed=args.seed, size=size)
 
-    start = time.perf_counter()
-    selection = select_under_budget(found["learngenes"], probe, found["budget"])
-    selection["seconds"] = time.perf_counter() - start
+        start = time.perf_counter()
+        selections[size] = select_under_budget(found["learngenes"], probe, found["budget"])
+        selections[size]["seconds"] = time.perf_counter() - start
+        print(f"probes with the {size} descendant: {selections[size]['reason']}", flush=True)
+    selection = next(iter(selections.values()))
     report = {
         "machine": machine_record(),
         "description": (
             f"Collective run `{run_dir}`; selected learngene {learngene.config.layer_names} "
-            f"({learngene.num_bytes():,} bytes). Budget {found['budget']:,} inherited bytes. Candidates distilled "
-            f"for {args.distill_epochs} epochs on the base classes' images ({found['distill_seconds']:.0f} s); "
-            f"probed on {args.probe_episodes} open-world 5-way 5-shot episodes (small descendant, lr "
-            f"{args.probe_lr:g}). Machine: {machine_record().get('device_name') or 'CPU'}, "
+            f"({learngene.num_bytes():,} bytes). Budget {found['budget']:,} inherited bytes. "
+            + (
+                f"Candidates loaded from `{args.load_candidates}`; "
+                if args.load_candidates
+                else f"Candidates distilled for {args.distill_epochs} epochs on the base classes' images "
+                f"({found['distill_seconds']:.0f} s); "
+            )
+            + f"probed on {args.probe_episodes} open-world 5-way 5-shot episodes (descendant sizes {args.probe_sizes}; "
+            f"fine-tuned at lr {args.probe_lr:g}). Machine: {machine_record().get('device_name') or 'CPU'}, "
             f"{torch.get_num_threads()} torch threads. {args.note} Learning rates from {args.lr_grid} and L2 "
             f"strengths picked on {args.tune_episodes} open-world episodes per value; the tiny size is a linear probe."
         ),
@@ -181,12 +236,13 @@ def main() -> None:
             for name, lg in found["learngenes"].items()
         },  # fmt: skip
         "selection": selection,
+        "selections": selections,
         "settings": [],
     }
     runs: dict[int, Any] = {}
     grid = {"lr": [float(x) for x in args.lr_grid.split(",")]}
     methods = methods_for(found["learngenes"], learngene, collective, args.sizes.split(","))
-    for shots in (int(x) for x in args.shots.split(",")):
+    for shots in (int(x) for x in args.shots.split(",") if x.strip()):
         episodes = sample_episodes(data, novel, args.episodes, 5, shots, 15, seed=args.seed)
         tune = tuning_episodes(data, open_world, args.tune_episodes, 5, shots, 15, seed=args.seed)
         begin = time.perf_counter()
@@ -199,7 +255,11 @@ def main() -> None:
         report["settings"].append({"shots": shots, "episodes": args.episodes, "seconds": results["seconds"],
                                    "rows": [{k: r.get(k) for k in ("name", *keep)} for r in results["sizes"]],
                                    "logreg_collective": {k: results["methods"]["logreg_collective"].get(k)
-                                                         for k in ("mean", "ci95", "inherited_bytes")}})  # fmt: skip
+                                                         for k in ("mean", "ci95", "inherited_bytes")},
+                                   "accuracies": {n: m["accuracies"] for n, m in results["methods"].items()},
+                                   "vs_logreg_collective": versus(results, "logreg_collective")})  # fmt: skip
+        write(report, runs, found, Path(args.output))
+    if not runs:
         write(report, runs, found, Path(args.output))
     print(Path(args.output).with_suffix(".md").read_text())
 
