@@ -94,12 +94,10 @@ def _select_under_budget(inheritor, cfg: SelectionConfig) -> None:
     from learngene_hf.selection.inheritor import PROBE_OPTIONS
 
     probe = {name: getattr(cfg, name) for name in PROBE_OPTIONS}
+    from learngene_hf.selection.compact import budget_table
+
     result = inheritor.select_under_budget(cfg.max_bytes, distill_epochs=cfg.distill_epochs, **probe)
-    for name, cand in result["candidates"].items():
-        outcome = (
-            cand.get("skipped") or f"open-world probe accuracy {100 * cand['mean']:.1f}% +/- {100 * cand['ci95']:.1f}"
-        )
-        print(f"  candidate {name} ({cand['bytes']:,} bytes): {outcome}")
+    print(budget_table(result))
     learngene = inheritor.learngene
     print(f"\nChosen {result['chosen']} {learngene.config.layer_names} (widths {learngene.config.widths}): "
           f"{result['reason']}")  # fmt: skip

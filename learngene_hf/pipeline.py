@@ -71,6 +71,10 @@ class PipelineConfig:
         k: layers in the learngene.
         layers: explicit layers, e.g. 0-2 (overrides the strategy).
         probe_episodes: open-world episodes per candidate of the validated selection.
+        max_bytes: a budget of inherited bytes: choose, on the same probes, among the first d
+            layers of every depth at the widest width that fits (None: a block of k full-width layers).
+        distill_epochs: with max_bytes, also distill each narrowed candidate from the collective
+            model for this many epochs on the base classes (0: none).
         repo_id: Hub repo the learngene is pushed to.
         hub_endpoint: Hub URL (None: a local Hub server storing under OUTPUT_DIR/hub;
             https://huggingface.co for the real one).
@@ -122,6 +126,8 @@ class PipelineConfig:
     k: int = SelectionConfig.k
     layers: list[int] | None = None
     probe_episodes: int = SelectionConfig.probe_episodes
+    max_bytes: int | None = None
+    distill_epochs: int = 0
     # hub
     repo_id: str = DEFAULT_REPO_ID
     hub_endpoint: str | None = None
@@ -217,6 +223,8 @@ def check_before_training(cfg: PipelineConfig) -> None:
         criterion=cfg.criterion or DEFAULT_CRITERION,
         layers=cfg.layers,
         probe_episodes=cfg.probe_episodes,
+        max_bytes=cfg.max_bytes,
+        distill_epochs=cfg.distill_epochs,
     )
     _check_classes(cfg, training)
     _check_hub(cfg)
@@ -294,26 +302,31 @@ def _check_hub(cfg: PipelineConfig) -> None:
             ) from err
 
 
-def _select_and_save(cfg: PipelineConfig, out: Path, device: str) -> tuple[Any, Any]:
+def _select_and_save(cfg: PipelineConfig, out: Path, device: str) -> tuple[Any, list[str]]:
+    """Select, extract and save the learngene; returns it and the lines that report the choice."""
     from .fewshot.runner import learngene_probe
+    from .selection.compact import budget_table
     from .selection.config import DEFAULT_CRITERION
     from .selection.inheritor import Inheritor
 
     # the probes train the descendant the few-shot stage will train: its size, its recipe, its lr
     probe = partial(learngene_probe, stack=cfg.stack, size=cfg.size)
     inheritor = Inheritor.from_run(out / "collective", probe=probe)
-    selection = inheritor.select(
-        cfg.strategy,
-        probe_lrs=(float(cfg.fewshot_config().lr),),
-        k=cfg.k,
-        criterion=cfg.criterion or DEFAULT_CRITERION,
-        layers=cfg.layers,
-        probe_episodes=cfg.probe_episodes,
-        seed=cfg.seed,
-        device=device,
-    )
+    probes = {"probe_lrs": (float(cfg.fewshot_config().lr),), "probe_episodes": cfg.probe_episodes, "seed": cfg.seed}
+    if cfg.max_bytes is not None:
+        result = inheritor.select_under_budget(
+            cfg.max_bytes, distill_epochs=cfg.distill_epochs, device=device, **probes
+        )
+        widths = inheritor.learngene.config.widths
+        lines = [budget_table(result), f"chosen: {result['chosen']} (widths {widths}) - {result['reason']}"]
+    else:
+        selection = inheritor.select(
+            cfg.strategy, k=cfg.k, criterion=cfg.criterion or DEFAULT_CRITERION, layers=cfg.layers, device=device,
+            **probes,
+        )  # fmt: skip
+        lines = [selection.table(), f"chosen: {selection.chosen_names} - {selection.reason}"]
     inheritor.save_pretrained(out / "learngene", repo_id=cfg.repo_id)
-    return inheritor.learngene, selection
+    return inheritor.learngene, lines
 
 
 def _share(
@@ -496,12 +509,13 @@ def run_pipeline(
     hub_info: dict[str, Any] | None = None
     with _hub_endpoint(cfg, out) if main else nullcontext((None, None)) as (endpoint, token):
         if main:
-            say(f"[2/4] Selecting the learngene (strategy {cfg.strategy!r}) -> {out / 'learngene'}")
+            how = f"under {cfg.max_bytes:,} bytes" if cfg.max_bytes is not None else f"strategy {cfg.strategy!r}"
+            say(f"[2/4] Selecting the learngene ({how}) -> {out / 'learngene'}")
             start = time.perf_counter()
-            learngene, selection = _select_and_save(cfg, out, str(accelerator.device))
+            learngene, lines = _select_and_save(cfg, out, str(accelerator.device))
             timings["selection"] = time.perf_counter() - start
-            say(selection.table())
-            say(f"chosen: {selection.chosen_names} - {selection.reason}")
+            for line in lines:
+                say(line)
             say(f"[3/4] Sharing it on the Hub as {cfg.repo_id!r} and pulling it back")
             learngene, hub_info = _share(cfg, out, learngene, endpoint, token)
         accelerator.wait_for_everyone()

@@ -80,6 +80,25 @@ def test_quick_settings_run_the_whole_cycle_at_the_tiny_size(tmp_path, hub):
     assert "open-world AUROC" in text and "energy score" in text and "model.open_world_score" in text
 
 
+def test_a_byte_budget_makes_the_pipeline_share_the_best_candidate_that_fits(tmp_path, hub):
+    from learngene_hf.artifact.narrow import block_bytes
+
+    budget = block_bytes(3, [8, 8], 3)  # the tiny preset's first two layers at full width
+    cfg = PipelineConfig(output_dir=str(tmp_path / "out"), repo_id="me/budget", hub_endpoint=hub, max_bytes=budget,
+                         distill_epochs=1, **TINY)  # fmt: skip
+    lines = []
+    summary = run_pipeline(cfg, progress=False, log=lambda *a, **k: lines.append(" ".join(map(str, a))))
+    saved = Learngene.from_pretrained(tmp_path / "out" / "learngene")
+    assert saved.num_bytes() <= budget and summary["learngene"]["strategy"] == "budget"
+    assert any("under" in line and "bytes" in line for line in lines)
+    assert any("| distilled_4 |" in line or "| distilled_4 (chosen) |" in line for line in lines)
+    assert summary["hub"]["identical_after_pull"]
+    with pytest.raises(ConfigError, match="needs --max-bytes"):
+        from learngene_hf.pipeline import check_before_training
+
+        check_before_training(PipelineConfig(output_dir=str(tmp_path / "x"), distill_epochs=2, **TINY))
+
+
 def test_the_pipelines_own_hub_takes_only_its_own_token(tmp_path, monkeypatch):
     from huggingface_hub import HfApi
     from huggingface_hub.errors import HfHubHTTPError

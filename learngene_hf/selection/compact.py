@@ -203,3 +203,18 @@ def select_under_budget(
         f"{100 * table[chosen]['mean']:.1f}% +/- {100 * table[chosen]['ci95']:.1f}; others: {others or 'none'}."
     )
     return {"chosen": chosen, "max_bytes": int(max_bytes), "candidates": table, "reason": reason}
+
+
+def budget_table(result: dict[str, Any]) -> str:
+    """Markdown of a :func:`select_under_budget` result: each candidate's layers, widths, bytes and
+    open-world probe accuracy, the chosen one marked."""
+    lines = ["| candidate | inherited bytes | open-world probe accuracy |", "| --- | ---: | --- |"]
+    for name, row in result["candidates"].items():
+        mark = " (chosen)" if name == result["chosen"] else ""
+        probe = (
+            f"{100 * row['mean']:.1f}% +/- {100 * row['ci95']:.1f}"
+            if "mean" in row
+            else f"not probed: {row['skipped']}"
+        )
+        lines.append(f"| {name}{mark} | {row['bytes']:,} | {probe} |")
+    return "\n".join(lines)
