@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from functools import partial
 
 # Only light modules (the standard library, the config dataclasses) are imported before the
 # arguments are parsed, so --help answers at once; torch and the models come in main().
@@ -120,7 +121,10 @@ def main(argv: list[str] | None = None) -> int:
             f"HF_ENDPOINT={args.hub_endpoint} instead of --hub-endpoint."
         )
     probe_data = args.load_probe_data and cfg.strategy == "validated" and cfg.layers is None
-    inheritor = Inheritor.from_run(args.run_dir, load_probe_data=probe_data, probe=learngene_probe)
+    # under a byte budget the probe is a linear probe (the tiny descendant): fine-tuned probes at one
+    # learning rate ranked narrow and distilled candidates unlike the novel classes did
+    probe = partial(learngene_probe, size="tiny") if cfg.max_bytes is not None else learngene_probe
+    inheritor = Inheritor.from_run(args.run_dir, load_probe_data=probe_data, probe=probe)
     if args.push_collective_to_hub:
         commit = inheritor.push_collective_to_hub(
             args.push_collective_to_hub, revision=args.revision, private=args.private, token=args.token

@@ -71,10 +71,15 @@ class PipelineConfig:
         k: layers in the learngene.
         layers: explicit layers, e.g. 0-2 (overrides the strategy).
         probe_episodes: open-world episodes per candidate of the validated selection.
-        max_bytes: a budget of inherited bytes: choose, on the same probes, among the first d
-            layers of every depth at the widest width that fits (None: a block of k full-width layers).
-        distill_epochs: with max_bytes, also distill each narrowed candidate from the collective
-            model for this many epochs on the base classes (0: none).
+        compact: choose the learngene under a budget of inherited bytes (max_bytes) among the
+            first d layers of every depth at the widest width that fits, the deepest one also
+            distilled from the collective model, by linear probes on the open-world classes
+            (learngene_hf.selection.compact); False (--no-compact): the validated block of k
+            full-width layers. Explicit layers or another strategy turn it off.
+        max_bytes: the budget of the compact learngene (None: the bytes of the collective
+            model's first k conv layers at full width).
+        distill_epochs: epochs of the deepest candidate's distillation, on the base classes
+            (0: no distilled candidate).
         repo_id: Hub repo the learngene is pushed to.
         hub_endpoint: Hub URL (None: a local Hub server storing under OUTPUT_DIR/hub;
             https://huggingface.co for the real one).
@@ -126,8 +131,9 @@ class PipelineConfig:
     k: int = SelectionConfig.k
     layers: list[int] | None = None
     probe_episodes: int = SelectionConfig.probe_episodes
+    compact: bool = True
     max_bytes: int | None = None
-    distill_epochs: int = 0
+    distill_epochs: int = 3
     # hub
     repo_id: str = DEFAULT_REPO_ID
     hub_endpoint: str | None = None
@@ -223,9 +229,11 @@ def check_before_training(cfg: PipelineConfig) -> None:
         criterion=cfg.criterion or DEFAULT_CRITERION,
         layers=cfg.layers,
         probe_episodes=cfg.probe_episodes,
-        max_bytes=cfg.max_bytes,
-        distill_epochs=cfg.distill_epochs,
     )
+    if cfg.max_bytes is not None and cfg.max_bytes < 1:
+        raise ConfigError(f"max_bytes must be a positive number of bytes (--max-bytes), got {cfg.max_bytes!r}.")
+    if cfg.distill_epochs < 0:
+        raise ConfigError(f"distill_epochs must be 0 or more (--distill-epochs), got {cfg.distill_epochs!r}.")
     _check_classes(cfg, training)
     _check_hub(cfg)
 
@@ -302,24 +310,35 @@ def _check_hub(cfg: PipelineConfig) -> None:
             ) from err
 
 
+def uses_budget(cfg: PipelineConfig) -> bool:
+    """Whether the pipeline chooses a compact learngene under a byte budget (see ``compact``)."""
+    return cfg.compact and cfg.layers is None and cfg.strategy == SelectionConfig.strategy
+
+
 def _select_and_save(cfg: PipelineConfig, out: Path, device: str) -> tuple[Any, list[str]]:
     """Select, extract and save the learngene; returns it and the lines that report the choice."""
+    from .artifact.learngene import Learngene
     from .fewshot.runner import learngene_probe
     from .selection.compact import budget_table
     from .selection.config import DEFAULT_CRITERION
     from .selection.inheritor import Inheritor
 
-    # the probes train the descendant the few-shot stage will train: its size, its recipe, its lr
-    probe = partial(learngene_probe, stack=cfg.stack, size=cfg.size)
-    inheritor = Inheritor.from_run(out / "collective", probe=probe)
     probes = {"probe_lrs": (float(cfg.fewshot_config().lr),), "probe_episodes": cfg.probe_episodes, "seed": cfg.seed}
-    if cfg.max_bytes is not None:
-        result = inheritor.select_under_budget(
-            cfg.max_bytes, distill_epochs=cfg.distill_epochs, device=device, **probes
-        )
+    if uses_budget(cfg):
+        # linear probes: fine-tuned probes at one learning rate ranked these candidates unlike the novel classes
+        inheritor = Inheritor.from_run(out / "collective", probe=partial(learngene_probe, stack=cfg.stack, size="tiny"))
+        model = inheritor.model
+        budget = cfg.max_bytes or Learngene.from_collective(model, list(range(cfg.k))).num_bytes()
+        deepest = [int(model.config.num_layers)] if cfg.distill_epochs else []
+        result = inheritor.select_under_budget(budget, distill_epochs=cfg.distill_epochs, distill_depths=deepest,
+                                               device=device, **probes)  # fmt: skip
         widths = inheritor.learngene.config.widths
         lines = [budget_table(result), f"chosen: {result['chosen']} (widths {widths}) - {result['reason']}"]
     else:
+        # the probes train the descendant the few-shot stage will train: its size, its recipe, its lr
+        inheritor = Inheritor.from_run(
+            out / "collective", probe=partial(learngene_probe, stack=cfg.stack, size=cfg.size)
+        )
         selection = inheritor.select(
             cfg.strategy, k=cfg.k, criterion=cfg.criterion or DEFAULT_CRITERION, layers=cfg.layers, device=device,
             **probes,
@@ -456,7 +475,8 @@ def summary_markdown(summary: dict[str, Any]) -> str:
         f"{100 * c['mean_accuracy_after']:.1f}%, at the end {100 * c['mean_accuracy_end']:.1f}%, "
         f"{c['images_per_second']:.0f} images/s, {c['seconds']:.0f} s.",
         _open_world_line(c),
-        f"- Learngene: layers {lg['layers']} ({lg['position']}). {lg['reason']}",
+        f"- Learngene: layers {lg['layers']} at widths {lg.get('widths')} ({lg['position']}"
+        f"{', distilled from the collective model' if lg.get('distilled') else ''}). {lg['reason']}",
         f"- Size: {sizes['learngene_parameters']:,} parameters ({sizes['learngene_bytes'] / 1e6:.2f} MB) = "
         f"{100 * sizes['parameter_fraction']:.1f}% of the collective model's {sizes['collective_parameters']:,}.",
     ]
@@ -509,7 +529,7 @@ def run_pipeline(
     hub_info: dict[str, Any] | None = None
     with _hub_endpoint(cfg, out) if main else nullcontext((None, None)) as (endpoint, token):
         if main:
-            how = f"under {cfg.max_bytes:,} bytes" if cfg.max_bytes is not None else f"strategy {cfg.strategy!r}"
+            how = "compact, under a byte budget" if uses_budget(cfg) else f"strategy {cfg.strategy!r}"
             say(f"[2/4] Selecting the learngene ({how}) -> {out / 'learngene'}")
             start = time.perf_counter()
             learngene, lines = _select_and_save(cfg, out, str(accelerator.device))
@@ -550,6 +570,8 @@ def run_pipeline(
         },
         "learngene": {
             "layers": lg_cfg.layer_names,
+            "widths": lg_cfg.widths,
+            "distilled": "distillation" in (lg_cfg.source or {}),
             "position": lg_cfg.position,
             "strategy": (lg_cfg.selection or {}).get("strategy"),
             "reason": (lg_cfg.selection or {}).get("reason"),

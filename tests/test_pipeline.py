@@ -41,7 +41,6 @@ def test_pipeline_runs_every_stage_and_shares_the_learngene(tmp_path, hub):
         "collective/model/config.json",
         "collective/heatmap.png",
         "learngene/learngene.safetensors",
-        "learngene/layer_ranking.png",
         "few_shot_2shot/results.json",
         "few_shot_2shot/accuracy.png",
         "summary.json",
@@ -80,6 +79,15 @@ def test_quick_settings_run_the_whole_cycle_at_the_tiny_size(tmp_path, hub):
     assert "open-world AUROC" in text and "energy score" in text and "model.open_world_score" in text
 
 
+def test_without_compact_the_pipeline_shares_the_validated_full_width_block(tmp_path, hub):
+    cfg = PipelineConfig(output_dir=str(tmp_path / "out"), repo_id="me/block", hub_endpoint=hub, compact=False, **TINY)
+    summary = run_pipeline(cfg, progress=False, log=lambda *a, **k: None)
+    saved = Learngene.from_pretrained(tmp_path / "out" / "learngene")
+    assert summary["learngene"]["strategy"] == "validated" and len(saved.config.layers) == 2
+    assert "channel_selection" not in saved.config.source and not summary["learngene"]["distilled"]
+    assert (tmp_path / "out" / "learngene" / "layer_ranking.png").is_file()
+
+
 def test_a_byte_budget_makes_the_pipeline_share_the_best_candidate_that_fits(tmp_path, hub):
     from learngene_hf.artifact.narrow import block_bytes
 
@@ -93,10 +101,10 @@ def test_a_byte_budget_makes_the_pipeline_share_the_best_candidate_that_fits(tmp
     assert any("under" in line and "bytes" in line for line in lines)
     assert any("| distilled_4 |" in line or "| distilled_4 (chosen) |" in line for line in lines)
     assert summary["hub"]["identical_after_pull"]
-    with pytest.raises(ConfigError, match="needs --max-bytes"):
+    with pytest.raises(ConfigError, match="distill_epochs must be 0 or more"):
         from learngene_hf.pipeline import check_before_training
 
-        check_before_training(PipelineConfig(output_dir=str(tmp_path / "x"), distill_epochs=2, **TINY))
+        check_before_training(PipelineConfig(output_dir=str(tmp_path / "x"), distill_epochs=-1, **TINY))
 
 
 def test_the_pipelines_own_hub_takes_only_its_own_token(tmp_path, monkeypatch):

@@ -257,6 +257,7 @@ class Inheritor:
         *,
         depths: Sequence[int] | None = None,
         distill_epochs: int = 0,
+        distill_depths: Sequence[int] | None = None,
         device: str | None = None,
         **probe_options: Any,
     ) -> dict[str, Any]:
@@ -264,7 +265,8 @@ class Inheritor:
         ``max_bytes``: the first ``d`` conv layers for each depth of ``depths`` (default: every
         depth) at the widest width that fits (:func:`~learngene_hf.selection.compact.budget_candidates`),
         and, with ``distill_epochs``, each narrowed one distilled from the collective model's map at
-        its depth on the base classes' images (:func:`~learngene_hf.selection.compact.distill_learngene`).
+        its depth on the base classes' images (:func:`~learngene_hf.selection.compact.distill_learngene`;
+        ``distill_depths``: only the narrowed candidates of these depths, ``None``: every one).
         ``probe_options``: the probe settings of :meth:`select` (``probe_episodes``,
         ``probe_epochs``, ``probe_ways``, ``probe_shots``, ``probe_queries``, ``probe_lrs``,
         ``seed``), with the same defaults.
@@ -292,7 +294,8 @@ class Inheritor:
                     "Distillation needs the base classes (task_stream['classes']); use Inheritor.from_run."
                 )
             images = self.probe_data.select(base).images
-            for name in [n for n in found if n.startswith("narrow_")]:
+            wanted = None if distill_depths is None else {f"narrow_{int(d)}" for d in distill_depths}
+            for name in [n for n in found if n.startswith("narrow_") and (wanted is None or n in wanted)]:
                 found[name.replace("narrow_", "distilled_")] = distill_learngene(
                     found[name], self.model, images, epochs=distill_epochs, seed=seed, device=device
                 )
