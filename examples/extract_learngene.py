@@ -97,6 +97,7 @@ def _select_under_budget(inheritor, cfg: SelectionConfig) -> None:
     probe = {name: getattr(cfg, name) for name in PROBE_OPTIONS}
     from learngene_hf.selection.compact import budget_table
 
+    probe["probe_training"] = "a linear probe (the tiny descendant)"
     result = inheritor.select_under_budget(cfg.max_bytes, distill_epochs=cfg.distill_epochs, **probe)
     print(budget_table(result))
     learngene = inheritor.learngene

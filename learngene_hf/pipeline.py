@@ -331,7 +331,8 @@ def _select_and_save(cfg: PipelineConfig, out: Path, device: str) -> tuple[Any, 
         budget = cfg.max_bytes or Learngene.from_collective(model, list(range(cfg.k))).num_bytes()
         deepest = [int(model.config.num_layers)] if cfg.distill_epochs else []
         result = inheritor.select_under_budget(budget, distill_epochs=cfg.distill_epochs, distill_depths=deepest,
-                                               device=device, **probes)  # fmt: skip
+                                               probe_training="a linear probe (the tiny descendant)", device=device,
+                                               **probes)  # fmt: skip
         widths = inheritor.learngene.config.widths
         lines = [budget_table(result), f"chosen: {result['chosen']} (widths {widths}) - {result['reason']}"]
     else:

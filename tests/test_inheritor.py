@@ -263,7 +263,7 @@ def test_example_script_with_a_byte_budget_saves_the_best_candidate_that_fits(ti
             "--output-dir", str(tmp_path / "out")]  # fmt: skip
     assert run_extract_example(argv) == 0
     out = capsys.readouterr().out
-    assert "candidate narrow_4" in out and "candidate distilled_4" in out and "Chosen " in out
+    assert "| narrow_4 " in out and "| distilled_4 " in out and "Chosen " in out
     saved = Learngene.from_pretrained(tmp_path / "out")
     assert saved.num_bytes() <= budget and saved.config.selection["strategy"] == "budget"
     assert not (tmp_path / "out" / "layer_ranking.png").exists()

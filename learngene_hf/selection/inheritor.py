@@ -259,6 +259,7 @@ class Inheritor:
         distill_epochs: int = 0,
         distill_depths: Sequence[int] | None = None,
         device: str | None = None,
+        probe_training: str | None = None,
         **probe_options: Any,
     ) -> dict[str, Any]:
         """Choose the learngene that does best on the open-world probes among those of at most
@@ -269,7 +270,8 @@ class Inheritor:
         ``distill_depths``: only the narrowed candidates of these depths, ``None``: every one).
         ``probe_options``: the probe settings of :meth:`select` (``probe_episodes``,
         ``probe_epochs``, ``probe_ways``, ``probe_shots``, ``probe_queries``, ``probe_lrs``,
-        ``seed``), with the same defaults.
+        ``seed``), with the same defaults; ``probe_training`` says in the log what the probe trains
+        (e.g. "a linear probe").
 
         The chosen learngene becomes :attr:`learngene` (``save_pretrained`` / ``push_to_hub`` then
         share it) with the budget table in ``config.selection``. Returns that table
@@ -281,7 +283,7 @@ class Inheritor:
         seed = options["seed"]
         if self.is_linear_expansion:
             raise ConfigError("A linear-expansion ViT has one learngene, its base/increment pair; call extract().")
-        probe, settings, why_not = self._probe(*(options[name] for name in PROBE_OPTIONS), device)
+        probe, settings, why_not = self._probe(*(options[name] for name in PROBE_OPTIONS), device, probe_training)
         if probe is None:
             raise ConfigError(f"The budget selection needs open-world probes, but {why_not}.")
         meta = {"source": dict(self.source), "task_stream": dict(self.task_stream),
@@ -321,9 +323,11 @@ class Inheritor:
         lrs: Sequence[float],
         seed: int,
         device: str | None,
+        training: str | None = None,
     ):
         """The probe of the validated and budget selections (``probe(learngene) -> {"accuracies", "lr",
-        ...}``), its settings, and why it is ``None``."""
+        ...}``), its settings, and why it is ``None``. ``training`` describes what the probe trains
+        in its log line (default: its epochs and learning rates)."""
         settings = {
             "classes": "open_world",
             "open_world_classes": list(self.open_world_classes),
@@ -373,10 +377,8 @@ class Inheritor:
             names = f"layers {rows[0]['source_index']}-{rows[-1]['source_index']}"
             if "channel_selection" in (learngene.config.source or {}):
                 names += f" at widths {learngene.config.widths}"
-            logger.info(
-                f"selection: probing {names} on {episodes} open-world {ways}-way {shots}-shot episodes, "
-                f"{epochs} epochs at lr {', '.join(f'{lr:g}' for lr in lrs)}"
-            )
+            how = training or f"{epochs} epochs at lr {', '.join(f'{lr:g}' for lr in lrs)}"
+            logger.info(f"selection: probing {names} on {episodes} open-world {ways}-way {shots}-shot episodes, {how}")
             by_lr = {
                 lr: [float(a) for a in self.probe(learngene, episode_list, lr, epochs, seed, device)] for lr in lrs
             }
