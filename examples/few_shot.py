@@ -96,7 +96,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="class ids for --tune-lr (default: the learngene's open-world classes)",
     )
     episodes = parser.add_argument_group("episodes and methods (learngene_hf.fewshot.config.ComparisonConfig)")
-    add_config_arguments(episodes, ComparisonConfig)
+    add_config_arguments(
+        episodes,
+        ComparisonConfig,
+        default_text={"size": "the learngene's: tiny for a learngene of every layer (compact), else small"},
+    )
     episodes.add_argument(
         "--collective-run",
         default=None,
@@ -184,6 +188,7 @@ def main(argv: list[str] | None = None) -> None:
         write_results,
         write_sizes,
     )
+    from learngene_hf.fewshot.config import default_size
     from learngene_hf.fewshot.journal import record_episodes
     from learngene_hf.fewshot.loading import collective_model_of, load_fewshot_data
     from learngene_hf.fewshot.methods import comparison_methods
@@ -195,9 +200,10 @@ def main(argv: list[str] | None = None) -> None:
     run = ComparisonConfig(**config_kwargs(args, ComparisonConfig))
     out = writable_folder(args.output_dir, "the output folder (--output-dir)")  # before any training
     accelerator = make_accelerator(args.mixed_precision, default="no")
-    cfg = fewshot_config(args, run.size, str(accelerator.device))
     with accelerator.main_process_first():
         learngene = load_learngene(args.learngene, args.revision, args.hub_endpoint)
+    run.size = run.size or default_size(learngene)
+    cfg = fewshot_config(args, run.size, str(accelerator.device))
     data, novel, open_world = load_fewshot_data(
         learngene,
         args.dataset,

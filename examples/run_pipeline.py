@@ -62,6 +62,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         },
         default_text={
             "num_tasks": "the preset's",
+            "size": "the learngene's: tiny for the compact learngene, small for a block of layers",
+            "max_bytes": "the bytes of the first k full-width layers",
             "epochs_per_task": "the preset's",
             "images_per_class": "the preset's",
             "criterion": "stability",

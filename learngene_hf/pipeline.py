@@ -84,8 +84,10 @@ class PipelineConfig:
         hub_endpoint: Hub URL (None: a local Hub server storing under OUTPUT_DIR/hub;
             https://huggingface.co for the real one).
         token: Hub token.
-        size: the descendant size of the few-shot stage and of the selection probes ("tiny": the
-            learngene and a linear head, "small", "medium", "full"); its recipe under the fields below.
+        size: the descendant size of the few-shot stage and of the validated selection's probes
+            ("tiny": the learngene and a linear head, "small", "medium", "full"); its recipe under
+            the fields below. None: the learngene's default (tiny for the compact learngene, which
+            holds every layer; small for a block of layers).
         shots: one few-shot comparison per value.
         episodes: novel-class episodes per comparison.
         ways: classes per episode.
@@ -139,7 +141,7 @@ class PipelineConfig:
     hub_endpoint: str | None = None
     token: str | None = None
     # few-shot
-    size: str = field(default=DEFAULT_SIZE, metadata={"choices": tuple(SIZE_RECIPES)})
+    size: str | None = field(default=None, metadata={"choices": tuple(SIZE_RECIPES)})
     shots: list[int] = field(default_factory=lambda: [5])
     episodes: int = ComparisonConfig.episodes
     ways: int = ComparisonConfig.ways
@@ -169,14 +171,14 @@ class PipelineConfig:
                 raise ConfigError(f"{name} must be positive (or None for the recipe's), got {getattr(self, name)!r}.")
         self.fewshot_config()  # a bad recipe fails here, not after collective training
 
-    def fewshot_config(self, device: str | None = None) -> Any:
+    def fewshot_config(self, device: str | None = None, size: str | None = None) -> Any:
         """The :class:`~learngene_hf.fewshot.config.FewShotConfig` of the few-shot stage: ``recipe``
-        (the default one with the values of the descendant ``size``) with the fields set here
-        (``steps``, ``epochs``, ``lr``, ``batch_size``) on top."""
+        (the default one with the values of the descendant ``size``, default ``self.size`` or
+        :data:`DEFAULT_SIZE`) with the fields set here (``steps``, ``epochs``, ``lr``, ``batch_size``) on top."""
         given = {"steps": self.steps, "epochs": self.epochs, "lr": self.lr, "batch_size": self.batch_size}
         fields = {k: v for k, v in given.items() if v is not None}
         fields.update(device=device, stack=self.stack, stack_size=self.stack_size)
-        return sized_recipe(self.size, self.recipe, **fields)
+        return sized_recipe(size or self.size or DEFAULT_SIZE, self.recipe, **fields)
 
     def tune_grid(self) -> dict[str, list[float]]:
         """What the few-shot stage tunes per method on open-world episodes."""
@@ -338,7 +340,7 @@ def _select_and_save(cfg: PipelineConfig, out: Path, device: str) -> tuple[Any, 
     else:
         # the probes train the descendant the few-shot stage will train: its size, its recipe, its lr
         inheritor = Inheritor.from_run(
-            out / "collective", probe=partial(learngene_probe, stack=cfg.stack, size=cfg.size)
+            out / "collective", probe=partial(learngene_probe, stack=cfg.stack, size=cfg.size or DEFAULT_SIZE)
         )
         selection = inheritor.select(
             cfg.strategy, k=cfg.k, criterion=cfg.criterion or DEFAULT_CRITERION, layers=cfg.layers, device=device,
@@ -410,15 +412,17 @@ def _hub_endpoint(cfg: PipelineConfig, out: Path) -> Iterator[tuple[str, str | N
 def _few_shot(cfg: PipelineConfig, out: Path, learngene, accelerator, progress: bool) -> dict[int, dict[str, Any]]:
     from .data import sample_episodes
     from .fewshot.compare import compare_methods, write_results
+    from .fewshot.config import default_size
     from .fewshot.loading import load_fewshot_data
     from .fewshot.methods import comparison_methods
     from .fewshot.tuning import tuning_episodes
 
     data, novel, open_world = load_fewshot_data(learngene)
+    size = cfg.size or default_size(learngene)
     methods = comparison_methods(
-        learngene, compare=cfg.compare, blocks=cfg.compare_blocks, collective_run=str(out / "collective"), size=cfg.size
+        learngene, compare=cfg.compare, blocks=cfg.compare_blocks, collective_run=str(out / "collective"), size=size
     )
-    fs_cfg = cfg.fewshot_config(device=str(accelerator.device))
+    fs_cfg = cfg.fewshot_config(device=str(accelerator.device), size=size)
     results = {}
     for shots in cfg.shots:
         episodes = sample_episodes(data, novel, cfg.episodes, cfg.ways, shots, cfg.queries, seed=cfg.seed)

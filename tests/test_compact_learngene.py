@@ -106,3 +106,11 @@ def test_budget_selection_probes_only_what_fits_and_keeps_the_best(collective):
     assert result["candidates"]["narrow_3"]["mean"] == pytest.approx(0.55)
     with pytest.raises(ConfigError, match="raise the budget"):
         select_under_budget({"first_4": found["first_4"]}, probe, budget)
+
+
+def test_a_learngene_of_every_layer_defaults_to_the_linear_probe_size(collective):
+    from learngene_hf.fewshot.config import DEFAULT_SIZE, default_size
+
+    whole = Learngene.from_collective(collective, [0, 1, 2, 3], widths=[4, 4, 8, 8])
+    assert whole.config.position == "whole" and default_size(whole) == "tiny"
+    assert default_size(Learngene.from_collective(collective, [0, 1])) == DEFAULT_SIZE == "small"

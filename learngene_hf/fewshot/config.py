@@ -52,6 +52,16 @@ SIZE_RECIPES: dict[str, dict[str, Any]] = {
 DEFAULT_SIZE = "small"
 
 
+def default_size(learngene: Any) -> str:
+    """The size a learngene's descendants default to: ``"tiny"`` (the learngene and a linear head,
+    the linear probe) for a layer learngene that holds every conv layer of its collective model, like
+    the compact learngene the pipeline extracts, which has no fresh layer left to add and whose
+    fine-tuned head at the default learning rate ended below that probe; :data:`DEFAULT_SIZE` otherwise."""
+    config = getattr(learngene, "config", None)
+    whole = getattr(config, "form", "layers") == "layers" and getattr(config, "position", None) == "whole"
+    return "tiny" if whole else DEFAULT_SIZE
+
+
 def descendant_recipe(size: str | None) -> dict[str, Any]:
     """The :class:`FewShotConfig` fields of the recipe for a descendant of ``size`` (``None``: "full"):
     every field that some size sets, with the default recipe's value where this size keeps it (so
@@ -318,7 +328,8 @@ class ComparisonConfig:
             cost little.
         size: the descendant size of ``learngene`` and ``scratch`` (and the random network of the
             frozen-feature baselines): a name of ``VGG_DESCENDANT_SIZES`` ("tiny", "small",
-            "medium", "full"); its recipe (:data:`SIZE_RECIPES`) sits under the recipe flags given.
+            "medium", "full"); its recipe (:data:`SIZE_RECIPES`) sits under the recipe flags given;
+            ``None``: the learngene's :func:`default_size`.
         sizes: also compare descendants of several sizes with scratch and weight selection of the
             same size (``sizes.json`` / ``sizes.md`` / ``sizes.png``).
         freeze_learngene: train only the fresh layers.
@@ -338,7 +349,7 @@ class ComparisonConfig:
     compare: bool = False
     baselines: bool = True
     blocks: bool = True
-    size: str = field(default=DEFAULT_SIZE, metadata={"choices": tuple(SIZE_RECIPES)})
+    size: str | None = field(default=None, metadata={"choices": tuple(SIZE_RECIPES)})
     sizes: bool = False
     freeze_learngene: bool = False
     tune_lr: bool = False
