@@ -95,7 +95,7 @@ def markdown(r: dict[str, Any]) -> str:
         "| stage | seconds |",
         "| --- | ---: |",
         f"| collective model ({c['preset']} preset, training and evaluation) | {s['collective']:.0f} |",
-        f"| learngene selection (open-world probes) and saving | {s['selection']:.0f} |",
+        f"| learngene selection (distillation, open-world probes) and saving | {s['selection']:.0f} |",
         f"| Hub push and pull | {s['hub']:.1f} |",
         f"| few-shot comparison | {s['few_shot']:.0f} |",
     ]

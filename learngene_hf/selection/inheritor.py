@@ -383,7 +383,8 @@ class Inheritor:
                 lr: [float(a) for a in self.probe(learngene, episode_list, lr, epochs, seed, device)] for lr in lrs
             }
             best = max(by_lr, key=lambda lr: sum(by_lr[lr]) / len(by_lr[lr]))
-            logger.info(f"selection: {names}: {100 * sum(by_lr[best]) / len(by_lr[best]):.1f}% at lr {best:g}")
+            at = "" if training else f" at lr {best:g}"
+            logger.info(f"selection: {names}: {100 * sum(by_lr[best]) / len(by_lr[best]):.1f}%{at}")
             return {
                 "accuracies": by_lr[best],
                 "lr": best,
