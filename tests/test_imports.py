@@ -26,6 +26,7 @@ FLOORS = [
     ("auto", "training"),
     ("selection",),
     ("fewshot",),
+    ("summary",),
     ("cli", "pipeline"),
 ]
 FLOOR = {room: level for level, rooms in enumerate(FLOORS) for room in rooms}
